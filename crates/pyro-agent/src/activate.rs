@@ -1,0 +1,167 @@
+//! Activation: turns a ready guest (freshly booted, or restored from a memory snapshot) into one VM's own.
+//!
+//! Order matters: the clock and the entropy pool are fixed before anything else runs, then the VM's own
+//! writable disk is mounted and the overlay root (lower: the base image, upper: the disk) is assembled.
+
+use std::fs;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use pyro_proto::{Activate, Activated};
+
+use crate::{disks, init, log, net, sys};
+
+/// The root directory commands run in once the VM is activated.
+pub const ROOT: &str = "/newroot";
+/// Where the VM's writable disk is mounted.
+const DATA_MOUNT: &str = "/rw";
+
+const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
+const RNDRESEEDCRNG: libc::c_ulong = 0x5207;
+const BLKFLSBUF: libc::c_ulong = 0x1261;
+
+static ACTIVATED: Mutex<bool> = Mutex::new(false);
+
+pub fn is_active() -> bool {
+    *ACTIVATED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub fn activate(request: &Activate) -> io::Result<Activated> {
+    let mut active = ACTIVATED.lock().unwrap_or_else(|p| p.into_inner());
+    sys::set_wall_clock(request.unix_time_ns)?;
+    add_entropy(&request.entropy_hex)?;
+    if !*active {
+        mount_root()?;
+        set_identity(&request.hostname, &request.machine_id)?;
+        net::loopback_up()?;
+        if let Some(network) = &request.network {
+            net::configure(network)?;
+            let resolv: String = network
+                .dns
+                .iter()
+                .map(|d| format!("nameserver {d}\n"))
+                .collect();
+            write_file(&format!("{ROOT}/etc/resolv.conf"), &resolv)?;
+        }
+        *active = true;
+        log("activated");
+    }
+    Ok(Activated {
+        boot_id: sys::boot_id(),
+    })
+}
+
+fn add_entropy(entropy_hex: &str) -> io::Result<()> {
+    let bytes = decode_hex(entropy_hex)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "entropy is not valid hex"))?;
+    if bytes.len() < 16 || bytes.len() > 512 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "entropy must be 16 to 512 bytes",
+        ));
+    }
+    // struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+    let mut info = Vec::with_capacity(8 + bytes.len() + 3);
+    info.extend_from_slice(&((bytes.len() * 8) as i32).to_ne_bytes());
+    info.extend_from_slice(&(bytes.len() as i32).to_ne_bytes());
+    info.extend_from_slice(&bytes);
+    info.resize(8 + bytes.len().div_ceil(4) * 4, 0);
+    let urandom = fs::OpenOptions::new().write(true).open("/dev/urandom")?;
+    let fd = urandom.as_raw_fd();
+    sys::ioctl_ptr(fd, RNDADDENTROPY, info.as_mut_ptr().cast(), "RNDADDENTROPY")?;
+    sys::ioctl_ptr(fd, RNDRESEEDCRNG, std::ptr::null_mut(), "RNDRESEEDCRNG")
+}
+
+fn mount_root() -> io::Result<()> {
+    let data = disks::wait_for_label(pyro_proto::DATA_DISK_LABEL, Duration::from_secs(10))
+        .map_err(|e| io::Error::new(io::ErrorKind::NotFound, e))?;
+    // The guest may hold stale pages of this device from before a snapshot restore: drop them.
+    {
+        let dev = fs::File::open(&data)?;
+        sys::ioctl_ptr(
+            dev.as_raw_fd(),
+            BLKFLSBUF,
+            std::ptr::null_mut(),
+            "BLKFLSBUF",
+        )?;
+    }
+    sys::mount(&data, DATA_MOUNT, "ext4", libc::MS_NOATIME, "")?;
+    for dir in ["root/upper", "root/work", "workspace"] {
+        fs::create_dir_all(Path::new(DATA_MOUNT).join(dir))?;
+    }
+    let options = format!(
+        "lowerdir={},upperdir={DATA_MOUNT}/root/upper,workdir={DATA_MOUNT}/root/work",
+        init::BASE_MOUNT
+    );
+    sys::mount("overlay", ROOT, "overlay", 0, &options)?;
+    let nosuid_nodev = libc::MS_NOSUID | libc::MS_NODEV;
+    let mounts: [(&str, &str, &str, libc::c_ulong, &str); 7] = [
+        ("proc", "proc", "proc", nosuid_nodev | libc::MS_NOEXEC, ""),
+        ("sysfs", "sys", "sysfs", nosuid_nodev | libc::MS_NOEXEC, ""),
+        ("devtmpfs", "dev", "devtmpfs", libc::MS_NOSUID, "mode=0755"),
+        (
+            "devpts",
+            "dev/pts",
+            "devpts",
+            libc::MS_NOSUID | libc::MS_NOEXEC,
+            "newinstance,ptmxmode=0666,mode=620",
+        ),
+        ("tmpfs", "dev/shm", "tmpfs", nosuid_nodev, "mode=1777"),
+        ("tmpfs", "run", "tmpfs", nosuid_nodev, "mode=0755"),
+        ("tmpfs", "tmp", "tmpfs", nosuid_nodev, "mode=1777"),
+    ];
+    for (source, target, fstype, flags, data) in mounts {
+        sys::mount(source, &format!("{ROOT}/{target}"), fstype, flags, data)?;
+    }
+    sys::mount(
+        &format!("{DATA_MOUNT}/workspace"),
+        &format!("{ROOT}/workspace"),
+        "",
+        libc::MS_BIND,
+        "",
+    )
+}
+
+fn set_identity(hostname: &str, machine_id: &str) -> io::Result<()> {
+    let valid_host = !hostname.is_empty()
+        && hostname.len() <= 63
+        && hostname
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    let valid_id = machine_id.len() == 32 && machine_id.bytes().all(|b| b.is_ascii_hexdigit());
+    if !valid_host || !valid_id {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "invalid hostname or machine id",
+        ));
+    }
+    sys::set_hostname(hostname)?;
+    write_file(&format!("{ROOT}/etc/hostname"), &format!("{hostname}\n"))?;
+    write_file(
+        &format!("{ROOT}/etc/machine-id"),
+        &format!("{machine_id}\n"),
+    )?;
+    write_file(
+        &format!("{ROOT}/etc/hosts"),
+        &format!("127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
+    )
+}
+
+fn write_file(path: &str, contents: &str) -> io::Result<()> {
+    // A symlink planted in the base image must not redirect the write: replace whatever is there.
+    let _ = fs::remove_file(path);
+    fs::write(path, contents)
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}

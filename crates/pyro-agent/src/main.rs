@@ -1,0 +1,55 @@
+//! `pyro-agent`: PID 1 of every pyro microVM and the guest end of the agent channel.
+//!
+//! At boot it mounts the pseudo file systems, loads the kernel modules the initramfs carries, mounts the
+//! environment's read-only base image and then serves requests on the virtio-serial port: the guest is
+//! *ready*. An `activate` request makes it one VM's own (clock, entropy, identity, its writable disk and the
+//! overlay root commands run in); `exec` runs commands; `power_off` ends the VM. The agent itself stays
+//! outside the overlay root, so nothing a command does can replace it.
+
+mod activate;
+mod disks;
+mod exec;
+mod init;
+mod net;
+mod port;
+mod reaper;
+mod serve;
+mod sys;
+
+fn main() {
+    let is_init = std::process::id() == 1;
+    std::panic::set_hook(Box::new(|info| {
+        log(&format!("panic: {info}"));
+    }));
+    if is_init {
+        if let Err(err) = init::boot() {
+            log(&format!("boot failed: {err}"));
+            init::power_off();
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build();
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            log(&format!("cannot start the runtime: {err}"));
+            if is_init {
+                init::power_off();
+            }
+            std::process::exit(1);
+        }
+    };
+    if let Err(err) = runtime.block_on(serve::serve()) {
+        log(&format!("agent stopped: {err}"));
+    }
+    if is_init {
+        init::power_off();
+    }
+}
+
+/// Writes one line to the console (the VM's serial log on the host).
+pub fn log(message: &str) {
+    eprintln!("pyro-agent: {message}");
+}

@@ -1,0 +1,97 @@
+//! `pyro doctor`.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use pyro_core::doctor;
+
+use crate::output::{self, EXIT_FAILURE};
+
+#[derive(Args)]
+pub struct DoctorArgs {
+    /// Print the report as JSON on stdout
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn main(args: DoctorArgs) -> ExitCode {
+    let dirs = match output::dirs(args.json, EXIT_FAILURE) {
+        Ok(dirs) => dirs,
+        Err(code) => return code,
+    };
+    let report = doctor::report(&dirs);
+    if args.json {
+        output::print_json(&report);
+    } else {
+        let mut text = format!(
+            "pyro {} on {} {} (kernel {})\n",
+            report.pyro_version,
+            report.platform.os,
+            report.platform.arch,
+            report.platform.kernel_release
+        );
+        text.push_str(&format!(
+            "QEMU:         {}\n",
+            match (&report.qemu.binary, &report.qemu.version) {
+                (Some(bin), Some(version)) => format!("{bin} (version {version})"),
+                (Some(bin), None) => format!("{bin} (version unknown)"),
+                (None, _) => format!("missing: install the `{}` package", report.qemu.package),
+            }
+        ));
+        text.push_str(&format!(
+            "KVM:          {} ({})\n",
+            serde_json::to_value(report.kvm.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            report.kvm.reason
+        ));
+        text.push_str(&format!(
+            "Accelerator:  {} ({})\n",
+            report.accelerator.accelerator.as_str(),
+            report.accelerator.reason
+        ));
+        for tool in &report.tools {
+            text.push_str(&format!(
+                "Tool:         {:<20} {}\n",
+                tool.binary,
+                tool.path
+                    .clone()
+                    .unwrap_or_else(|| format!("MISSING (apt-get install {})", tool.package))
+            ));
+        }
+        text.push_str(&format!(
+            "Guest agent:  {}\n",
+            report.agent.path.clone().unwrap_or_else(|| report
+                .agent
+                .error
+                .clone()
+                .unwrap_or_default())
+        ));
+        text.push_str(&format!(
+            "Cache dir:    {}\nState dir:    {}\nMirror:       {}\n",
+            report.cache_dir, report.state_dir, report.debian_mirror
+        ));
+        for env in &report.environments {
+            text.push_str(&format!(
+                "Environment:  {:<16} {}\n",
+                env.name,
+                env.state.replace('_', " ")
+            ));
+        }
+        if report.issues.is_empty() {
+            text.push_str("No issues found.\n");
+        } else {
+            text.push_str("Notes:\n");
+            for issue in &report.issues {
+                text.push_str(&format!("  - {issue}\n"));
+            }
+        }
+        output::write_stdout(text.as_bytes());
+    }
+    if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILURE)
+    }
+}

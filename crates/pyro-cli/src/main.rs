@@ -1,0 +1,58 @@
+//! The `pyro` command. It parses arguments, calls `pyro_core` and renders results; nothing else.
+
+mod doctor_cmd;
+mod env_cmd;
+mod output;
+mod progress;
+mod run_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "pyro",
+    version,
+    about = "Disposable Linux microVMs for coding agents",
+    long_about = "Disposable Linux microVMs for coding agents.\n\n\
+                  pyro boots a real VM (QEMU microvm; KVM when usable, software emulation otherwise) from a \
+                  Debian environment it builds locally, runs commands in it, and tears it down.",
+    after_help = "Start with `pyro doctor`, then `pyro run debian:12 -- git --version`."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Run one command in a fresh microVM, then delete the VM
+    Run(run_cmd::RunArgs),
+    /// List, build, inspect and prune environments
+    #[command(subcommand)]
+    Env(env_cmd::EnvCommand),
+    /// Check the host: QEMU, KVM, tools, the guest agent, environments
+    Doctor(doctor_cmd::DoctorArgs),
+    /// Internal: supervise one VM (started by pyro itself)
+    #[command(name = "__supervise", hide = true)]
+    Supervise {
+        #[arg(long)]
+        vm_dir: PathBuf,
+        #[arg(long)]
+        owner_fd: i32,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Commands::Supervise { vm_dir, owner_fd } => {
+            ExitCode::from(pyro_core::supervisor::main(&vm_dir, owner_fd).clamp(0, 255) as u8)
+        }
+        Commands::Run(args) => run_cmd::main(args),
+        Commands::Env(command) => env_cmd::main(command),
+        Commands::Doctor(args) => doctor_cmd::main(args),
+    }
+}

@@ -1,0 +1,90 @@
+//! `pyro run`.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use pyro_core::run::{self, RunOptions};
+use pyro_core::OutputStream;
+
+use crate::output::{self, EXIT_RUN_FAILURE};
+use crate::progress::StderrProgress;
+
+#[derive(Args)]
+#[command(
+    after_help = "Examples:\n  pyro run debian:12 -- git --version\n  pyro run debian:12 --json -- sh -c 'echo $HOME'\n  pyro run debian:12-build --network --timeout-seconds 120 -- curl -sI https://deb.debian.org\n\n\
+The command's words run directly, without a shell; use `sh -c '...'` for shell syntax.\n\
+pyro exits with the command's exit code (124 on timeout); 125 means pyro itself failed."
+)]
+pub struct RunArgs {
+    /// Environment to boot (see `pyro env list`)
+    environment: String,
+    /// Virtual CPUs
+    #[arg(long, default_value_t = run::DEFAULT_VCPU_COUNT, value_parser = clap::value_parser!(u8).range(1..=8))]
+    vcpu_count: u8,
+    /// Guest memory in MiB
+    #[arg(long, default_value_t = run::DEFAULT_MEM_MIB, value_parser = clap::value_parser!(u32).range(256..=32768))]
+    mem_mib: u32,
+    /// Kill the command (and everything it started) after this many seconds; exit code 124
+    #[arg(long, default_value_t = run::DEFAULT_TIMEOUT_SECONDS, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    timeout_seconds: u64,
+    /// Give the guest outbound networking (QEMU user-mode networking; no root needed)
+    #[arg(long)]
+    network: bool,
+    /// Print one JSON result on stdout instead of streaming the command's output
+    #[arg(long)]
+    json: bool,
+    /// The command and its arguments, after `--`
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+pub fn main(args: RunArgs) -> ExitCode {
+    let dirs = match output::dirs(args.json, EXIT_RUN_FAILURE) {
+        Ok(dirs) => dirs,
+        Err(code) => return code,
+    };
+    let options = RunOptions {
+        vcpu_count: args.vcpu_count,
+        mem_mib: args.mem_mib,
+        timeout_seconds: args.timeout_seconds,
+        network: args.network,
+        ..RunOptions::new(&args.environment, args.command.clone())
+    };
+    let progress = StderrProgress::new("run");
+    let json = args.json;
+    let outcome = output::runtime().block_on(async {
+        let cancel = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        let mut passthrough = |stream: OutputStream, data: &[u8]| match stream {
+            OutputStream::Stdout => output::write_stdout(data),
+            OutputStream::Stderr => output::write_stderr(data),
+        };
+        let sink: Option<&mut (dyn FnMut(OutputStream, &[u8]) + Send)> =
+            if json { None } else { Some(&mut passthrough) };
+        run::run(&dirs, &options, &progress, sink, cancel).await
+    });
+    match outcome {
+        Ok(result) => {
+            if json {
+                output::print_json(&result);
+            } else {
+                output::write_stderr(
+                    format!(
+                        "[run] environment={} accelerator={} exit_code={} boot_ms={} exec_ms={} total_ms={}{}\n",
+                        result.environment,
+                        result.accelerator.as_str(),
+                        result.exit_code,
+                        result.boot_ms,
+                        result.exec_ms,
+                        result.total_ms,
+                        if result.timed_out { " timed_out=yes" } else { "" },
+                    )
+                    .as_bytes(),
+                );
+            }
+            ExitCode::from(result.exit_code.clamp(0, 255) as u8)
+        }
+        Err(err) => output::fail(&err, json, EXIT_RUN_FAILURE),
+    }
+}

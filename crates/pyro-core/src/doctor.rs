@@ -1,0 +1,148 @@
+//! `pyro doctor`: what a newcomer needs to know (and fix) about the host.
+
+use serde::Serialize;
+
+use crate::environment::{self, EnvironmentInfo};
+use crate::host::accel::{self, AcceleratorChoice};
+use crate::host::{mirror, tools};
+use crate::initramfs::Agent;
+use crate::{engine, Dirs};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Platform {
+    pub os: String,
+    pub arch: String,
+    pub kernel_release: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolStatus {
+    pub binary: String,
+    pub package: String,
+    pub purpose: String,
+    pub found: bool,
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QemuStatus {
+    pub binary: Option<String>,
+    pub version: Option<String>,
+    pub package: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentStatus {
+    pub path: Option<String>,
+    pub sha256: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DoctorReport {
+    pub ok: bool,
+    pub pyro_version: String,
+    pub platform: Platform,
+    pub qemu: QemuStatus,
+    pub kvm: accel::KvmReport,
+    pub accelerator: AcceleratorChoice,
+    pub tsc_khz: Option<u64>,
+    pub tools: Vec<ToolStatus>,
+    pub agent: AgentStatus,
+    pub debian_mirror: String,
+    pub cache_dir: String,
+    pub state_dir: String,
+    pub environments: Vec<EnvironmentInfo>,
+    /// What is wrong, each with what to do about it.
+    pub issues: Vec<String>,
+}
+
+pub fn report(dirs: &Dirs) -> DoctorReport {
+    let mut issues = Vec::new();
+    let tools: Vec<ToolStatus> = tools::REQUIRED
+        .iter()
+        .map(|tool| {
+            let path = tool.locate();
+            if path.is_none() {
+                issues.push(format!(
+                    "`{}` is missing ({}): install the Debian package `{}`",
+                    tool.binary, tool.purpose, tool.package
+                ));
+            }
+            ToolStatus {
+                binary: tool.binary.into(),
+                package: tool.package.into(),
+                purpose: tool.purpose.into(),
+                found: path.is_some(),
+                path: path.map(|p| p.display().to_string()),
+            }
+        })
+        .collect();
+    let qemu_binary = tools::QEMU.locate();
+    let qemu_version = qemu_binary
+        .as_deref()
+        .and_then(|b| engine::qemu_version(b).ok());
+    let accelerator = accel::choose();
+    if accelerator.accelerator == accel::Accelerator::Tcg {
+        issues.push(format!(
+            "VMs run under TCG (software emulation, several times slower than KVM): {}",
+            accelerator.kvm.reason
+        ));
+    }
+    let tsc_khz = accel::tsc_khz();
+    if tsc_khz.is_none() {
+        issues.push("the host TSC frequency is unknown; TCG guests may hang calibrating it".into());
+    }
+    let agent = match Agent::locate(dirs) {
+        Ok(agent) => AgentStatus {
+            path: Some(agent.path.display().to_string()),
+            sha256: Some(agent.sha256),
+            error: None,
+        },
+        Err(err) => {
+            issues.push(format!(
+                "{err}{}",
+                err.hint().map(|h| format!(" ({h})")).unwrap_or_default()
+            ));
+            AgentStatus {
+                path: None,
+                sha256: None,
+                error: Some(err.to_string()),
+            }
+        }
+    };
+    let environments = environment::list(dirs);
+    if !environments.iter().any(|e| e.installed) {
+        issues.push("no environment is built yet: `pyro env pull debian:12` (or the first `pyro run`) builds one".into());
+    }
+    let blocking = tools.iter().any(|t| !t.found) || agent.error.is_some();
+    DoctorReport {
+        ok: !blocking,
+        pyro_version: crate::VERSION.into(),
+        platform: platform(),
+        qemu: QemuStatus {
+            binary: qemu_binary.map(|p| p.display().to_string()),
+            version: qemu_version,
+            package: tools::QEMU.package.into(),
+        },
+        kvm: accelerator.kvm.clone(),
+        accelerator,
+        tsc_khz,
+        tools,
+        agent,
+        debian_mirror: mirror::debian_mirror(),
+        cache_dir: dirs.cache().display().to_string(),
+        state_dir: dirs.state().display().to_string(),
+        environments,
+        issues,
+    }
+}
+
+fn platform() -> Platform {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    Platform {
+        os: std::env::consts::OS.into(),
+        arch: std::env::consts::ARCH.into(),
+        kernel_release: release.trim().into(),
+    }
+}

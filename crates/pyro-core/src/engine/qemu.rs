@@ -1,0 +1,153 @@
+//! The QEMU `microvm` backend.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use super::{Backend, VmConfig, AGENT_SOCKET, QMP_SOCKET};
+use crate::host::accel::Accelerator;
+use crate::host::tools;
+use crate::{unix_socket, Error, ErrorKind, Result};
+
+pub struct Qemu {
+    binary: PathBuf,
+}
+
+impl Qemu {
+    pub fn locate() -> Result<Qemu> {
+        Ok(Qemu {
+            binary: tools::QEMU.find()?,
+        })
+    }
+}
+
+impl Backend for Qemu {
+    fn name(&self) -> &'static str {
+        "qemu-microvm"
+    }
+
+    fn command(&self, config: &VmConfig) -> Result<Command> {
+        let mut cmdline = String::from("console=ttyS0 quiet panic=-1 reboot=t");
+        if let Some(khz) = config.tsc_khz {
+            // Without it a TCG guest may hang calibrating the TSC on a busy host.
+            cmdline.push_str(&format!(" tsc_early_khz={khz} tsc=reliable"));
+        }
+        let accel = match config.accelerator {
+            Accelerator::Kvm => "kvm",
+            Accelerator::Tcg => "tcg",
+        };
+        let path = |p: &Path| -> Result<String> {
+            let text = p
+                .to_str()
+                .ok_or_else(|| Error::invalid(format!("path is not UTF-8: {}", p.display())))?;
+            if text.contains(',') {
+                return Err(Error::invalid(format!(
+                    "QEMU cannot take a path with a comma: {text}"
+                )));
+            }
+            Ok(text.to_string())
+        };
+        let mut command = Command::new(&self.binary);
+        command
+            .args(["-M", &format!("microvm,accel={accel},acpi=on")])
+            .args(["-smp", &config.vcpu_count.to_string()])
+            .args(["-m", &format!("{}M", config.mem_mib)])
+            .args([
+                "-nodefaults",
+                "-no-user-config",
+                "-display",
+                "none",
+                "-no-reboot",
+            ])
+            .args(["-serial", "stdio"])
+            .args(["-kernel", &path(&config.kernel)?])
+            .args(["-initrd", &path(&config.initramfs)?])
+            .args(["-append", &cmdline])
+            .args([
+                "-drive",
+                &format!(
+                    "id=base,file={},format=raw,if=none,readonly=on",
+                    path(&config.base_image)?
+                ),
+                "-device",
+                "virtio-blk-device,drive=base",
+            ])
+            .args([
+                "-drive",
+                &format!(
+                    "id=data,file={},format=raw,if=none,discard=unmap",
+                    path(&config.data_disk)?
+                ),
+                "-device",
+                "virtio-blk-device,drive=data",
+            ])
+            .args(["-device", "virtio-serial-device"])
+            .args([
+                "-chardev",
+                &format!("socket,id=agent,path={AGENT_SOCKET},server=on,wait=off"),
+            ])
+            .args([
+                "-device",
+                &format!(
+                    "virtserialport,chardev=agent,name={}",
+                    pyro_proto::AGENT_PORT_NAME
+                ),
+            ])
+            .args(["-qmp", &format!("unix:{QMP_SOCKET},server=on,wait=off")]);
+        if config.network {
+            command.args([
+                "-netdev",
+                "user,id=net0",
+                "-device",
+                "virtio-net-device,netdev=net0",
+            ]);
+        }
+        Ok(command)
+    }
+
+    fn request_quit(&self, vm_dir: &Path) -> Result<()> {
+        let qmp =
+            |e: std::io::Error| Error::new(ErrorKind::Engine, format!("QMP quit failed: {e}"));
+        let stream = unix_socket::connect(&vm_dir.join(QMP_SOCKET)).map_err(qmp)?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .map_err(qmp)?;
+        let mut writer = stream.try_clone().map_err(qmp)?;
+        let mut reader = BufReader::new(stream);
+        let mut greeting = String::new();
+        reader.read_line(&mut greeting).map_err(qmp)?;
+        writer
+            .write_all(b"{\"execute\":\"qmp_capabilities\"}\n")
+            .map_err(qmp)?;
+        let mut line = String::new();
+        reader.read_line(&mut line).map_err(qmp)?;
+        writer.write_all(b"{\"execute\":\"quit\"}\n").map_err(qmp)?;
+        Ok(())
+    }
+}
+
+/// `QEMU emulator version 7.2.19 (...)` → `7.2.19`.
+pub fn qemu_version(binary: &Path) -> Result<String> {
+    let out = Command::new(binary)
+        .arg("--version")
+        .output()
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Engine,
+                format!("cannot run {}: {e}", binary.display()),
+            )
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .next()
+        .and_then(|l| l.split("version ").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::Engine,
+                format!("unrecognised `{} --version` output", binary.display()),
+            )
+        })
+}

@@ -1,0 +1,176 @@
+//! File-system helpers: atomic writes, digests, advisory locks, and removal that never leaves its file
+//! system (a build interrupted inside a chroot may leave `/proc` or `/dev` mounted under it).
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::{Error, Result};
+
+/// Writes `contents` to `path` through a temporary file and a rename: readers see all or nothing.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let write = || -> io::Result<()> {
+        let mut file = File::create(&tmp)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io("write", path, e)
+    })
+}
+
+pub fn create_dir_all(path: &Path) -> Result<()> {
+    fs::create_dir_all(path).map_err(|e| Error::io("create directory", path, e))
+}
+
+/// The sha256 of a file, as lowercase hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| Error::io("read", path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// An exclusive `flock` held until dropped. The kernel releases it when the holder dies.
+pub struct FileLock {
+    _file: File,
+}
+
+impl FileLock {
+    /// Waits for the lock.
+    pub fn acquire(path: &Path) -> Result<FileLock> {
+        Self::lock(path, true)?
+            .ok_or_else(|| Error::internal("blocking flock returned without the lock"))
+    }
+
+    /// Takes the lock if free; `None` if someone holds it.
+    pub fn try_acquire(path: &Path) -> Result<Option<FileLock>> {
+        Self::lock(path, false)
+    }
+
+    fn lock(path: &Path, wait: bool) -> Result<Option<FileLock>> {
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io("open lock file", path, e))?;
+        let op = if wait {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_EX | libc::LOCK_NB
+        };
+        loop {
+            // SAFETY: flock on an fd we own.
+            if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+                return Ok(Some(FileLock { _file: file }));
+            }
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EWOULDBLOCK) => return Ok(None),
+                _ => return Err(Error::io("lock", path, err)),
+            }
+        }
+    }
+}
+
+/// Removes `path` and everything under it, but never descends into another file system: a mount point
+/// found inside is detached first (lazily) and skipped if that fails.
+pub fn remove_tree(path: &Path) -> Result<()> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("inspect", path, e)),
+    };
+    if !meta.is_dir() {
+        return fs::remove_file(path).map_err(|e| Error::io("remove", path, e));
+    }
+    remove_dir_on_device(path, meta.dev()).map_err(|e| Error::io("remove", path, e))
+}
+
+fn remove_dir_on_device(dir: &Path, dev: u64) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let child: PathBuf = entry.path();
+        let meta = fs::symlink_metadata(&child)?;
+        if meta.is_dir() {
+            if meta.dev() != dev && !detach(&child) {
+                continue;
+            }
+            remove_dir_on_device(&child, dev)?;
+        } else {
+            fs::remove_file(&child)?;
+        }
+    }
+    fs::remove_dir(dir)
+}
+
+fn detach(mount_point: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(mount_point.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a valid NUL-terminated path.
+    unsafe { libc::umount2(c_path.as_ptr(), libc::MNT_DETACH) == 0 }
+}
+
+/// A random lowercase hex string of `bytes` random bytes, from the kernel.
+pub fn random_hex(bytes: usize) -> Result<String> {
+    let mut buf = vec![0u8; bytes];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .map_err(|e| Error::io("read", Path::new("/dev/urandom"), e))?;
+    Ok(hex::encode(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_is_exclusive() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l");
+        let held = FileLock::acquire(&path).unwrap();
+        assert!(FileLock::try_acquire(&path).unwrap().is_none());
+        drop(held);
+        assert!(FileLock::try_acquire(&path).unwrap().is_some());
+    }
+
+    #[test]
+    fn remove_tree_removes_nested_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("a");
+        fs::create_dir_all(root.join("b/c")).unwrap();
+        fs::write(root.join("b/c/f"), b"x").unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("link")).unwrap();
+        remove_tree(&root).unwrap();
+        assert!(!root.exists());
+        assert!(Path::new("/etc").exists());
+    }
+}

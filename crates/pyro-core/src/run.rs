@@ -1,0 +1,196 @@
+//! `pyro run`: create, boot, exec, collect, delete, always cleaning up.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use pyro_proto::{Command, ExecRequest, OutputStream};
+use serde::Serialize;
+
+use crate::host::accel::Accelerator;
+use crate::vm::{self, VmOptions};
+use crate::{Dirs, Error, ErrorKind, Progress, Result};
+
+pub const DEFAULT_VCPU_COUNT: u8 = 1;
+pub const DEFAULT_MEM_MIB: u32 = 1024;
+pub const DEFAULT_TIMEOUT_SECONDS: u64 = 30;
+/// Bytes of each output stream kept in a result (head and tail).
+pub const DEFAULT_OUTPUT_CAP_BYTES: u64 = 1 << 20;
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub environment: String,
+    pub vcpu_count: u8,
+    pub mem_mib: u32,
+    pub timeout_seconds: u64,
+    pub network: bool,
+    /// The command's argv, run directly (no shell).
+    pub argv: Vec<String>,
+    pub output_cap_bytes: u64,
+}
+
+impl RunOptions {
+    pub fn new(environment: &str, argv: Vec<String>) -> RunOptions {
+        RunOptions {
+            environment: environment.to_string(),
+            vcpu_count: DEFAULT_VCPU_COUNT,
+            mem_mib: DEFAULT_MEM_MIB,
+            timeout_seconds: DEFAULT_TIMEOUT_SECONDS,
+            network: false,
+            argv,
+            output_cap_bytes: DEFAULT_OUTPUT_CAP_BYTES,
+        }
+    }
+
+    fn vm_options(&self) -> VmOptions {
+        VmOptions {
+            environment: self.environment.clone(),
+            vcpu_count: self.vcpu_count,
+            mem_mib: self.mem_mib,
+            network: self.network,
+            disk_gib: vm::DEFAULT_DISK_GIB,
+            ephemeral: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Cleanup {
+    pub vm_id: String,
+    pub deleted: bool,
+    pub reason: String,
+}
+
+/// The result of `pyro run` (the CLI's `--json` and MCP's `vm_run` share it).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    pub vm_id: String,
+    pub environment: String,
+    pub command: String,
+    pub argv: Vec<String>,
+    pub exit_code: i32,
+    pub signal: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub timed_out: bool,
+    /// The command's own run time, measured in the guest.
+    pub duration_ms: u64,
+    pub execution_mode: &'static str,
+    pub accelerator: Accelerator,
+    pub accelerator_reason: String,
+    pub boot_mode: &'static str,
+    pub boot_mode_reason: String,
+    pub boot_ms: u64,
+    pub exec_ms: u64,
+    pub total_ms: u64,
+    pub kernel_release: String,
+    pub cleanup: Cleanup,
+}
+
+/// Runs `options.argv` in a fresh VM. `on_output` gets output as it is produced (for a terminal);
+/// when `cancel` completes first (Ctrl-C) the VM is torn down and the error kind is `interrupted`.
+pub async fn run(
+    dirs: &Dirs,
+    options: &RunOptions,
+    progress: &dyn Progress,
+    mut on_output: Option<&mut (dyn FnMut(OutputStream, &[u8]) + Send)>,
+    cancel: impl Future<Output = ()>,
+) -> Result<RunResult> {
+    if options.argv.is_empty() {
+        return Err(Error::invalid("a command is required after `--`")
+            .with_hint("e.g. pyro run debian:12 -- git --version"));
+    }
+    if options.timeout_seconds == 0 {
+        return Err(Error::invalid("timeout_seconds must be positive"));
+    }
+    let started = Instant::now();
+    let vm_options = options.vm_options();
+    let prepared = tokio::task::block_in_place(|| vm::prepare(dirs, &vm_options, progress))?;
+    progress.finish();
+    tokio::pin!(cancel);
+
+    let (id, dir) = vm::allocate(dirs)?;
+    let booted = tokio::select! {
+        booted = vm::boot(&id, &dir, &vm_options, prepared) => booted,
+        _ = &mut cancel => {
+            // The supervisor sees this process's channel close and tears the VM down.
+            vm::wait_removed(&dir, Duration::from_secs(20)).await;
+            return Err(interrupted());
+        }
+    };
+    let mut vm = booted?;
+    let kernel_release = vm.ready.agent.kernel_release.clone();
+
+    let request = ExecRequest {
+        command: Command::Argv(options.argv.clone()),
+        cwd: "/".into(),
+        env: BTreeMap::new(),
+        timeout_ms: options.timeout_seconds.saturating_mul(1000),
+        output_cap_bytes: options.output_cap_bytes,
+        stream_output: on_output.is_some(),
+    };
+    let exec_started = Instant::now();
+    let mut ignore = |_: OutputStream, _: &[u8]| {};
+    let sink: &mut (dyn FnMut(OutputStream, &[u8]) + Send) = match on_output.as_mut() {
+        Some(sink) => *sink,
+        None => &mut ignore,
+    };
+    let outcome = tokio::select! {
+        result = vm.exec(request, sink) => Some(result),
+        _ = &mut cancel => None,
+    };
+    let exec_ms = exec_started.elapsed().as_millis() as u64;
+    let result = match outcome {
+        None => {
+            vm.shutdown("interrupted").await.ok();
+            return Err(interrupted());
+        }
+        Some(Err(err)) => {
+            let reason = vm.stop_reason(Duration::from_secs(5)).await;
+            vm::wait_removed(&dir, Duration::from_secs(20)).await;
+            return Err(match reason {
+                Some(reason) => Error::new(ErrorKind::Engine, reason),
+                None => err,
+            });
+        }
+        Some(Ok(result)) => result,
+    };
+    let facts = vm.facts.clone();
+    vm.shutdown("post_exec_cleanup").await?;
+    Ok(RunResult {
+        vm_id: id.clone(),
+        environment: options.environment.clone(),
+        command: shlex::try_join(options.argv.iter().map(String::as_str))
+            .unwrap_or_else(|_| options.argv.join(" ")),
+        argv: options.argv.clone(),
+        exit_code: result.exit_code,
+        signal: result.signal,
+        stdout: result.stdout,
+        stderr: result.stderr,
+        stdout_truncated: result.stdout_truncated,
+        stderr_truncated: result.stderr_truncated,
+        timed_out: result.timed_out,
+        duration_ms: result.duration_ms,
+        execution_mode: "guest",
+        accelerator: facts.accelerator,
+        accelerator_reason: facts.accelerator_reason,
+        boot_mode: "cold",
+        boot_mode_reason: "memory snapshots are not built yet: every VM boots from its kernel"
+            .into(),
+        boot_ms: facts.boot_ms,
+        exec_ms,
+        total_ms: started.elapsed().as_millis() as u64,
+        kernel_release,
+        cleanup: Cleanup {
+            vm_id: id,
+            deleted: true,
+            reason: "post_exec_cleanup".into(),
+        },
+    })
+}
+
+fn interrupted() -> Error {
+    Error::new(ErrorKind::Interrupted, "interrupted; the VM was torn down")
+}

@@ -1,0 +1,455 @@
+//! The supervisor process itself.
+
+use std::os::fd::FromRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use pyro_proto::{read_frame, write_message, HelloReply, Reply, Request, PROTOCOL_VERSION};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::process::Child;
+use tokio::sync::watch;
+use tokio_yamux::{Control, Session};
+
+use super::protocol::{
+    ClientReply, ClientRequest, OwnerCommand, ReadyInfo, StatusInfo, SupervisorEvent,
+};
+use super::{VmRecord, ENGINE_LOG, LOCK, RECORD_FILE, SERIAL_LOG, SOCKET};
+use crate::engine::{Backend, Qemu, AGENT_SOCKET, QMP_SOCKET};
+use crate::fsutil::{self, FileLock};
+use crate::{Error, ErrorKind, Result};
+
+/// A boot that has not reached the agent by then is a failure, with the serial log attached.
+const BOOT_DEADLINE: Duration = Duration::from_secs(60);
+/// The serial console is guest-controlled: keep at most this much of it.
+const SERIAL_LOG_CAP: u64 = 1 << 20;
+
+/// Entry point of `pyro __supervise`. Returns the process exit code.
+pub fn main(vm_dir: &Path, owner_fd: i32) -> i32 {
+    if let Err(err) = std::env::set_current_dir(vm_dir) {
+        eprintln!("supervisor: cannot enter {}: {err}", vm_dir.display());
+        return 1;
+    }
+    let _lock = match FileLock::try_acquire(Path::new(LOCK)) {
+        Ok(Some(lock)) => lock,
+        _ => {
+            eprintln!("supervisor: another supervisor owns {}", vm_dir.display());
+            return 1;
+        }
+    };
+    // SAFETY: the launcher passed this descriptor as one end of a socket pair; we take ownership.
+    let owner = unsafe { std::os::unix::net::UnixStream::from_raw_fd(owner_fd) };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("supervisor: cannot start the runtime: {err}");
+            return 1;
+        }
+    };
+    runtime.block_on(async move {
+        let _ = owner.set_nonblocking(true);
+        let owner = match UnixStream::from_std(owner) {
+            Ok(owner) => owner,
+            Err(err) => {
+                eprintln!("supervisor: bad owner socket: {err}");
+                return 1;
+            }
+        };
+        supervise(vm_dir.to_path_buf(), owner).await
+    })
+}
+
+struct Running {
+    child: Child,
+    control: Control,
+    boot_ms: u64,
+    hello: HelloReply,
+}
+
+async fn supervise(vm_dir: PathBuf, owner: UnixStream) -> i32 {
+    let (owner_read, mut owner_write) = owner.into_split();
+    let record: VmRecord = match std::fs::read(RECORD_FILE)
+        .map_err(|e| Error::io("read", Path::new(RECORD_FILE), e))
+        .and_then(|b| {
+            serde_json::from_slice(&b)
+                .map_err(|e| Error::internal(format!("bad {RECORD_FILE}: {e}")))
+        }) {
+        Ok(record) => record,
+        Err(err) => return fail(&mut owner_write, &vm_dir, false, err).await,
+    };
+    let (shutdown_tx, mut shutdown_rx) = watch::channel::<Option<String>>(None);
+    watch_owner(owner_read, record.ephemeral, shutdown_tx.clone());
+    watch_signals(shutdown_tx.clone());
+
+    let backend = match Qemu::locate() {
+        Ok(backend) => backend,
+        Err(err) => return fail(&mut owner_write, &vm_dir, record.ephemeral, err).await,
+    };
+    let booting = boot(&backend, &record);
+    tokio::pin!(booting);
+    let mut running = tokio::select! {
+        booted = &mut booting => match booted {
+            Ok(running) => running,
+            Err(err) => return fail(&mut owner_write, &vm_dir, record.ephemeral, err).await,
+        },
+        _ = shutdown_rx.changed() => {
+            let reason = shutdown_rx.borrow().clone().unwrap_or_default();
+            drop(booting);
+            cleanup(&vm_dir, record.ephemeral);
+            let _ = send(&mut owner_write, &SupervisorEvent::Stopped { reason, unexpected: false }).await;
+            return 0;
+        }
+    };
+    let ready = SupervisorEvent::Ready(ReadyInfo {
+        supervisor_pid: std::process::id(),
+        engine_pid: running.child.id().unwrap_or(0),
+        boot_ms: running.boot_ms,
+        agent: running.hello.clone(),
+    });
+    let owner_present = send(&mut owner_write, &ready).await.is_ok();
+    if !owner_present && record.ephemeral {
+        let _ = shutdown_tx.send(Some("the owner went away before the VM was ready".into()));
+    }
+    let listener = match crate::unix_socket::bind(Path::new(SOCKET)).and_then(|l| {
+        l.set_nonblocking(true)?;
+        UnixListener::from_std(l)
+    }) {
+        Ok(listener) => listener,
+        Err(err) => {
+            let _ = running.child.start_kill();
+            let _ = running.child.wait().await;
+            let err = Error::new(ErrorKind::Io, format!("cannot listen on {SOCKET}: {err}"));
+            return fail(&mut owner_write, &vm_dir, record.ephemeral, err).await;
+        }
+    };
+    let status = StatusInfo {
+        vm_id: record.id.clone(),
+        supervisor_pid: std::process::id(),
+        engine_pid: running.child.id().unwrap_or(0),
+        boot_ms: running.boot_ms,
+    };
+    let (reason, unexpected) = loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    tokio::spawn(serve_client(stream, running.control.clone(), shutdown_tx.clone(), status.clone()));
+                }
+            }
+            exited = running.child.wait() => {
+                let how = exited.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                break (format!("the VM stopped unexpectedly: QEMU exited ({how})"), true);
+            }
+            _ = shutdown_rx.changed() => {
+                let reason = shutdown_rx.borrow().clone().unwrap_or_default();
+                power_off(&backend, &mut running).await;
+                break (reason, false);
+            }
+        }
+    };
+    drop(listener);
+    cleanup(&vm_dir, record.ephemeral);
+    let _ = send(
+        &mut owner_write,
+        &SupervisorEvent::Stopped { reason, unexpected },
+    )
+    .await;
+    0
+}
+
+async fn boot(backend: &Qemu, record: &VmRecord) -> Result<Running> {
+    let started = Instant::now();
+    let mut command = backend.command(&record.config)?;
+    let engine_log = std::fs::File::create(ENGINE_LOG)
+        .map_err(|e| Error::io("create", Path::new(ENGINE_LOG), e))?;
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(engine_log);
+    // SAFETY: prctl is async-signal-safe; the engine dies with its supervisor, never orphaned.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = tokio::process::Command::from(command)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| Error::new(ErrorKind::Engine, format!("cannot start QEMU: {e}")))?;
+    if let Some(stdout) = child.stdout.take() {
+        tokio::spawn(copy_capped(
+            stdout,
+            PathBuf::from(SERIAL_LOG),
+            SERIAL_LOG_CAP,
+        ));
+    }
+    let handshake = async {
+        let stream = connect_agent_socket().await?;
+        let mut session = Session::new_client(stream, pyro_proto::mux_config());
+        let control = session.control();
+        tokio::spawn(async move { while session.next().await.is_some() {} });
+        let hello = handshake(&control).await?;
+        Ok::<_, Error>((control, hello))
+    };
+    let outcome = tokio::select! {
+        result = tokio::time::timeout(BOOT_DEADLINE, handshake) => match result {
+            Ok(result) => result,
+            Err(_) => Err(Error::new(
+                ErrorKind::BootTimeout,
+                format!("the guest did not become ready within {}s\n{}", BOOT_DEADLINE.as_secs(), logs_tail()),
+            )),
+        },
+        exited = child.wait() => {
+            let how = exited.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+            Err(Error::new(ErrorKind::Engine, format!("QEMU exited during boot ({how})\n{}", logs_tail())))
+        }
+    };
+    match outcome {
+        Ok((control, hello)) => Ok(Running {
+            child,
+            control,
+            boot_ms: started.elapsed().as_millis() as u64,
+            hello,
+        }),
+        Err(err) => {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            Err(err)
+        }
+    }
+}
+
+async fn connect_agent_socket() -> Result<UnixStream> {
+    loop {
+        match UnixStream::connect(AGENT_SOCKET).await {
+            Ok(stream) => return Ok(stream),
+            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
+
+async fn handshake(control: &Control) -> Result<HelloReply> {
+    let protocol =
+        |e: std::io::Error| Error::new(ErrorKind::Protocol, format!("agent handshake failed: {e}"));
+    let mut stream = control
+        .clone()
+        .open_stream()
+        .await
+        .map_err(|e| Error::new(ErrorKind::Protocol, e.to_string()))?;
+    let hello = Request::Hello {
+        protocol_version: PROTOCOL_VERSION,
+        host_version: crate::VERSION.to_string(),
+    };
+    write_message(&mut stream, &hello).await.map_err(protocol)?;
+    let frame = read_frame(&mut stream)
+        .await
+        .map_err(protocol)?
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::Protocol,
+                "the agent closed the handshake without answering",
+            )
+        })?;
+    match frame.into_message::<Reply>().map_err(protocol)? {
+        Reply::Hello(hello) if hello.protocol_version == PROTOCOL_VERSION => Ok(hello),
+        Reply::Hello(hello) => Err(Error::new(
+            ErrorKind::Protocol,
+            format!(
+                "the guest agent speaks protocol {}, this pyro speaks {PROTOCOL_VERSION}",
+                hello.protocol_version
+            ),
+        )),
+        Reply::Error { message } => Err(Error::new(ErrorKind::Protocol, message)
+            .with_hint("the guest agent and pyro come from different builds: reinstall pyro")),
+        other => Err(Error::new(
+            ErrorKind::Protocol,
+            format!("unexpected handshake reply: {other:?}"),
+        )),
+    }
+}
+
+/// Asks the guest to power off; falls back to QMP `quit`, then to SIGKILL.
+async fn power_off(backend: &Qemu, running: &mut Running) {
+    let polite = async {
+        let mut stream = running.control.clone().open_stream().await.ok()?;
+        write_message(&mut stream, &Request::PowerOff).await.ok()?;
+        read_frame(&mut stream).await.ok()
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), polite).await;
+    if tokio::time::timeout(Duration::from_secs(10), running.child.wait())
+        .await
+        .is_ok()
+    {
+        return;
+    }
+    let _ = backend.request_quit(Path::new("."));
+    if tokio::time::timeout(Duration::from_secs(3), running.child.wait())
+        .await
+        .is_ok()
+    {
+        return;
+    }
+    let _ = running.child.start_kill();
+    let _ = running.child.wait().await;
+}
+
+async fn serve_client(
+    mut stream: UnixStream,
+    control: Control,
+    shutdown: watch::Sender<Option<String>>,
+    status: StatusInfo,
+) {
+    let request: ClientRequest = match read_frame(&mut stream).await {
+        Ok(Some(frame)) => match frame.into_message() {
+            Ok(request) => request,
+            Err(_) => return,
+        },
+        _ => return,
+    };
+    match request {
+        ClientRequest::Agent => {
+            let mut agent = match control.clone().open_stream().await {
+                Ok(agent) => agent,
+                Err(err) => {
+                    let _ = write_message(
+                        &mut stream,
+                        &ClientReply::Error {
+                            message: err.to_string(),
+                        },
+                    )
+                    .await;
+                    return;
+                }
+            };
+            if write_message(&mut stream, &ClientReply::Attached)
+                .await
+                .is_ok()
+            {
+                let _ = tokio::io::copy_bidirectional(&mut stream, &mut agent).await;
+            }
+        }
+        ClientRequest::Status => {
+            let _ = write_message(&mut stream, &ClientReply::Status(status)).await;
+        }
+        ClientRequest::Shutdown { reason } => {
+            let _ = shutdown.send(Some(reason));
+            let _ = write_message(&mut stream, &ClientReply::ShuttingDown).await;
+        }
+    }
+}
+
+fn watch_owner(
+    mut owner: tokio::net::unix::OwnedReadHalf,
+    ephemeral: bool,
+    shutdown: watch::Sender<Option<String>>,
+) {
+    tokio::spawn(async move {
+        loop {
+            match read_frame(&mut owner).await {
+                Ok(Some(frame)) => {
+                    if let Ok(OwnerCommand::Shutdown { reason }) = frame.into_message() {
+                        let _ = shutdown.send(Some(reason));
+                    }
+                }
+                _ => {
+                    if ephemeral {
+                        let _ =
+                            shutdown.send(Some("the process that started the VM went away".into()));
+                    }
+                    return;
+                }
+            }
+        }
+    });
+}
+
+fn watch_signals(shutdown: watch::Sender<Option<String>>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+            _ = hup.recv() => {}
+        }
+        let _ = shutdown.send(Some("the supervisor was asked to stop".into()));
+    });
+}
+
+async fn send(owner: &mut OwnedWriteHalf, event: &SupervisorEvent) -> std::io::Result<()> {
+    write_message(owner, event).await
+}
+
+async fn fail(owner: &mut OwnedWriteHalf, vm_dir: &Path, ephemeral: bool, err: Error) -> i32 {
+    eprintln!("supervisor: {err}");
+    cleanup(vm_dir, ephemeral);
+    let event = SupervisorEvent::Failed {
+        kind: err.kind(),
+        message: err.message().to_string(),
+        hint: err.hint().map(str::to_string),
+    };
+    let _ = send(owner, &event).await;
+    1
+}
+
+/// Removes the sockets; an ephemeral VM's whole directory goes too.
+fn cleanup(vm_dir: &Path, ephemeral: bool) {
+    if ephemeral {
+        let _ = fsutil::remove_tree(vm_dir);
+        return;
+    }
+    for socket in [SOCKET, AGENT_SOCKET, QMP_SOCKET] {
+        let _ = std::fs::remove_file(socket);
+    }
+}
+
+/// The last lines of the engine's log and the guest console, for error messages.
+fn logs_tail() -> String {
+    let tail = |path: &str| {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    };
+    format!(
+        "--- QEMU log ---\n{}\n--- guest console ---\n{}",
+        tail(ENGINE_LOG),
+        tail(SERIAL_LOG)
+    )
+}
+
+async fn copy_capped(mut from: impl AsyncRead + Unpin, path: PathBuf, cap: u64) {
+    let Ok(mut file) = tokio::fs::File::create(&path).await else {
+        return;
+    };
+    let mut written = 0u64;
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if written < cap {
+            let take = ((cap - written) as usize).min(n);
+            if file.write_all(&buf[..take]).await.is_err() {
+                return;
+            }
+            let _ = file.flush().await;
+            written += take as u64;
+        }
+    }
+}

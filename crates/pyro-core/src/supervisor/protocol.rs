@@ -1,0 +1,67 @@
+//! Messages between a supervisor and its clients (host-side only; framed like the agent protocol).
+
+use serde::{Deserialize, Serialize};
+
+use crate::ErrorKind;
+
+/// The first frame a client sends on `supervisor.sock`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientRequest {
+    /// Carry this connection to the agent as a new stream; after the `attached` reply the connection is
+    /// a raw agent stream.
+    Agent,
+    /// Report the VM's state.
+    Status,
+    /// Power the VM off and clean up.
+    Shutdown { reason: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientReply {
+    Attached,
+    Status(StatusInfo),
+    ShuttingDown,
+    Error { message: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusInfo {
+    pub vm_id: String,
+    pub supervisor_pid: u32,
+    pub engine_pid: u32,
+    pub boot_ms: u64,
+}
+
+/// What the owner may send.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OwnerCommand {
+    Shutdown { reason: String },
+}
+
+/// What the supervisor tells its owner.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SupervisorEvent {
+    Ready(ReadyInfo),
+    Failed {
+        kind: ErrorKind,
+        message: String,
+        hint: Option<String>,
+    },
+    Stopped {
+        reason: String,
+        unexpected: bool,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReadyInfo {
+    pub supervisor_pid: u32,
+    pub engine_pid: u32,
+    /// From engine start to the agent's handshake reply.
+    pub boot_ms: u64,
+    pub agent: pyro_proto::HelloReply,
+}

@@ -1,0 +1,439 @@
+//! Booting a VM through its supervisor and talking to its agent.
+
+use std::path::{Path, PathBuf};
+use std::process::Command as ProcessCommand;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pyro_proto::{
+    read_frame, write_message, Activate, ExecRequest, ExecResult, Frame, NetworkConfig,
+    OutputStream, Reply, Request,
+};
+use serde::Serialize;
+use tokio::net::UnixStream;
+
+use crate::engine::VmConfig;
+use crate::environment::{self, Installed};
+use crate::host::accel::{self, Accelerator};
+use crate::host::tools;
+use crate::initramfs::{self, Agent};
+use crate::supervisor::protocol::{ClientReply, ClientRequest, ReadyInfo, SupervisorEvent};
+use crate::supervisor::{self, OwnerChannel, VmRecord, DATA_DISK, RECORD_FILE};
+use crate::{fsutil, unix_socket, Dirs, Error, ErrorKind, Progress, Result};
+
+pub const MIN_VCPUS: u8 = 1;
+pub const MAX_VCPUS: u8 = 8;
+pub const MIN_MEM_MIB: u32 = 256;
+pub const MAX_MEM_MIB: u32 = 32768;
+pub const DEFAULT_DISK_GIB: u32 = 8;
+
+/// The shape of a VM to boot.
+#[derive(Debug, Clone)]
+pub struct VmOptions {
+    pub environment: String,
+    pub vcpu_count: u8,
+    pub mem_mib: u32,
+    pub network: bool,
+    pub disk_gib: u32,
+    /// Tear the VM down when this process goes away (`pyro run`).
+    pub ephemeral: bool,
+}
+
+impl VmOptions {
+    pub fn validate(&self) -> Result<()> {
+        if !(MIN_VCPUS..=MAX_VCPUS).contains(&self.vcpu_count) {
+            return Err(Error::invalid(format!(
+                "vcpu_count must be between {MIN_VCPUS} and {MAX_VCPUS}"
+            )));
+        }
+        if !(MIN_MEM_MIB..=MAX_MEM_MIB).contains(&self.mem_mib) {
+            return Err(Error::invalid(format!(
+                "mem_mib must be between {MIN_MEM_MIB} and {MAX_MEM_MIB}"
+            )));
+        }
+        if self.disk_gib == 0 || self.disk_gib > 1024 {
+            return Err(Error::invalid("disk_gib must be between 1 and 1024"));
+        }
+        Ok(())
+    }
+}
+
+/// How the accelerator was chosen, as results report it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BootFacts {
+    pub accelerator: Accelerator,
+    pub accelerator_reason: String,
+    pub boot_ms: u64,
+}
+
+/// A booted, activated VM. Dropping it without [`Vm::shutdown`] leaves an ephemeral VM to its
+/// supervisor, which tears it down when it sees this process's channel close.
+pub struct Vm {
+    pub id: String,
+    pub dir: PathBuf,
+    pub environment: Installed,
+    pub facts: BootFacts,
+    pub ready: ReadyInfo,
+    owner: OwnerChannel,
+}
+
+/// Everything resolved before a boot: environment, agent, initramfs, accelerator.
+pub struct Prepared {
+    pub environment: Installed,
+    pub initramfs: PathBuf,
+    pub accelerator: accel::AcceleratorChoice,
+}
+
+/// Pulls the environment if needed and packs the initramfs.
+pub fn prepare(dirs: &Dirs, options: &VmOptions, progress: &dyn Progress) -> Result<Prepared> {
+    options.validate()?;
+    crate::catalog::lookup(&options.environment)?;
+    tools::QEMU.find()?;
+    tools::MKE2FS.find()?;
+    let agent = Agent::locate(dirs)?;
+    let environment = match environment::installed_by_name(dirs, &options.environment)? {
+        Some(installed) => installed,
+        None => {
+            progress.phase(&format!(
+                "{} is not built yet: pulling it (once)",
+                options.environment
+            ));
+            environment::pull(dirs, &options.environment, false, progress)?
+        }
+    };
+    let initramfs = initramfs::ensure(dirs, &environment, &agent)?;
+    Ok(Prepared {
+        environment,
+        initramfs,
+        accelerator: accel::choose(),
+    })
+}
+
+/// A fresh VM id and the directory its supervisor will own.
+pub fn allocate(dirs: &Dirs) -> Result<(String, PathBuf)> {
+    let id = fsutil::random_hex(6)?;
+    let dir = dirs.vms().join(&id);
+    Ok((id, dir))
+}
+
+/// Creates the VM directory, starts its supervisor and waits until the agent is ready and activated.
+/// Dropping the future before it completes leaves an ephemeral VM to its supervisor's teardown.
+pub async fn boot(id: &str, dir: &Path, options: &VmOptions, prepared: Prepared) -> Result<Vm> {
+    fsutil::create_dir_all(dir)?;
+    match start(id, dir, options, prepared).await {
+        Ok(vm) => Ok(vm),
+        Err(err) => {
+            let _ = supervisor::remove_if_abandoned(dir);
+            Err(err)
+        }
+    }
+}
+
+async fn start(id: &str, dir: &Path, options: &VmOptions, prepared: Prepared) -> Result<Vm> {
+    let data_disk = dir.join(DATA_DISK);
+    make_data_disk(&data_disk, options.disk_gib)?;
+    let config = VmConfig {
+        vcpu_count: options.vcpu_count,
+        mem_mib: options.mem_mib,
+        network: options.network,
+        accelerator: prepared.accelerator.accelerator,
+        tsc_khz: accel::tsc_khz(),
+        kernel: prepared.environment.kernel(),
+        initramfs: prepared.initramfs.clone(),
+        base_image: prepared.environment.rootfs(),
+        data_disk,
+    };
+    let record = VmRecord {
+        id: id.to_string(),
+        environment: options.environment.clone(),
+        config,
+        ephemeral: options.ephemeral,
+        created_at_unix_ms: now_unix_ms(),
+    };
+    let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::internal(e.to_string()))?;
+    fsutil::write_atomic(&dir.join(RECORD_FILE), &json)?;
+    let mut owner = supervisor::spawn(dir)?;
+    let ready = match owner.next_event().await? {
+        Some(SupervisorEvent::Ready(ready)) => ready,
+        Some(SupervisorEvent::Failed {
+            kind,
+            message,
+            hint,
+        }) => {
+            let err = Error::new(kind, message);
+            return Err(match hint {
+                Some(hint) => err.with_hint(hint),
+                None => err.with_hint("`pyro doctor` checks the host"),
+            });
+        }
+        Some(SupervisorEvent::Stopped { reason, .. }) => {
+            return Err(Error::new(
+                ErrorKind::Engine,
+                format!("the VM stopped while booting: {reason}"),
+            ))
+        }
+        None => {
+            let log =
+                std::fs::read_to_string(dir.join(supervisor::SUPERVISOR_LOG)).unwrap_or_default();
+            return Err(Error::new(
+                ErrorKind::Engine,
+                format!("the supervisor exited while booting the VM\n{log}"),
+            ));
+        }
+    };
+    let facts = BootFacts {
+        accelerator: prepared.accelerator.accelerator,
+        accelerator_reason: prepared.accelerator.reason.clone(),
+        boot_ms: ready.boot_ms,
+    };
+    let vm = Vm {
+        id: id.to_string(),
+        dir: dir.to_path_buf(),
+        environment: prepared.environment,
+        facts,
+        ready,
+        owner,
+    };
+    let activation = Activate {
+        unix_time_ns: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+        entropy_hex: fsutil::random_hex(32)?,
+        hostname: format!("pyro-{id}"),
+        machine_id: fsutil::random_hex(16)?,
+        network: options.network.then(user_network),
+    };
+    match vm.request(&Request::Activate(activation)).await {
+        Ok(Reply::Activated(_)) => Ok(vm),
+        Ok(other) => {
+            vm.shutdown("activation failed").await.ok();
+            Err(Error::new(
+                ErrorKind::Guest,
+                format!("activation failed: {}", describe(&other)),
+            ))
+        }
+        Err(err) => {
+            vm.shutdown("activation failed").await.ok();
+            Err(err)
+        }
+    }
+}
+
+/// QEMU user networking: the guest is 10.0.2.15, the host's loopback is reachable as 10.0.2.2.
+fn user_network() -> NetworkConfig {
+    NetworkConfig {
+        address: "10.0.2.15".into(),
+        prefix_len: 24,
+        gateway: "10.0.2.2".into(),
+        dns: vec!["10.0.2.3".into()],
+    }
+}
+
+/// A sparse ext4 file labelled for the agent to find.
+fn make_data_disk(path: &Path, gib: u32) -> Result<()> {
+    let mke2fs = tools::MKE2FS.find()?;
+    let out = ProcessCommand::new(&mke2fs)
+        .args([
+            "-q",
+            "-F",
+            "-t",
+            "ext4",
+            "-E",
+            "lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0",
+            "-L",
+        ])
+        .arg(pyro_proto::DATA_DISK_LABEL)
+        .arg(path)
+        .arg(format!("{gib}G"))
+        .output()
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                format!("cannot run {}: {e}", mke2fs.display()),
+            )
+        })?;
+    if !out.status.success() {
+        return Err(Error::new(
+            ErrorKind::Io,
+            format!(
+                "mke2fs failed for {}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn describe(reply: &Reply) -> String {
+    match reply {
+        Reply::Error { message } => message.clone(),
+        other => format!("unexpected reply {other:?}"),
+    }
+}
+
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Opens a new agent stream through the supervisor of the VM in `vm_dir`.
+pub async fn connect_agent(vm_dir: &Path) -> Result<UnixStream> {
+    let socket = supervisor::socket_path(vm_dir);
+    let gone = |e: std::io::Error| {
+        Error::new(
+            ErrorKind::Engine,
+            format!(
+                "cannot reach the VM's supervisor at {}: {e}",
+                socket.display()
+            ),
+        )
+    };
+    let std_stream = unix_socket::connect(&socket).map_err(gone)?;
+    std_stream.set_nonblocking(true).map_err(gone)?;
+    let mut stream = UnixStream::from_std(std_stream).map_err(gone)?;
+    write_message(&mut stream, &ClientRequest::Agent)
+        .await
+        .map_err(gone)?;
+    match read_frame(&mut stream).await.map_err(gone)? {
+        Some(frame) => match frame.into_message::<ClientReply>().map_err(gone)? {
+            ClientReply::Attached => Ok(stream),
+            ClientReply::Error { message } => Err(Error::new(ErrorKind::Engine, message)),
+            other => Err(Error::new(
+                ErrorKind::Protocol,
+                format!("unexpected supervisor reply {other:?}"),
+            )),
+        },
+        None => Err(Error::new(
+            ErrorKind::Engine,
+            "the supervisor closed the connection",
+        )),
+    }
+}
+
+impl Vm {
+    /// Sends one request and returns the agent's reply (no output streaming).
+    pub async fn request(&self, request: &Request) -> Result<Reply> {
+        let mut stream = connect_agent(&self.dir).await?;
+        write_message(&mut stream, request).await.map_err(lost)?;
+        loop {
+            match read_frame(&mut stream).await.map_err(lost)? {
+                Some(Frame::Message(bytes)) => {
+                    return serde_json::from_slice(&bytes).map_err(|e| {
+                        Error::new(ErrorKind::Protocol, format!("malformed agent reply: {e}"))
+                    })
+                }
+                Some(Frame::Output(..)) => continue,
+                None => return Err(lost(std::io::ErrorKind::UnexpectedEof.into())),
+            }
+        }
+    }
+
+    /// Runs a command. `on_output` receives chunks as they come when `request.stream_output` is set.
+    /// The result is checked against the requested cap: the guest is not trusted to honour it.
+    pub async fn exec(
+        &self,
+        request: ExecRequest,
+        on_output: &mut (dyn FnMut(OutputStream, &[u8]) + Send),
+    ) -> Result<ExecResult> {
+        let cap = request.output_cap_bytes as usize;
+        let host_deadline = Duration::from_millis(request.timeout_ms) + Duration::from_secs(60);
+        let mut stream = connect_agent(&self.dir).await?;
+        write_message(&mut stream, &Request::Exec(request))
+            .await
+            .map_err(lost)?;
+        let reply = tokio::time::timeout(host_deadline, async {
+            loop {
+                match read_frame(&mut stream).await.map_err(lost)? {
+                    Some(Frame::Output(which, data)) => on_output(which, &data),
+                    Some(Frame::Message(bytes)) => {
+                        return serde_json::from_slice::<Reply>(&bytes).map_err(|e| {
+                            Error::new(ErrorKind::Protocol, format!("malformed agent reply: {e}"))
+                        })
+                    }
+                    None => return Err(lost(std::io::ErrorKind::UnexpectedEof.into())),
+                }
+            }
+        })
+        .await
+        .map_err(|_| {
+            Error::new(
+                ErrorKind::Guest,
+                "the guest agent did not answer in time after the command's timeout",
+            )
+        })??;
+        match reply {
+            Reply::Exited(mut result) => {
+                bound_output(&mut result.stdout, &mut result.stdout_truncated, cap);
+                bound_output(&mut result.stderr, &mut result.stderr_truncated, cap);
+                Ok(result)
+            }
+            Reply::Error { message } => Err(Error::new(ErrorKind::Guest, message)),
+            other => Err(Error::new(
+                ErrorKind::Protocol,
+                format!("unexpected agent reply: {}", describe(&other)),
+            )),
+        }
+    }
+
+    /// Powers the VM off and waits until its supervisor has cleaned up.
+    pub async fn shutdown(mut self, reason: &str) -> Result<String> {
+        self.owner.request_shutdown(reason).await.ok();
+        self.wait_stopped().await
+    }
+
+    /// Waits for the supervisor's `stopped` (or its disappearance) and returns the reason.
+    /// Afterwards nothing of the VM is left: a dead supervisor's directory is removed here.
+    pub async fn wait_stopped(&mut self) -> Result<String> {
+        let reason = loop {
+            match self.owner.next_event().await {
+                Ok(Some(SupervisorEvent::Stopped { reason, .. })) => break reason,
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => break "the supervisor exited".to_string(),
+            }
+        };
+        supervisor::remove_if_abandoned(&self.dir)?;
+        Ok(reason)
+    }
+
+    /// After a lost connection: the supervisor's reason for the VM stopping, if it stopped within `limit`.
+    pub async fn stop_reason(&mut self, limit: Duration) -> Option<String> {
+        tokio::time::timeout(limit, self.wait_stopped())
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+    }
+}
+
+/// Keeps at most `cap` bytes (plus pyro's marker) of guest-reported output.
+fn bound_output(text: &mut String, truncated: &mut bool, cap: usize) {
+    let limit = cap + 128;
+    if text.len() > limit {
+        let mut end = limit;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        *truncated = true;
+    }
+}
+
+fn lost(err: std::io::Error) -> Error {
+    Error::new(
+        ErrorKind::Engine,
+        format!("lost the connection to the VM: {err}"),
+    )
+}
+
+/// Waits until the VM directory is gone or abandoned (then removes it), for at most `limit`.
+pub async fn wait_removed(dir: &Path, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if !dir.exists() || supervisor::remove_if_abandoned(dir).unwrap_or(false) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,110 @@
+//! Requests the host sends and replies the agent returns, one request per stream.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A request, the first frame the host writes on a new stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    /// The version handshake; the supervisor sends it once the channel is up.
+    Hello {
+        protocol_version: u32,
+        host_version: String,
+    },
+    /// Make a freshly booted (or restored) guest this VM's own: clock, entropy, identity, disks.
+    Activate(Activate),
+    /// Run a command.
+    Exec(ExecRequest),
+    /// Sync the disks and power the VM off.
+    PowerOff,
+}
+
+/// The agent's answer, the last frame it writes on a stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Reply {
+    Hello(HelloReply),
+    Activated(Activated),
+    Exited(ExecResult),
+    PoweringOff,
+    Error { message: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HelloReply {
+    pub protocol_version: u32,
+    pub agent_version: String,
+    /// The guest kernel's release (`uname -r`).
+    pub kernel_release: String,
+    /// `/proc/sys/kernel/random/boot_id`: names one boot of the guest.
+    pub boot_id: String,
+    /// Guest uptime when the hello was answered.
+    pub uptime_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Activate {
+    /// Host wall clock, nanoseconds since the Unix epoch.
+    pub unix_time_ns: u64,
+    /// Fresh host entropy (hex) credited to the guest's pool before anything runs.
+    pub entropy_hex: String,
+    pub hostname: String,
+    /// 32 lowercase hex digits, written to `/etc/machine-id`.
+    pub machine_id: String,
+    /// Outbound networking through the VM's NIC, or none.
+    pub network: Option<NetworkConfig>,
+}
+
+/// Static IPv4 configuration of `eth0` (QEMU user networking: no DHCP client in the guest).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NetworkConfig {
+    pub address: String,
+    pub prefix_len: u8,
+    pub gateway: String,
+    pub dns: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Activated {
+    pub boot_id: String,
+}
+
+/// What to execute: an argv run directly, or a string run by `/bin/sh -lc`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Command {
+    Argv(Vec<String>),
+    Shell(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecRequest {
+    pub command: Command,
+    /// Working directory inside the VM's root.
+    pub cwd: String,
+    /// Added to the agent's default environment (PATH, HOME, LANG).
+    pub env: BTreeMap<String, String>,
+    pub timeout_ms: u64,
+    /// Bytes kept per stream in the result (head and tail).
+    pub output_cap_bytes: u64,
+    /// Send output chunks as they are produced, before the result.
+    pub stream_output: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecResult {
+    pub exit_code: i32,
+    /// The signal that ended the command, if one did (then `exit_code` is 128 + signal).
+    pub signal: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+    pub timed_out: bool,
+    /// Measured in the guest, from spawn to exit.
+    pub duration_ms: u64,
+}
