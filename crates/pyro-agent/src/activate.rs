@@ -157,7 +157,7 @@ fn write_file(path: &str, contents: &str) -> io::Result<()> {
 }
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())

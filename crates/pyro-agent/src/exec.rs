@@ -41,7 +41,14 @@ pub async fn run<W: AsyncWrite + Unpin>(
     let started = Instant::now();
     let (mut child, exit_rx) = match reaper::spawn(&mut command) {
         Ok(spawned) => spawned,
-        Err(err) => return Ok(spawn_failure(request, &err)),
+        Err(err) => {
+            let result = spawn_failure(request, &err);
+            if request.stream_output {
+                pyro_proto::write_chunk(out, OutputStream::Stderr, result.stderr.as_bytes())
+                    .await?;
+            }
+            return Ok(result);
+        }
     };
     let pid = child.id() as i32;
     let (tx, mut rx) = mpsc::channel::<(OutputStream, Vec<u8>)>(16);

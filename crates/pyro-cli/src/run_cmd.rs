@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use pyro_core::run::{self, RunOptions};
+use pyro_core::vm::OutputSink;
 use pyro_core::OutputStream;
 
 use crate::output::{self, EXIT_RUN_FAILURE};
@@ -27,6 +28,12 @@ pub struct RunArgs {
     /// Kill the command (and everything it started) after this many seconds; exit code 124
     #[arg(long, default_value_t = run::DEFAULT_TIMEOUT_SECONDS, value_parser = clap::value_parser!(u64).range(1..=86400))]
     timeout_seconds: u64,
+    /// Set an environment variable for the command (repeatable)
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    env: Vec<(String, String)>,
+    /// Working directory inside the VM
+    #[arg(long, default_value = "/")]
+    cwd: String,
     /// Give the guest outbound networking (QEMU user-mode networking; no root needed)
     #[arg(long)]
     network: bool,
@@ -48,6 +55,8 @@ pub fn main(args: RunArgs) -> ExitCode {
         mem_mib: args.mem_mib,
         timeout_seconds: args.timeout_seconds,
         network: args.network,
+        env: args.env.iter().cloned().collect(),
+        cwd: args.cwd.clone(),
         ..RunOptions::new(&args.environment, args.command.clone())
     };
     let progress = StderrProgress::new("run");
@@ -60,8 +69,7 @@ pub fn main(args: RunArgs) -> ExitCode {
             OutputStream::Stdout => output::write_stdout(data),
             OutputStream::Stderr => output::write_stderr(data),
         };
-        let sink: Option<&mut (dyn FnMut(OutputStream, &[u8]) + Send)> =
-            if json { None } else { Some(&mut passthrough) };
+        let sink: Option<OutputSink<'_>> = if json { None } else { Some(&mut passthrough) };
         run::run(&dirs, &options, &progress, sink, cancel).await
     });
     match outcome {
@@ -86,5 +94,12 @@ pub fn main(args: RunArgs) -> ExitCode {
             ExitCode::from(result.exit_code.clamp(0, 255) as u8)
         }
         Err(err) => output::fail(&err, json, EXIT_RUN_FAILURE),
+    }
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got '{text}'")),
     }
 }

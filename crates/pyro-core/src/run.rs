@@ -8,7 +8,7 @@ use pyro_proto::{Command, ExecRequest, OutputStream};
 use serde::Serialize;
 
 use crate::host::accel::Accelerator;
-use crate::vm::{self, VmOptions};
+use crate::vm::{self, OutputSink, VmOptions};
 use crate::{Dirs, Error, ErrorKind, Progress, Result};
 
 pub const DEFAULT_VCPU_COUNT: u8 = 1;
@@ -26,6 +26,10 @@ pub struct RunOptions {
     pub network: bool,
     /// The command's argv, run directly (no shell).
     pub argv: Vec<String>,
+    /// Added to the command's environment.
+    pub env: BTreeMap<String, String>,
+    /// Working directory inside the VM (absolute).
+    pub cwd: String,
     pub output_cap_bytes: u64,
 }
 
@@ -38,6 +42,8 @@ impl RunOptions {
             timeout_seconds: DEFAULT_TIMEOUT_SECONDS,
             network: false,
             argv,
+            env: BTreeMap::new(),
+            cwd: "/".into(),
             output_cap_bytes: DEFAULT_OUTPUT_CAP_BYTES,
         }
     }
@@ -95,7 +101,7 @@ pub async fn run(
     dirs: &Dirs,
     options: &RunOptions,
     progress: &dyn Progress,
-    mut on_output: Option<&mut (dyn FnMut(OutputStream, &[u8]) + Send)>,
+    mut on_output: Option<OutputSink<'_>>,
     cancel: impl Future<Output = ()>,
 ) -> Result<RunResult> {
     if options.argv.is_empty() {
@@ -104,6 +110,13 @@ pub async fn run(
     }
     if options.timeout_seconds == 0 {
         return Err(Error::invalid("timeout_seconds must be positive"));
+    }
+    validate_env(&options.env)?;
+    if !options.cwd.starts_with('/') {
+        return Err(Error::invalid(format!(
+            "cwd must be an absolute path inside the VM, got '{}'",
+            options.cwd
+        )));
     }
     let started = Instant::now();
     let vm_options = options.vm_options();
@@ -125,15 +138,15 @@ pub async fn run(
 
     let request = ExecRequest {
         command: Command::Argv(options.argv.clone()),
-        cwd: "/".into(),
-        env: BTreeMap::new(),
+        cwd: options.cwd.clone(),
+        env: options.env.clone(),
         timeout_ms: options.timeout_seconds.saturating_mul(1000),
         output_cap_bytes: options.output_cap_bytes,
         stream_output: on_output.is_some(),
     };
     let exec_started = Instant::now();
     let mut ignore = |_: OutputStream, _: &[u8]| {};
-    let sink: &mut (dyn FnMut(OutputStream, &[u8]) + Send) = match on_output.as_mut() {
+    let sink: OutputSink<'_> = match on_output.as_mut() {
         Some(sink) => *sink,
         None => &mut ignore,
     };
@@ -150,10 +163,9 @@ pub async fn run(
         Some(Err(err)) => {
             let reason = vm.stop_reason(Duration::from_secs(5)).await;
             vm::wait_removed(&dir, Duration::from_secs(20)).await;
-            return Err(match reason {
-                Some(reason) => Error::new(ErrorKind::Engine, reason),
-                None => err,
-            });
+            let message = reason
+                .unwrap_or_else(|| format!("the VM's supervisor exited unexpectedly ({err})"));
+            return Err(Error::new(ErrorKind::Engine, message));
         }
         Some(Ok(result)) => result,
     };
@@ -193,4 +205,21 @@ pub async fn run(
 
 fn interrupted() -> Error {
     Error::new(ErrorKind::Interrupted, "interrupted; the VM was torn down")
+}
+
+/// Environment variable names a shell accepts: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn validate_env(env: &BTreeMap<String, String>) -> Result<()> {
+    for key in env.keys() {
+        let mut chars = key.chars();
+        let valid = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(Error::invalid(format!(
+                "invalid environment variable name '{key}': use letters, digits and '_', not starting with a digit"
+            )));
+        }
+    }
+    Ok(())
 }

@@ -26,6 +26,9 @@ pub const MIN_MEM_MIB: u32 = 256;
 pub const MAX_MEM_MIB: u32 = 32768;
 pub const DEFAULT_DISK_GIB: u32 = 8;
 
+/// Receives a command's output as it is produced.
+pub type OutputSink<'a> = &'a mut (dyn FnMut(OutputStream, &[u8]) + Send);
+
 /// The shape of a VM to boot.
 #[derive(Debug, Clone)]
 pub struct VmOptions {
@@ -379,31 +382,32 @@ impl Vm {
     }
 
     /// Powers the VM off and waits until its supervisor has cleaned up.
-    pub async fn shutdown(mut self, reason: &str) -> Result<String> {
+    pub async fn shutdown(mut self, reason: &str) -> Result<()> {
         self.owner.request_shutdown(reason).await.ok();
-        self.wait_stopped().await
+        self.wait_stopped().await.map(|_| ())
     }
 
-    /// Waits for the supervisor's `stopped` (or its disappearance) and returns the reason.
-    /// Afterwards nothing of the VM is left: a dead supervisor's directory is removed here.
-    pub async fn wait_stopped(&mut self) -> Result<String> {
+    /// Waits for the supervisor's `stopped` and returns its reason; `None` if the supervisor vanished
+    /// without one. Afterwards nothing of the VM is left: a dead supervisor's directory is removed here.
+    pub async fn wait_stopped(&mut self) -> Result<Option<String>> {
         let reason = loop {
             match self.owner.next_event().await {
-                Ok(Some(SupervisorEvent::Stopped { reason, .. })) => break reason,
+                Ok(Some(SupervisorEvent::Stopped { reason, .. })) => break Some(reason),
                 Ok(Some(_)) => continue,
-                Ok(None) | Err(_) => break "the supervisor exited".to_string(),
+                Ok(None) | Err(_) => break None,
             }
         };
         supervisor::remove_if_abandoned(&self.dir)?;
         Ok(reason)
     }
 
-    /// After a lost connection: the supervisor's reason for the VM stopping, if it stopped within `limit`.
+    /// After a lost connection: why the VM stopped, waiting at most `limit` for its supervisor to say.
     pub async fn stop_reason(&mut self, limit: Duration) -> Option<String> {
         tokio::time::timeout(limit, self.wait_stopped())
             .await
             .ok()
             .and_then(|r| r.ok())
+            .flatten()
     }
 }
 

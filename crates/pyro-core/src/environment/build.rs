@@ -127,9 +127,7 @@ fn build_into(
     }
     command.arg(spec.suite).arg(&rootfs).arg(&mirror);
     run_logged(&mut command, &log, "building the root filesystem")?;
-    for dir in ["workspace"] {
-        fsutil::create_dir_all(&rootfs.join(dir))?;
-    }
+    fsutil::create_dir_all(&rootfs.join("workspace"))?;
     // Identity is given per VM at activation.
     let _ = fs::remove_file(rootfs.join("etc/machine-id"));
     let _ = fs::remove_file(rootfs.join("etc/hostname"));
@@ -209,6 +207,15 @@ fn build_into(
 
 /// Runs a build step with its output in `log`; a failure carries the log's tail.
 fn run_logged(command: &mut Command, log: &Path, step: &str) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe. If pyro dies mid-build, the build step is told to stop (and
+    // mmdebstrap unmounts what it mounted) instead of running on as an orphan.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
     let file = fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -33,7 +33,7 @@ pub const MKE2FS: Tool = Tool {
 pub const REQUIRED: &[Tool] = &[QEMU, MMDEBSTRAP, MKE2FS];
 
 /// Extra directories searched after `PATH`: `mke2fs` lives in `/usr/sbin`, which a user's PATH may lack.
-const EXTRA_DIRS: &[&str] = &["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
+const EXTRA_DIRS: &[&str] = &["/usr/sbin", "/sbin"];
 
 impl Tool {
     /// The tool's path, or an error naming the package to install.

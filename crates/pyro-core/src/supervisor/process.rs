@@ -92,8 +92,7 @@ async fn supervise(vm_dir: PathBuf, owner: UnixStream) -> i32 {
         Ok(backend) => backend,
         Err(err) => return fail(&mut owner_write, &vm_dir, record.ephemeral, err).await,
     };
-    let booting = boot(&backend, &record);
-    tokio::pin!(booting);
+    let mut booting = Box::pin(boot(&backend, &record));
     let mut running = tokio::select! {
         booted = &mut booting => match booted {
             Ok(running) => running,
@@ -107,16 +106,6 @@ async fn supervise(vm_dir: PathBuf, owner: UnixStream) -> i32 {
             return 0;
         }
     };
-    let ready = SupervisorEvent::Ready(ReadyInfo {
-        supervisor_pid: std::process::id(),
-        engine_pid: running.child.id().unwrap_or(0),
-        boot_ms: running.boot_ms,
-        agent: running.hello.clone(),
-    });
-    let owner_present = send(&mut owner_write, &ready).await.is_ok();
-    if !owner_present && record.ephemeral {
-        let _ = shutdown_tx.send(Some("the owner went away before the VM was ready".into()));
-    }
     let listener = match crate::unix_socket::bind(Path::new(SOCKET)).and_then(|l| {
         l.set_nonblocking(true)?;
         UnixListener::from_std(l)
@@ -129,6 +118,16 @@ async fn supervise(vm_dir: PathBuf, owner: UnixStream) -> i32 {
             return fail(&mut owner_write, &vm_dir, record.ephemeral, err).await;
         }
     };
+    let ready = SupervisorEvent::Ready(ReadyInfo {
+        supervisor_pid: std::process::id(),
+        engine_pid: running.child.id().unwrap_or(0),
+        boot_ms: running.boot_ms,
+        agent: running.hello.clone(),
+    });
+    let owner_present = send(&mut owner_write, &ready).await.is_ok();
+    if !owner_present && record.ephemeral {
+        let _ = shutdown_tx.send(Some("the owner went away before the VM was ready".into()));
+    }
     let status = StatusInfo {
         vm_id: record.id.clone(),
         supervisor_pid: std::process::id(),

@@ -1,0 +1,10 @@
+//! Tests with real microVMs (TCG where KVM is not usable). One module per topic.
+//!
+//! Every test gets its own state dir; they share one environment cache (built once, by whichever test
+//! gets the pull lock first). At most two VMs boot at once, except in the test that proves four
+//! parallel runs work, which runs alone.
+
+mod env_cache;
+mod run_basics;
+mod run_failures;
+mod support;

@@ -1,0 +1,277 @@
+//! Test sandboxes: a private state dir, the shared cache, and cleanup of every process a test started.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::Value;
+
+/// Tests that boot one VM hold it shared; the four-parallel test holds it alone.
+static VM_SLOTS: RwLock<()> = RwLock::new(());
+
+pub fn one_vm_slot() -> RwLockReadGuard<'static, ()> {
+    VM_SLOTS.read().unwrap_or_else(|p| p.into_inner())
+}
+
+pub fn all_vm_slots() -> RwLockWriteGuard<'static, ()> {
+    VM_SLOTS.write().unwrap_or_else(|p| p.into_inner())
+}
+
+pub fn pyro_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pyro"))
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The freshly built guest agent beside the pyro binary. `cargo test` does not build other packages'
+/// binaries, so the test command (scripts/test.sh) runs `cargo build` first; a stale agent is an error.
+pub fn agent_bin() -> PathBuf {
+    static CHECKED: OnceLock<PathBuf> = OnceLock::new();
+    CHECKED
+        .get_or_init(|| {
+            let agent = pyro_bin().with_file_name("pyro-agent");
+            let built = std::fs::metadata(&agent)
+                .and_then(|m| m.modified())
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "{} is missing: run `cargo build` first (scripts/test.sh does)",
+                        agent.display()
+                    )
+                });
+            let root = workspace_root();
+            let newest = newest_mtime(&[
+                root.join("crates/pyro-agent/src"),
+                root.join("crates/pyro-proto/src"),
+            ]);
+            assert!(
+                built >= newest,
+                "{} is older than its sources: run `cargo build` first (scripts/test.sh does)",
+                agent.display()
+            );
+            agent
+        })
+        .clone()
+}
+
+fn newest_mtime(dirs: &[PathBuf]) -> SystemTime {
+    let mut newest = SystemTime::UNIX_EPOCH;
+    let mut stack: Vec<PathBuf> = dirs.to_vec();
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(modified) = entry.metadata().and_then(|m| m.modified()) {
+                newest = newest.max(modified);
+            }
+        }
+    }
+    newest
+}
+
+/// The environment cache shared by every test (and by `scripts/test.sh`).
+pub fn shared_cache() -> PathBuf {
+    std::env::var_os("PYRO_TEST_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/pyro-test-cache"))
+}
+
+pub struct Sandbox {
+    root: tempfile::TempDir,
+    pub state: PathBuf,
+    pub cache: PathBuf,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        let root = tempfile::Builder::new()
+            .prefix("pyro-test-")
+            .tempdir()
+            .expect("temp dir");
+        let state = root.path().join("state");
+        Sandbox {
+            state,
+            cache: shared_cache(),
+            root,
+        }
+    }
+
+    /// A sandbox whose state dir path is longer than `len` bytes.
+    pub fn with_long_state_dir(len: usize) -> Sandbox {
+        let mut sandbox = Sandbox::new();
+        let mut state = sandbox.root.path().to_path_buf();
+        while state.as_os_str().len() <= len {
+            state = state.join("a-rather-long-directory-name");
+        }
+        sandbox.state = state;
+        sandbox
+    }
+
+    /// A sandbox with its own, empty environment cache.
+    pub fn with_private_cache() -> Sandbox {
+        let mut sandbox = Sandbox::new();
+        sandbox.cache = sandbox.root.path().join("cache");
+        sandbox
+    }
+
+    pub fn pyro(&self) -> Command {
+        let mut command = Command::new(pyro_bin());
+        command
+            .env("PYRO_STATE_DIR", &self.state)
+            .env("PYRO_CACHE_DIR", &self.cache)
+            .env("PYRO_AGENT", agent_bin())
+            .env_remove("PYRO_ACCEL")
+            .stdin(Stdio::null());
+        command
+    }
+
+    pub fn output(&self, args: &[&str]) -> Output {
+        self.pyro().args(args).output().expect("pyro runs")
+    }
+
+    /// Runs pyro with `args` (which should include `--json`) and parses stdout.
+    pub fn json(&self, args: &[&str]) -> (Value, i32) {
+        let out = self.output(args);
+        let value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "pyro {args:?} printed no JSON ({e})\nstdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (value, out.status.code().unwrap_or(-1))
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.pyro()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("pyro starts")
+    }
+
+    /// Processes whose command line mentions this sandbox (supervisors, QEMU, build steps).
+    pub fn processes(&self) -> Vec<(i32, String)> {
+        let needle = self.root.path().to_string_lossy().into_owned();
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+            let zombie = std::fs::read_to_string(entry.path().join("stat"))
+                .map(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
+                })
+                .unwrap_or(false);
+            if cmdline.contains(&needle) && !zombie {
+                found.push((pid, cmdline));
+            }
+        }
+        found
+    }
+
+    pub fn pid_of(&self, needle: &str) -> Option<i32> {
+        self.processes()
+            .into_iter()
+            .find(|(_, cmd)| cmd.contains(needle))
+            .map(|(pid, _)| pid)
+    }
+
+    /// VM directories left in the state dir.
+    pub fn leftover_vms(&self) -> Vec<String> {
+        std::fs::read_dir(self.state.join("vms"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// Waits until nothing of this sandbox runs any more; returns what still runs after `limit`.
+    pub fn wait_no_processes(&self, limit: Duration) -> Vec<(i32, String)> {
+        let start = Instant::now();
+        loop {
+            let left = self.processes();
+            if left.is_empty() || start.elapsed() > limit {
+                return left;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        for (pid, _) in self.processes() {
+            // SAFETY: kill takes no pointers.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        self.wait_no_processes(Duration::from_secs(10));
+    }
+}
+
+/// Reads the child's stdout until a line equal to `line` appears.
+pub fn wait_for_line(child: &mut Child, line: &str, limit: Duration) {
+    use std::io::{BufRead, BufReader};
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for text in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(text).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(text) if text == line => return,
+            Ok(_) => continue,
+            Err(_) => panic!("`{line}` did not appear on stdout within {limit:?}"),
+        }
+    }
+}
+
+/// Waits for the child to exit, killing it after `limit`.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> i32 {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            use std::os::unix::process::ExitStatusExt;
+            return status
+                .code()
+                .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("pyro did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn signal(pid: i32, signal: i32) {
+    // SAFETY: kill takes no pointers.
+    assert_eq!(
+        unsafe { libc::kill(pid, signal) },
+        0,
+        "kill({pid}, {signal})"
+    );
+}
+
+pub fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
