@@ -100,3 +100,17 @@ async fn reply(stream: &mut StreamHandle, answer: Reply) {
     }
     let _ = stream.shutdown().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_handshake_refuses_another_protocol_version() {
+        match hello(PROTOCOL_VERSION + 1) {
+            Reply::Error { message } => assert!(message.contains("protocol mismatch"), "{message}"),
+            other => panic!("accepted a mismatched version: {other:?}"),
+        }
+        assert!(matches!(hello(PROTOCOL_VERSION), Reply::Hello(_)));
+    }
+}

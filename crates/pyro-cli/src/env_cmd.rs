@@ -87,8 +87,12 @@ pub fn main(command: EnvCommand) -> ExitCode {
                     report.count,
                     if report.count == 1 { "y" } else { "ies" }
                 );
-                for dir in &report.deleted_environment_dirs {
-                    text.push_str(&format!("- {dir}\n"));
+                for name in report
+                    .deleted_environment_dirs
+                    .iter()
+                    .chain(&report.deleted_initramfs)
+                {
+                    text.push_str(&format!("- {name}\n"));
                 }
                 output::write_stdout(text.as_bytes());
             }

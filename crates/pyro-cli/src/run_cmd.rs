@@ -82,16 +82,16 @@ pub fn main(args: RunArgs) -> ExitCode {
                         "[run] environment={} accelerator={} exit_code={} boot_ms={} exec_ms={} total_ms={}{}\n",
                         result.environment,
                         result.accelerator.as_str(),
-                        result.exit_code,
+                        result.result.exit_code,
                         result.boot_ms,
                         result.exec_ms,
                         result.total_ms,
-                        if result.timed_out { " timed_out=yes" } else { "" },
+                        if result.result.timed_out { " timed_out=yes" } else { "" },
                     )
                     .as_bytes(),
                 );
             }
-            ExitCode::from(result.exit_code.clamp(0, 255) as u8)
+            ExitCode::from(result.result.exit_code.clamp(0, 255) as u8)
         }
         Err(err) => output::fail(&err, json, EXIT_RUN_FAILURE),
     }

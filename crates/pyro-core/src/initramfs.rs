@@ -132,6 +132,32 @@ pub fn ensure(dirs: &Dirs, env: &Installed, agent: &Agent) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Removes initramfs images that no installed kernel with the current agent would use. A running VM is
+/// not affected: QEMU reads its initramfs once, at start.
+pub fn prune(dirs: &Dirs, kernel_releases: &[String]) -> Result<Vec<String>> {
+    let Ok(agent) = Agent::locate(dirs) else {
+        return Ok(Vec::new()); // without the current agent we cannot tell what is stale
+    };
+    let keep: Vec<String> = kernel_releases
+        .iter()
+        .map(|k| format!("{k}-{}.cpio", &agent.sha256[..16]))
+        .collect();
+    let mut deleted = Vec::new();
+    for entry in fs::read_dir(dirs.initramfs())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".cpio") && !keep.contains(&name) {
+            fs::remove_file(entry.path()).map_err(|e| Error::io("remove", &entry.path(), e))?;
+            deleted.push(name);
+        }
+    }
+    deleted.sort();
+    Ok(deleted)
+}
+
 /// A writer of the `newc` cpio format the kernel unpacks.
 #[derive(Default)]
 struct Cpio {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use pyro_proto::{Command, ExecRequest, OutputStream};
+use pyro_proto::{Command, ExecRequest, ExecResult, OutputStream};
 use serde::Serialize;
 
 use crate::host::accel::Accelerator;
@@ -74,15 +74,10 @@ pub struct RunResult {
     pub environment: String,
     pub command: String,
     pub argv: Vec<String>,
-    pub exit_code: i32,
-    pub signal: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-    pub stdout_truncated: bool,
-    pub stderr_truncated: bool,
-    pub timed_out: bool,
-    /// The command's own run time, measured in the guest.
-    pub duration_ms: u64,
+    /// `exit_code`, `signal`, `stdout`, `stderr`, `*_truncated`, `*_bytes`, `timed_out`, `duration_ms`
+    /// (measured in the guest).
+    #[serde(flatten)]
+    pub result: ExecResult,
     pub execution_mode: &'static str,
     pub accelerator: Accelerator,
     pub accelerator_reason: String,
@@ -177,14 +172,7 @@ pub async fn run(
         command: shlex::try_join(options.argv.iter().map(String::as_str))
             .unwrap_or_else(|_| options.argv.join(" ")),
         argv: options.argv.clone(),
-        exit_code: result.exit_code,
-        signal: result.signal,
-        stdout: result.stdout,
-        stderr: result.stderr,
-        stdout_truncated: result.stdout_truncated,
-        stderr_truncated: result.stderr_truncated,
-        timed_out: result.timed_out,
-        duration_ms: result.duration_ms,
+        result,
         execution_mode: "guest",
         accelerator: facts.accelerator,
         accelerator_reason: facts.accelerator_reason,

@@ -6,15 +6,7 @@ use crate::support::{all_vm_slots, one_vm_slot, Sandbox};
 fn stdout_and_stderr_are_separate_and_the_exit_code_propagates() {
     let _slot = one_vm_slot();
     let sb = Sandbox::new();
-    let (result, code) = sb.json(&[
-        "run",
-        "debian:12",
-        "--json",
-        "--",
-        "sh",
-        "-c",
-        "echo to-out; echo to-err >&2; exit 7",
-    ]);
+    let (result, code) = sb.run_sh(&[], "echo to-out; echo to-err >&2; exit 7");
     assert_eq!(code, 7);
     assert_eq!(result["exit_code"], 7);
     assert_eq!(result["stdout"], "to-out\n");
@@ -73,19 +65,10 @@ fn a_missing_command_is_127_from_the_guest() {
 fn env_and_cwd_reach_the_command() {
     let _slot = one_vm_slot();
     let sb = Sandbox::new();
-    let (result, code) = sb.json(&[
-        "run",
-        "debian:12",
-        "--json",
-        "--env",
-        "GREETING=hello world",
-        "--cwd",
-        "/etc",
-        "--",
-        "sh",
-        "-c",
+    let (result, code) = sb.run_sh(
+        &["--env", "GREETING=hello world", "--cwd", "/etc"],
         "echo \"$GREETING\"; pwd; echo $HOME; echo $LANG",
-    ]);
+    );
     assert_eq!(code, 0, "{result}");
     assert_eq!(result["stdout"], "hello world\n/etc\n/root\nC.UTF-8\n");
 }
@@ -94,17 +77,10 @@ fn env_and_cwd_reach_the_command() {
 fn a_timeout_kills_the_process_tree_and_keeps_partial_output() {
     let _slot = one_vm_slot();
     let sb = Sandbox::new();
-    let (result, code) = sb.json(&[
-        "run",
-        "debian:12",
-        "--json",
-        "--timeout-seconds",
-        "2",
-        "--",
-        "sh",
-        "-c",
+    let (result, code) = sb.run_sh(
+        &["--timeout-seconds", "2"],
         "echo partial; sleep 1000 & sleep 1000; echo never",
-    ]);
+    );
     assert_eq!(code, 124);
     assert_eq!(result["exit_code"], 124);
     assert_eq!(result["timed_out"], true);
@@ -115,15 +91,10 @@ fn a_timeout_kills_the_process_tree_and_keeps_partial_output() {
 fn ten_megabytes_of_output_are_capped_and_flagged() {
     let _slot = one_vm_slot();
     let sb = Sandbox::new();
-    let (result, code) = sb.json(&[
-        "run",
-        "debian:12",
-        "--json",
-        "--",
-        "sh",
-        "-c",
+    let (result, code) = sb.run_sh(
+        &[],
         "head -c 10000000 /dev/zero | tr '\\0' x; echo; echo end",
-    ]);
+    );
     assert_eq!(code, 0);
     assert_eq!(result["stdout_truncated"], true);
     let stdout = result["stdout"].as_str().unwrap();

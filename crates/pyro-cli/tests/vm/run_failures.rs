@@ -63,15 +63,7 @@ fn a_missing_qemu_names_its_package() {
 fn ctrl_c_tears_everything_down() {
     let _slot = one_vm_slot();
     let sb = Sandbox::new();
-    let mut child = sb.spawn(&[
-        "run",
-        "debian:12",
-        "--",
-        "sh",
-        "-c",
-        "echo started; sleep 600",
-    ]);
-    wait_for_line(&mut child, "started", Duration::from_secs(120));
+    let mut child = start_long_run(&sb);
     signal(child.id() as i32, libc::SIGINT);
     let code = wait_exit(&mut child, Duration::from_secs(60));
     assert_eq!(code, 130);
@@ -83,10 +75,8 @@ fn ctrl_c_tears_everything_down() {
     assert_eq!(sb.leftover_vms(), Vec::<String>::new());
 }
 
-#[test]
-fn qemu_killed_mid_run_is_a_clear_error_and_leaves_nothing() {
-    let _slot = one_vm_slot();
-    let sb = Sandbox::new();
+/// Starts `pyro run` with a long command and returns once the command runs in the VM.
+fn start_long_run(sb: &Sandbox) -> std::process::Child {
     let mut child = sb.spawn(&[
         "run",
         "debian:12",
@@ -96,37 +86,34 @@ fn qemu_killed_mid_run_is_a_clear_error_and_leaves_nothing() {
         "echo started; sleep 600",
     ]);
     wait_for_line(&mut child, "started", Duration::from_secs(120));
-    let qemu = sb.pid_of("qemu-system").expect("QEMU runs");
-    signal(qemu, libc::SIGKILL);
+    child
+}
+
+/// Starts a long command, kills the process named by `victim` with SIGKILL, and checks that `pyro run`
+/// fails clearly (125, stderr mentioning `expected`) and that nothing is left behind.
+fn kill_mid_run(victim: &str, expected: &str) {
+    let _slot = one_vm_slot();
+    let sb = Sandbox::new();
+    let mut child = start_long_run(&sb);
+    let pid = sb
+        .pid_of(victim)
+        .unwrap_or_else(|| panic!("no process matching {victim}"));
+    signal(pid, libc::SIGKILL);
     let code = wait_exit(&mut child, Duration::from_secs(60));
     let mut stderr = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert_eq!(code, 125, "{stderr}");
-    assert!(stderr.contains("stopped unexpectedly"), "{stderr}");
+    assert!(stderr.contains(expected), "{stderr}");
     assert_eq!(sb.wait_no_processes(Duration::from_secs(10)), vec![]);
     assert_eq!(sb.leftover_vms(), Vec::<String>::new());
 }
 
 #[test]
+fn qemu_killed_mid_run_is_a_clear_error_and_leaves_nothing() {
+    kill_mid_run("qemu-system", "stopped unexpectedly");
+}
+
+#[test]
 fn supervisor_killed_mid_run_takes_qemu_with_it() {
-    let _slot = one_vm_slot();
-    let sb = Sandbox::new();
-    let mut child = sb.spawn(&[
-        "run",
-        "debian:12",
-        "--",
-        "sh",
-        "-c",
-        "echo started; sleep 600",
-    ]);
-    wait_for_line(&mut child, "started", Duration::from_secs(120));
-    let supervisor = sb.pid_of("__supervise").expect("the supervisor runs");
-    signal(supervisor, libc::SIGKILL);
-    let code = wait_exit(&mut child, Duration::from_secs(60));
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    assert_eq!(code, 125, "{stderr}");
-    assert!(stderr.contains("supervisor"), "{stderr}");
-    assert_eq!(sb.wait_no_processes(Duration::from_secs(10)), vec![]);
-    assert_eq!(sb.leftover_vms(), Vec::<String>::new());
+    kill_mid_run("__supervise", "supervisor");
 }

@@ -145,6 +145,14 @@ impl Sandbox {
         (value, out.status.code().unwrap_or(-1))
     }
 
+    /// `pyro run debian:12 --json OPTIONS -- sh -c SCRIPT`, parsed.
+    pub fn run_sh(&self, options: &[&str], script: &str) -> (Value, i32) {
+        let mut args = vec!["run", "debian:12", "--json"];
+        args.extend_from_slice(options);
+        args.extend_from_slice(&["--", "sh", "-c", script]);
+        self.json(&args)
+    }
+
     pub fn spawn(&self, args: &[&str]) -> Child {
         self.pyro()
             .args(args)

@@ -173,6 +173,8 @@ pub fn inspect(dirs: &Dirs, name: &str) -> Result<EnvironmentInfo> {
 #[derive(Debug, Clone, Serialize)]
 pub struct PruneReport {
     pub deleted_environment_dirs: Vec<String>,
+    /// Initramfs images of kernels or agents no longer in use.
+    pub deleted_initramfs: Vec<String>,
     pub count: usize,
 }
 
@@ -181,17 +183,12 @@ pub struct PruneReport {
 pub fn prune(dirs: &Dirs) -> Result<PruneReport> {
     let root = dirs.environments();
     let mut deleted = Vec::new();
-    let entries = match fs::read_dir(&root) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(PruneReport {
-                deleted_environment_dirs: deleted,
-                count: 0,
-            })
-        }
+    let entries: Vec<fs::DirEntry> = match fs::read_dir(&root) {
+        Ok(entries) => entries.flatten().collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(Error::io("read", &root, e)),
     };
-    for entry in entries.flatten() {
+    for entry in entries {
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
         if name.ends_with(".lock") || !path.is_dir() {
@@ -211,9 +208,16 @@ pub fn prune(dirs: &Dirs) -> Result<PruneReport> {
         }
     }
     deleted.sort();
+    let kernels: Vec<String> = catalog::CATALOG
+        .iter()
+        .filter_map(|spec| installed(dirs, spec))
+        .map(|i| i.manifest.kernel_release)
+        .collect();
+    let deleted_initramfs = crate::initramfs::prune(dirs, &kernels)?;
     Ok(PruneReport {
-        count: deleted.len(),
+        count: deleted.len() + deleted_initramfs.len(),
         deleted_environment_dirs: deleted,
+        deleted_initramfs,
     })
 }
 
