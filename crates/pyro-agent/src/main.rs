@@ -7,10 +7,14 @@
 //! outside the overlay root, so nothing a command does can replace it.
 
 mod activate;
+mod archive;
+mod confine;
 mod disks;
 mod exec;
+mod files;
 mod init;
 mod net;
+mod payload;
 mod port;
 mod reaper;
 mod serve;

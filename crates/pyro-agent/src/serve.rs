@@ -9,7 +9,7 @@ use pyro_proto::{HelloReply, Reply, Request, PROTOCOL_VERSION};
 use tokio::io::AsyncWriteExt;
 use tokio_yamux::{Session, StreamHandle};
 
-use crate::{activate, exec, log, port, reaper, sys};
+use crate::{activate, archive, exec, files, log, payload, port, reaper, sys};
 
 pub async fn serve() -> io::Result<()> {
     reaper::start()?;
@@ -31,6 +31,11 @@ pub async fn serve() -> io::Result<()> {
     ))
 }
 
+/// The most a single file write, or a batch of them, may carry.
+const MAX_WRITE_BYTES: u64 = 64 << 20;
+/// Reads are served in chunks of at most this much.
+const MAX_READ_BYTES: u64 = 16 << 20;
+
 async fn handle(mut stream: StreamHandle) {
     let request: Request = match pyro_proto::read_frame(&mut stream).await {
         Ok(Some(frame)) => match frame.into_message() {
@@ -40,25 +45,9 @@ async fn handle(mut stream: StreamHandle) {
         _ => return,
     };
     let power_off = matches!(request, Request::PowerOff);
-    let answer = match request {
-        Request::Hello {
-            protocol_version, ..
-        } => hello(protocol_version),
-        Request::Activate(activation) => match activate::activate(&activation) {
-            Ok(done) => Reply::Activated(done),
-            Err(err) => error(err),
-        },
-        Request::Exec(exec) => {
-            if !activate::is_active() {
-                error(io::Error::other("the VM is not activated yet"))
-            } else {
-                match exec::run(&exec, Path::new(activate::ROOT), &mut stream).await {
-                    Ok(result) => Reply::Exited(result),
-                    Err(err) => error(err),
-                }
-            }
-        }
-        Request::PowerOff => Reply::PoweringOff,
+    let answer = match dispatch(request, &mut stream).await {
+        Ok(answer) => answer,
+        Err(err) => error(err),
     };
     reply(&mut stream, answer).await;
     if power_off {
@@ -67,6 +56,119 @@ async fn handle(mut stream: StreamHandle) {
             crate::init::power_off();
         }
         std::process::exit(0);
+    }
+}
+
+fn require_active() -> io::Result<()> {
+    if activate::is_active() {
+        Ok(())
+    } else {
+        Err(io::Error::other("the VM is not activated yet"))
+    }
+}
+
+/// Runs blocking file-system work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))?
+}
+
+async fn dispatch(request: Request, stream: &mut StreamHandle) -> io::Result<Reply> {
+    match request {
+        Request::Hello {
+            protocol_version, ..
+        } => Ok(hello(protocol_version)),
+        Request::Activate(activation) => activate::activate(&activation).map(Reply::Activated),
+        Request::PowerOff => Ok(Reply::PoweringOff),
+        Request::Sync => {
+            blocking(|| {
+                // SAFETY: sync takes no arguments.
+                unsafe { libc::sync() };
+                Ok(())
+            })
+            .await?;
+            Ok(Reply::Synced)
+        }
+        Request::Exec(exec) => {
+            require_active()?;
+            exec::run(&exec, Path::new(activate::ROOT), stream)
+                .await
+                .map(Reply::Exited)
+        }
+        Request::ListFiles {
+            path,
+            recursive,
+            max_entries,
+        } => {
+            require_active()?;
+            blocking(move || files::list(&path, recursive, max_entries))
+                .await
+                .map(Reply::Files)
+        }
+        Request::ReadFile {
+            path,
+            offset,
+            max_bytes,
+        } => {
+            require_active()?;
+            let max_bytes = max_bytes.min(MAX_READ_BYTES);
+            let (info, data) = blocking(move || files::read(&path, offset, max_bytes)).await?;
+            pyro_proto::write_payload(stream, &data).await?;
+            Ok(Reply::FileRead(info))
+        }
+        Request::WriteFiles {
+            files: specs,
+            deletes,
+        } => {
+            require_active()?;
+            let mut contents = Vec::with_capacity(specs.len());
+            let mut total = 0u64;
+            for spec in specs {
+                let data = payload::read_payload(stream, MAX_WRITE_BYTES - total).await?;
+                total += data.len() as u64;
+                contents.push((spec, data));
+            }
+            blocking(move || files::write_files(&contents, &deletes))
+                .await
+                .map(Reply::Written)
+        }
+        Request::Manifest { path, max_entries } => {
+            require_active()?;
+            blocking(move || files::manifest(&path, max_entries))
+                .await
+                .map(Reply::Manifest)
+        }
+        Request::ExtractArchive { destination } => {
+            require_active()?;
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            let extraction = tokio::task::spawn_blocking(move || {
+                archive::extract(&destination, payload::ChannelReader::new(rx))
+            });
+            let forwarded = payload::forward_payload(stream, tx).await;
+            let summary = extraction
+                .await
+                .map_err(|e| io::Error::other(e.to_string()))??;
+            forwarded?;
+            Ok(Reply::Extracted(summary))
+        }
+        Request::ExportArchive { path, max_bytes } => {
+            require_active()?;
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+            let export = tokio::task::spawn_blocking(move || {
+                archive::export(&path, payload::ChannelWriter::new(tx), max_bytes)
+            });
+            while let Some(chunk) = rx.recv().await {
+                pyro_proto::write_data(stream, &chunk).await?;
+            }
+            let summary = export
+                .await
+                .map_err(|e| io::Error::other(e.to_string()))??;
+            pyro_proto::write_data(stream, &[]).await?;
+            Ok(Reply::Exported(summary))
+        }
     }
 }
 

@@ -5,6 +5,7 @@ mod env_cmd;
 mod output;
 mod progress;
 mod run_cmd;
+mod workspace_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +34,9 @@ enum Commands {
     /// List, build, inspect and prune environments
     #[command(subcommand)]
     Env(env_cmd::EnvCommand),
+    /// Persistent workspaces: create, exec, files, patch, diff, export, reset, summary
+    #[command(subcommand)]
+    Workspace(workspace_cmd::WorkspaceCommand),
     /// Check the host: QEMU, KVM, tools, the guest agent, environments
     Doctor(doctor_cmd::DoctorArgs),
     /// Internal: supervise one VM (started by pyro itself)
@@ -54,5 +58,6 @@ fn main() -> ExitCode {
         Commands::Run(args) => run_cmd::main(args),
         Commands::Env(command) => env_cmd::main(command),
         Commands::Doctor(args) => doctor_cmd::main(args),
+        Commands::Workspace(command) => workspace_cmd::main(command),
     }
 }

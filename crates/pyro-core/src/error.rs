@@ -16,6 +16,10 @@ pub enum ErrorKind {
     InvalidArgument,
     /// An environment name that is not in the catalog.
     UnknownEnvironment,
+    /// A workspace (or another named object) that does not exist.
+    NotFound,
+    /// The object is in the wrong state for the operation (e.g. a stopped workspace).
+    InvalidState,
     /// A host program pyro needs is not installed.
     MissingTool,
     /// Building an environment failed.

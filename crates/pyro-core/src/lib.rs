@@ -11,7 +11,9 @@
 //!
 //! Surfaces render the serde result types defined here; they hold no logic of their own.
 
+pub mod agent_client;
 pub mod catalog;
+pub mod db;
 pub mod doctor;
 pub mod engine;
 pub mod environment;
@@ -25,6 +27,7 @@ pub mod run;
 pub mod supervisor;
 pub mod unix_socket;
 pub mod vm;
+pub mod workspace;
 
 pub use error::{Error, ErrorKind, Result};
 pub use paths::Dirs;

@@ -56,6 +56,7 @@ impl RunOptions {
             network: self.network,
             disk_gib: vm::DEFAULT_DISK_GIB,
             ephemeral: true,
+            idle_timeout_seconds: None,
         }
     }
 }

@@ -4,21 +4,18 @@ use std::path::{Path, PathBuf};
 use std::process::Command as ProcessCommand;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pyro_proto::{
-    read_frame, write_message, Activate, ExecRequest, ExecResult, Frame, NetworkConfig,
-    OutputStream, Reply, Request,
-};
+use pyro_proto::{Activate, ExecRequest, ExecResult, NetworkConfig, OutputStream, Reply, Request};
 use serde::Serialize;
-use tokio::net::UnixStream;
 
+use crate::agent_client::{self, AgentCall};
 use crate::engine::VmConfig;
 use crate::environment::{self, Installed};
 use crate::host::accel::{self, Accelerator};
 use crate::host::tools;
 use crate::initramfs::{self, Agent};
-use crate::supervisor::protocol::{ClientReply, ClientRequest, ReadyInfo, SupervisorEvent};
+use crate::supervisor::protocol::{ReadyInfo, SupervisorEvent};
 use crate::supervisor::{self, OwnerChannel, VmRecord, DATA_DISK, RECORD_FILE};
-use crate::{fsutil, unix_socket, Dirs, Error, ErrorKind, Progress, Result};
+use crate::{fsutil, Dirs, Error, ErrorKind, Progress, Result};
 
 pub const MIN_VCPUS: u8 = 1;
 pub const MAX_VCPUS: u8 = 8;
@@ -39,6 +36,8 @@ pub struct VmOptions {
     pub disk_gib: u32,
     /// Tear the VM down when this process goes away (`pyro run`).
     pub ephemeral: bool,
+    /// Idle seconds after which the supervisor stops the VM (workspaces).
+    pub idle_timeout_seconds: Option<u64>,
 }
 
 impl VmOptions {
@@ -125,15 +124,21 @@ pub async fn boot(id: &str, dir: &Path, options: &VmOptions, prepared: Prepared)
     match start(id, dir, options, prepared).await {
         Ok(vm) => Ok(vm),
         Err(err) => {
-            let _ = supervisor::remove_if_abandoned(dir);
+            // A persistent VM's directory holds its disk: only an ephemeral one is removed.
+            if options.ephemeral {
+                let _ = supervisor::remove_if_abandoned(dir);
+            }
             Err(err)
         }
     }
 }
 
 async fn start(id: &str, dir: &Path, options: &VmOptions, prepared: Prepared) -> Result<Vm> {
+    // A persistent VM keeps its disk across stop and start; a new one gets a fresh disk.
     let data_disk = dir.join(DATA_DISK);
-    make_data_disk(&data_disk, options.disk_gib)?;
+    if !data_disk.exists() {
+        make_data_disk(&data_disk, options.disk_gib)?;
+    }
     let config = VmConfig {
         vcpu_count: options.vcpu_count,
         mem_mib: options.mem_mib,
@@ -150,6 +155,7 @@ async fn start(id: &str, dir: &Path, options: &VmOptions, prepared: Prepared) ->
         environment: options.environment.clone(),
         config,
         ephemeral: options.ephemeral,
+        idle_timeout_seconds: options.idle_timeout_seconds,
         created_at_unix_ms: now_unix_ms(),
     };
     let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::internal(e.to_string()))?;
@@ -210,14 +216,11 @@ async fn start(id: &str, dir: &Path, options: &VmOptions, prepared: Prepared) ->
         Ok(Reply::Activated(_)) => Ok(vm),
         Ok(other) => {
             vm.shutdown("activation failed").await.ok();
-            Err(Error::new(
-                ErrorKind::Guest,
-                format!("activation failed: {}", describe(&other)),
-            ))
+            Err(agent_client::unexpected(other))
         }
         Err(err) => {
             vm.shutdown("activation failed").await.ok();
-            Err(err)
+            Err(Error::new(err.kind(), format!("activation failed: {err}")))
         }
     }
 }
@@ -268,13 +271,6 @@ fn make_data_disk(path: &Path, gib: u32) -> Result<()> {
     Ok(())
 }
 
-fn describe(reply: &Reply) -> String {
-    match reply {
-        Reply::Error { message } => message.clone(),
-        other => format!("unexpected reply {other:?}"),
-    }
-}
-
 pub fn now_unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -282,103 +278,19 @@ pub fn now_unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Opens a new agent stream through the supervisor of the VM in `vm_dir`.
-pub async fn connect_agent(vm_dir: &Path) -> Result<UnixStream> {
-    let socket = supervisor::socket_path(vm_dir);
-    let gone = |e: std::io::Error| {
-        Error::new(
-            ErrorKind::Engine,
-            format!(
-                "cannot reach the VM's supervisor at {}: {e}",
-                socket.display()
-            ),
-        )
-    };
-    let std_stream = unix_socket::connect(&socket).map_err(gone)?;
-    std_stream.set_nonblocking(true).map_err(gone)?;
-    let mut stream = UnixStream::from_std(std_stream).map_err(gone)?;
-    write_message(&mut stream, &ClientRequest::Agent)
-        .await
-        .map_err(gone)?;
-    match read_frame(&mut stream).await.map_err(gone)? {
-        Some(frame) => match frame.into_message::<ClientReply>().map_err(gone)? {
-            ClientReply::Attached => Ok(stream),
-            ClientReply::Error { message } => Err(Error::new(ErrorKind::Engine, message)),
-            other => Err(Error::new(
-                ErrorKind::Protocol,
-                format!("unexpected supervisor reply {other:?}"),
-            )),
-        },
-        None => Err(Error::new(
-            ErrorKind::Engine,
-            "the supervisor closed the connection",
-        )),
-    }
-}
-
 impl Vm {
-    /// Sends one request and returns the agent's reply (no output streaming).
+    /// Sends one request and returns the agent's reply.
     pub async fn request(&self, request: &Request) -> Result<Reply> {
-        let mut stream = connect_agent(&self.dir).await?;
-        write_message(&mut stream, request).await.map_err(lost)?;
-        loop {
-            match read_frame(&mut stream).await.map_err(lost)? {
-                Some(Frame::Message(bytes)) => {
-                    return serde_json::from_slice(&bytes).map_err(|e| {
-                        Error::new(ErrorKind::Protocol, format!("malformed agent reply: {e}"))
-                    })
-                }
-                Some(Frame::Output(..)) => continue,
-                None => return Err(lost(std::io::ErrorKind::UnexpectedEof.into())),
-            }
-        }
+        agent_client::call(&self.dir, request).await
     }
 
     /// Runs a command. `on_output` receives chunks as they come when `request.stream_output` is set.
-    /// The result is checked against the requested cap: the guest is not trusted to honour it.
     pub async fn exec(
         &self,
         request: ExecRequest,
-        on_output: &mut (dyn FnMut(OutputStream, &[u8]) + Send),
+        on_output: OutputSink<'_>,
     ) -> Result<ExecResult> {
-        let cap = request.output_cap_bytes as usize;
-        let host_deadline = Duration::from_millis(request.timeout_ms) + Duration::from_secs(60);
-        let mut stream = connect_agent(&self.dir).await?;
-        write_message(&mut stream, &Request::Exec(request))
-            .await
-            .map_err(lost)?;
-        let reply = tokio::time::timeout(host_deadline, async {
-            loop {
-                match read_frame(&mut stream).await.map_err(lost)? {
-                    Some(Frame::Output(which, data)) => on_output(which, &data),
-                    Some(Frame::Message(bytes)) => {
-                        return serde_json::from_slice::<Reply>(&bytes).map_err(|e| {
-                            Error::new(ErrorKind::Protocol, format!("malformed agent reply: {e}"))
-                        })
-                    }
-                    None => return Err(lost(std::io::ErrorKind::UnexpectedEof.into())),
-                }
-            }
-        })
-        .await
-        .map_err(|_| {
-            Error::new(
-                ErrorKind::Guest,
-                "the guest agent did not answer in time after the command's timeout",
-            )
-        })??;
-        match reply {
-            Reply::Exited(mut result) => {
-                bound_output(&mut result.stdout, &mut result.stdout_truncated, cap);
-                bound_output(&mut result.stderr, &mut result.stderr_truncated, cap);
-                Ok(result)
-            }
-            Reply::Error { message } => Err(Error::new(ErrorKind::Guest, message)),
-            other => Err(Error::new(
-                ErrorKind::Protocol,
-                format!("unexpected agent reply: {}", describe(&other)),
-            )),
-        }
+        exec(&self.dir, request, on_output).await
     }
 
     /// Powers the VM off and waits until its supervisor has cleaned up.
@@ -411,6 +323,37 @@ impl Vm {
     }
 }
 
+/// Runs a command in the VM in `vm_dir`. The result is checked against the requested cap: the guest
+/// is not trusted to honour it.
+pub async fn exec(
+    vm_dir: &Path,
+    request: ExecRequest,
+    on_output: OutputSink<'_>,
+) -> Result<ExecResult> {
+    let cap = request.output_cap_bytes as usize;
+    let host_deadline = Duration::from_millis(request.timeout_ms) + Duration::from_secs(60);
+    let call = AgentCall::start(vm_dir, &Request::Exec(request)).await?;
+    let reply = tokio::time::timeout(
+        host_deadline,
+        call.finish(on_output, &mut tokio::io::sink(), 0),
+    )
+    .await
+    .map_err(|_| {
+        Error::new(
+            ErrorKind::Guest,
+            "the guest agent did not answer in time after the command's timeout",
+        )
+    })??;
+    match reply {
+        Reply::Exited(mut result) => {
+            bound_output(&mut result.stdout, &mut result.stdout_truncated, cap);
+            bound_output(&mut result.stderr, &mut result.stderr_truncated, cap);
+            Ok(result)
+        }
+        other => Err(agent_client::unexpected(other)),
+    }
+}
+
 /// Keeps at most `cap` bytes (plus pyro's marker) of guest-reported output.
 fn bound_output(text: &mut String, truncated: &mut bool, cap: usize) {
     let limit = cap + 128;
@@ -424,13 +367,6 @@ fn bound_output(text: &mut String, truncated: &mut bool, cap: usize) {
     }
 }
 
-fn lost(err: std::io::Error) -> Error {
-    Error::new(
-        ErrorKind::Engine,
-        format!("lost the connection to the VM: {err}"),
-    )
-}
-
 /// Waits until the VM directory is gone or abandoned (then removes it), for at most `limit`.
 pub async fn wait_removed(dir: &Path, limit: Duration) {
     let deadline = tokio::time::Instant::now() + limit;
@@ -440,4 +376,44 @@ pub async fn wait_removed(dir: &Path, limit: Duration) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Whether a supervisor owns the VM directory (it holds the lock for as long as it lives).
+pub fn is_running(dir: &Path) -> bool {
+    dir.join(supervisor::LOCK).exists()
+        && matches!(
+            crate::fsutil::FileLock::try_acquire(&dir.join(supervisor::LOCK)),
+            Ok(None)
+        )
+}
+
+/// Asks the supervisor of a persistent VM to power it off, and waits until it has exited.
+pub async fn stop(dir: &Path, reason: &str) -> Result<()> {
+    if !is_running(dir) {
+        return Ok(());
+    }
+    let status = supervisor::request(dir, &supervisor::protocol::ClientRequest::Status)
+        .await
+        .ok();
+    let _ = supervisor::request(
+        dir,
+        &supervisor::protocol::ClientRequest::Shutdown {
+            reason: reason.to_string(),
+        },
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while is_running(dir) {
+        if tokio::time::Instant::now() > deadline {
+            // The supervisor did not finish in time: end it (QEMU dies with it).
+            if let Some(supervisor::protocol::ClientReply::Status(status)) = &status {
+                // SAFETY: kill takes no pointers.
+                unsafe { libc::kill(status.supervisor_pid as i32, libc::SIGKILL) };
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
 }

@@ -10,6 +10,7 @@ use crate::MAX_FRAME_BYTES;
 const TAG_MESSAGE: u8 = 0;
 const TAG_STDOUT: u8 = 1;
 const TAG_STDERR: u8 = 2;
+const TAG_DATA: u8 = 3;
 
 /// Which output stream of a command a chunk belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +26,8 @@ pub enum Frame {
     Message(Vec<u8>),
     /// Raw output bytes of a running command.
     Output(OutputStream, Vec<u8>),
+    /// Raw payload bytes of a file or an archive; an empty one ends the payload.
+    Data(Vec<u8>),
 }
 
 impl Frame {
@@ -37,9 +40,9 @@ impl Frame {
                     format!("malformed message: {err}"),
                 )
             }),
-            Frame::Output(..) => Err(io::Error::new(
+            Frame::Output(..) | Frame::Data(..) => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                "expected a message frame, got output",
+                "expected a message frame, got raw bytes",
             )),
         }
     }
@@ -65,6 +68,25 @@ where
         OutputStream::Stderr => TAG_STDERR,
     };
     write_frame(writer, tag, data).await
+}
+
+/// Writes one payload frame; an empty `data` marks the end of the payload.
+pub async fn write_data<W>(writer: &mut W, data: &[u8]) -> io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+{
+    write_frame(writer, TAG_DATA, data).await
+}
+
+/// Writes `data` as payload frames of at most [`crate::MAX_CHUNK_BYTES`], then the end marker.
+pub async fn write_payload<W>(writer: &mut W, data: &[u8]) -> io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+{
+    for chunk in data.chunks(crate::MAX_CHUNK_BYTES) {
+        write_data(writer, chunk).await?;
+    }
+    write_data(writer, &[]).await
 }
 
 async fn write_frame<W>(writer: &mut W, tag: u8, payload: &[u8]) -> io::Result<()>
@@ -118,6 +140,7 @@ where
         TAG_MESSAGE => Ok(Some(Frame::Message(payload))),
         TAG_STDOUT => Ok(Some(Frame::Output(OutputStream::Stdout, payload))),
         TAG_STDERR => Ok(Some(Frame::Output(OutputStream::Stderr, payload))),
+        TAG_DATA => Ok(Some(Frame::Data(payload))),
         tag => Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("unknown frame tag {tag}"),

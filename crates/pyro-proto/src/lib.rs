@@ -8,12 +8,15 @@
 //! Nothing here trusts the peer: frame lengths are capped at [`MAX_FRAME_BYTES`] before any allocation.
 //! Both ends refuse a [`PROTOCOL_VERSION`] mismatch in the [`Request::Hello`] handshake.
 
+pub mod archive_rules;
 pub mod capture;
 pub mod frame;
 pub mod message;
 
 pub use capture::CappedOutput;
-pub use frame::{read_frame, write_chunk, write_message, Frame, OutputStream};
+pub use frame::{
+    read_frame, write_chunk, write_data, write_message, write_payload, Frame, OutputStream,
+};
 pub use message::*;
 
 /// Bumped on any incompatible change to frames or messages.

@@ -19,6 +19,32 @@ pub enum Request {
     Exec(ExecRequest),
     /// Sync the disks and power the VM off.
     PowerOff,
+    /// Flush every file system to disk.
+    Sync,
+    /// Describe a path under `/workspace` (a directory's entries, recursively if asked).
+    ListFiles {
+        path: String,
+        recursive: bool,
+        max_entries: u32,
+    },
+    /// Read up to `max_bytes` of a regular file from `offset`; the bytes come as data frames first.
+    ReadFile {
+        path: String,
+        offset: u64,
+        max_bytes: u64,
+    },
+    /// Write the files (their contents follow as one payload each, in order), then delete `deletes`.
+    /// All files are staged before any is put in place.
+    WriteFiles {
+        files: Vec<FileWrite>,
+        deletes: Vec<String>,
+    },
+    /// Every entry under a path with its type, mode, size and (for files) sha256.
+    Manifest { path: String, max_entries: u32 },
+    /// Extract the tar archive that follows (one payload) into `destination`.
+    ExtractArchive { destination: String },
+    /// Send `path` as a tar archive (data frames), at most `max_bytes` of it.
+    ExportArchive { path: String, max_bytes: u64 },
 }
 
 /// The agent's answer, the last frame it writes on a stream.
@@ -29,7 +55,91 @@ pub enum Reply {
     Activated(Activated),
     Exited(ExecResult),
     PoweringOff,
+    Synced,
+    Files(FileList),
+    FileRead(FileRead),
+    Written(Written),
+    Manifest(Manifest),
+    Extracted(ArchiveSummary),
+    Exported(ArchiveSummary),
     Error { message: String },
+}
+
+/// What a path is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArtifactType {
+    File,
+    Directory,
+    Symlink,
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Absolute, e.g. `/workspace/src/main.rs`.
+    pub path: String,
+    pub artifact_type: ArtifactType,
+    pub size_bytes: u64,
+    /// Permission bits, e.g. 0o644.
+    pub mode: u32,
+    pub link_target: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileList {
+    pub path: String,
+    pub artifact_type: ArtifactType,
+    pub entries: Vec<FileEntry>,
+    /// More entries existed than `max_entries`.
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileRead {
+    pub path: String,
+    pub size_bytes: u64,
+    pub offset: u64,
+    pub bytes_returned: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileWrite {
+    pub path: String,
+    pub size: u64,
+    /// Permission bits for a new file (existing files keep theirs unless set).
+    pub mode: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Written {
+    pub files: Vec<FileEntry>,
+    pub deleted: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestEntry {
+    /// Relative to the manifest's root, `/`-separated.
+    pub path: String,
+    pub artifact_type: ArtifactType,
+    pub mode: u32,
+    pub size_bytes: u64,
+    pub sha256: Option<String>,
+    pub link_target: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub entries: Vec<ManifestEntry>,
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArchiveSummary {
+    pub path: String,
+    pub artifact_type: ArtifactType,
+    pub entry_count: u64,
+    pub bytes_written: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -38,9 +38,68 @@ pub struct VmRecord {
     pub config: VmConfig,
     /// Tear the VM down (and remove its directory) when the owner goes away.
     pub ephemeral: bool,
+    /// Stop the VM after this many idle seconds (no client connected).
+    #[serde(default)]
+    pub idle_timeout_seconds: Option<u64>,
     pub created_at_unix_ms: u64,
+}
+
+pub const STOPPED_FILE: &str = "stopped.json";
+
+/// Why a supervisor ended, written into the VM directory as it exits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StopRecord {
+    pub reason: String,
+    pub unexpected: bool,
+    pub at_unix_ms: u64,
 }
 
 pub fn socket_path(vm_dir: &Path) -> PathBuf {
     vm_dir.join(SOCKET)
+}
+
+/// Why the VM in `vm_dir` last stopped, if its supervisor said.
+pub fn stop_record(vm_dir: &Path) -> Option<StopRecord> {
+    std::fs::read(vm_dir.join(STOPPED_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+/// Connects to the supervisor of `vm_dir`, sends `request` and returns the connection with the reply.
+pub async fn open(
+    vm_dir: &Path,
+    request: &protocol::ClientRequest,
+) -> crate::Result<(tokio::net::UnixStream, protocol::ClientReply)> {
+    use crate::{Error, ErrorKind};
+    let socket = socket_path(vm_dir);
+    let gone = |e: std::io::Error| {
+        Error::new(
+            ErrorKind::Engine,
+            format!(
+                "cannot reach the VM's supervisor at {}: {e}",
+                socket.display()
+            ),
+        )
+    };
+    let std_stream = crate::unix_socket::connect(&socket).map_err(gone)?;
+    std_stream.set_nonblocking(true).map_err(gone)?;
+    let mut stream = tokio::net::UnixStream::from_std(std_stream).map_err(gone)?;
+    pyro_proto::write_message(&mut stream, request)
+        .await
+        .map_err(gone)?;
+    match pyro_proto::read_frame(&mut stream).await.map_err(gone)? {
+        Some(frame) => Ok((stream, frame.into_message().map_err(gone)?)),
+        None => Err(Error::new(
+            ErrorKind::Engine,
+            "the supervisor closed the connection",
+        )),
+    }
+}
+
+/// Sends one control request to the supervisor of `vm_dir` and returns its reply.
+pub async fn request(
+    vm_dir: &Path,
+    request: &protocol::ClientRequest,
+) -> crate::Result<protocol::ClientReply> {
+    open(vm_dir, request).await.map(|(_, reply)| reply)
 }

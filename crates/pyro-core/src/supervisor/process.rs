@@ -18,7 +18,9 @@ use tokio_yamux::{Control, Session};
 use super::protocol::{
     ClientReply, ClientRequest, OwnerCommand, ReadyInfo, StatusInfo, SupervisorEvent,
 };
-use super::{VmRecord, ENGINE_LOG, LOCK, RECORD_FILE, SERIAL_LOG, SOCKET};
+use super::{
+    StopRecord, VmRecord, ENGINE_LOG, LOCK, RECORD_FILE, SERIAL_LOG, SOCKET, STOPPED_FILE,
+};
 use crate::engine::{Backend, Qemu, AGENT_SOCKET, QMP_SOCKET};
 use crate::fsutil::{self, FileLock};
 use crate::{Error, ErrorKind, Result};
@@ -84,6 +86,7 @@ async fn supervise(vm_dir: PathBuf, owner: UnixStream) -> i32 {
         Ok(record) => record,
         Err(err) => return fail(&mut owner_write, &vm_dir, false, err).await,
     };
+    let _ = std::fs::remove_file(STOPPED_FILE);
     let (shutdown_tx, mut shutdown_rx) = watch::channel::<Option<String>>(None);
     watch_owner(owner_read, record.ephemeral, shutdown_tx.clone());
     watch_signals(shutdown_tx.clone());
@@ -101,7 +104,7 @@ async fn supervise(vm_dir: PathBuf, owner: UnixStream) -> i32 {
         _ = shutdown_rx.changed() => {
             let reason = shutdown_rx.borrow().clone().unwrap_or_default();
             drop(booting);
-            cleanup(&vm_dir, record.ephemeral);
+            cleanup(&vm_dir, record.ephemeral, &reason, false);
             let _ = send(&mut owner_write, &SupervisorEvent::Stopped { reason, unexpected: false }).await;
             return 0;
         }
@@ -134,11 +137,21 @@ async fn supervise(vm_dir: PathBuf, owner: UnixStream) -> i32 {
         engine_pid: running.child.id().unwrap_or(0),
         boot_ms: running.boot_ms,
     };
+    let activity = Activity::new();
+    let mut idle_check = tokio::time::interval(Duration::from_secs(1));
     let (reason, unexpected) = loop {
         tokio::select! {
             accepted = listener.accept() => {
                 if let Ok((stream, _)) = accepted {
-                    tokio::spawn(serve_client(stream, running.control.clone(), shutdown_tx.clone(), status.clone()));
+                    let client = serve_client(stream, running.control.clone(), shutdown_tx.clone(), status.clone(), activity.clone());
+                    tokio::spawn(client);
+                }
+            }
+            _ = idle_check.tick(), if record.idle_timeout_seconds.is_some() => {
+                let limit = Duration::from_secs(record.idle_timeout_seconds.unwrap_or(u64::MAX));
+                if activity.idle_for().is_some_and(|idle| idle >= limit) {
+                    power_off(&backend, &mut running).await;
+                    break (format!("stopped after {}s without activity (its ttl_seconds)", limit.as_secs()), false);
                 }
             }
             exited = running.child.wait() => {
@@ -153,7 +166,7 @@ async fn supervise(vm_dir: PathBuf, owner: UnixStream) -> i32 {
         }
     };
     drop(listener);
-    cleanup(&vm_dir, record.ephemeral);
+    cleanup(&vm_dir, record.ephemeral, &reason, unexpected);
     let _ = send(
         &mut owner_write,
         &SupervisorEvent::Stopped { reason, unexpected },
@@ -306,6 +319,7 @@ async fn serve_client(
     control: Control,
     shutdown: watch::Sender<Option<String>>,
     status: StatusInfo,
+    activity: Activity,
 ) {
     let request: ClientRequest = match read_frame(&mut stream).await {
         Ok(Some(frame)) => match frame.into_message() {
@@ -329,6 +343,8 @@ async fn serve_client(
                     return;
                 }
             };
+            // An operation in progress keeps the VM alive; idle time counts from its end.
+            let _busy = activity.begin();
             if write_message(&mut stream, &ClientReply::Attached)
                 .await
                 .is_ok()
@@ -396,7 +412,12 @@ async fn send(owner: &mut OwnedWriteHalf, event: &SupervisorEvent) -> std::io::R
 
 async fn fail(owner: &mut OwnedWriteHalf, vm_dir: &Path, ephemeral: bool, err: Error) -> i32 {
     eprintln!("supervisor: {err}");
-    cleanup(vm_dir, ephemeral);
+    cleanup(
+        vm_dir,
+        ephemeral,
+        &format!("the VM failed to start: {err}"),
+        true,
+    );
     let event = SupervisorEvent::Failed {
         kind: err.kind(),
         message: err.message().to_string(),
@@ -406,14 +427,57 @@ async fn fail(owner: &mut OwnedWriteHalf, vm_dir: &Path, ephemeral: bool, err: E
     1
 }
 
-/// Removes the sockets; an ephemeral VM's whole directory goes too.
-fn cleanup(vm_dir: &Path, ephemeral: bool) {
+/// Removes the sockets and records why the VM stopped; an ephemeral VM's whole directory goes too.
+fn cleanup(vm_dir: &Path, ephemeral: bool, reason: &str, unexpected: bool) {
     if ephemeral {
         let _ = fsutil::remove_tree(vm_dir);
         return;
     }
     for socket in [SOCKET, AGENT_SOCKET, QMP_SOCKET] {
         let _ = std::fs::remove_file(socket);
+    }
+    let record = StopRecord {
+        reason: reason.to_string(),
+        unexpected,
+        at_unix_ms: crate::vm::now_unix_ms(),
+    };
+    if let Ok(json) = serde_json::to_vec(&record) {
+        let _ = fsutil::write_atomic(Path::new(STOPPED_FILE), &json);
+    }
+}
+
+/// Agent connections in progress and when the last one ended: the idle clock of the TTL.
+#[derive(Clone)]
+struct Activity(std::sync::Arc<std::sync::Mutex<(usize, Instant)>>);
+
+/// Marks one operation in progress until dropped.
+struct Busy(Activity);
+
+impl Activity {
+    fn new() -> Activity {
+        Activity(std::sync::Arc::new(std::sync::Mutex::new((
+            0,
+            Instant::now(),
+        ))))
+    }
+
+    fn begin(&self) -> Busy {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).0 += 1;
+        Busy(self.clone())
+    }
+
+    /// How long nothing has been in progress, or `None` while something is.
+    fn idle_for(&self) -> Option<Duration> {
+        let state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        (state.0 == 0).then(|| state.1.elapsed())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let mut state = (self.0).0.lock().unwrap_or_else(|p| p.into_inner());
+        state.0 -= 1;
+        state.1 = Instant::now();
     }
 }
 

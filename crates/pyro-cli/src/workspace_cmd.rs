@@ -1,0 +1,718 @@
+//! `pyro workspace ...`: persistent sandboxes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use pyro_core::workspace::{
+    self, CreateOptions, ExecCommand, ExecOptions, UpdateOptions, Workspace,
+};
+use pyro_core::{Dirs, OutputStream};
+use serde::Serialize;
+
+use crate::output::{self, EXIT_FAILURE, EXIT_RUN_FAILURE};
+use crate::progress::StderrProgress;
+
+#[derive(Subcommand)]
+pub enum WorkspaceCommand {
+    /// Create and start a workspace, with /workspace seeded from a directory or archive
+    #[command(
+        after_help = "Examples:\n  pyro workspace create debian:12 --seed-path ./repo --name fix-123\n  ID=$(pyro workspace create --id-only)"
+    )]
+    Create(CreateArgs),
+    /// List workspaces, most recent activity first
+    List(Json),
+    /// Show one workspace
+    Status(Target),
+    /// Change a workspace's name or labels
+    Update(UpdateArgs),
+    /// Stop a workspace's VM; /workspace and the rest of its disk are kept
+    Stop(Target),
+    /// Start a stopped workspace again, with its disk as it was
+    Start(Target),
+    /// Delete a workspace and everything in it
+    Delete(Target),
+    /// The activity journal: every operation, with command output
+    Logs(Target),
+    /// Run a command in a workspace (in /workspace unless --cwd); exits with its exit code
+    #[command(
+        after_help = "Options may come anywhere before `--`. The words after it run directly, without a shell:\n  pyro workspace exec ID -- make test\n  pyro workspace exec ID --timeout-seconds 120 -- sh -c 'make 2>&1 | tail -5'"
+    )]
+    Exec(ExecArgs),
+    /// Copy files from the host into a started workspace
+    #[command(subcommand)]
+    Sync(SyncCommand),
+    /// Read and write files in /workspace (no shell quoting involved)
+    #[command(subcommand)]
+    File(FileCommand),
+    /// Apply a unified diff to /workspace, all or nothing
+    #[command(subcommand)]
+    Patch(PatchCommand),
+    /// What changed in /workspace since the baseline, as a patch
+    Diff(Target),
+    /// Copy a file or directory out of /workspace to a new host path
+    Export(ExportArgs),
+    /// Recreate the sandbox: a fresh system with /workspace restored from the baseline
+    Reset(ResetArgs),
+    /// What changed and what ran since the last reset
+    Summary(Target),
+}
+
+#[derive(Args)]
+pub struct Json {
+    /// Print JSON on stdout
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct Target {
+    /// Workspace id or name
+    workspace: String,
+    #[command(flatten)]
+    json: Json,
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got '{text}'")),
+    }
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    /// Environment (see `pyro env list`)
+    #[arg(default_value = pyro_core::catalog::DEFAULT_ENVIRONMENT)]
+    environment: String,
+    /// Seed /workspace from a host directory or a .tar/.tar.gz/.tgz archive (the immutable baseline)
+    #[arg(long)]
+    seed_path: Option<PathBuf>,
+    /// A unique name to use in place of the id
+    #[arg(long)]
+    name: Option<String>,
+    /// A label KEY=VALUE (repeatable)
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    #[arg(long, default_value_t = pyro_core::run::DEFAULT_VCPU_COUNT, value_parser = clap::value_parser!(u8).range(1..=8))]
+    vcpu_count: u8,
+    #[arg(long, default_value_t = pyro_core::run::DEFAULT_MEM_MIB, value_parser = clap::value_parser!(u32).range(256..=32768))]
+    mem_mib: u32,
+    /// Idle seconds before the workspace is stopped (never deleted)
+    #[arg(long, default_value_t = workspace::validate::DEFAULT_TTL_SECONDS, value_parser = clap::value_parser!(u64).range(10..=604800))]
+    ttl_seconds: u64,
+    /// Give the workspace outbound networking
+    #[arg(long)]
+    network: bool,
+    /// Print only the new workspace's id
+    #[arg(long, conflicts_with = "json")]
+    id_only: bool,
+    #[command(flatten)]
+    json: Json,
+}
+
+#[derive(Args)]
+pub struct UpdateArgs {
+    workspace: String,
+    #[arg(long, conflicts_with = "clear_name")]
+    name: Option<String>,
+    #[arg(long)]
+    clear_name: bool,
+    /// Set a label KEY=VALUE (repeatable)
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// Remove a label (repeatable)
+    #[arg(long = "clear-label")]
+    clear_labels: Vec<String>,
+    #[command(flatten)]
+    json: Json,
+}
+
+#[derive(Args)]
+pub struct ExecArgs {
+    workspace: String,
+    #[arg(long, default_value_t = pyro_core::run::DEFAULT_TIMEOUT_SECONDS, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    timeout_seconds: u64,
+    /// Working directory (default /workspace)
+    #[arg(long)]
+    cwd: Option<String>,
+    /// Set an environment variable KEY=VALUE for this command (repeatable)
+    #[arg(long = "env", short = 'e', value_parser = parse_label)]
+    env: Vec<(String, String)>,
+    /// Print one JSON result instead of streaming output
+    #[arg(long)]
+    json: bool,
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+#[derive(Subcommand)]
+pub enum SyncCommand {
+    /// Copy a host directory or archive into /workspace (or --dest); the baseline does not change
+    Push {
+        workspace: String,
+        source: PathBuf,
+        #[arg(long)]
+        dest: Option<String>,
+        #[command(flatten)]
+        json: Json,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum FileCommand {
+    /// List a directory (default /workspace)
+    List {
+        workspace: String,
+        #[arg(default_value = "/workspace")]
+        path: String,
+        #[arg(long)]
+        recursive: bool,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Print a text file
+    Read {
+        workspace: String,
+        path: String,
+        /// Bytes to read at most
+        #[arg(long)]
+        max_bytes: Option<u64>,
+        /// Byte offset to start from
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        /// Print only the content, exactly
+        #[arg(long, conflicts_with = "json")]
+        content_only: bool,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Write a text file (parent directories are created)
+    Write {
+        workspace: String,
+        path: String,
+        #[arg(
+            long,
+            required_unless_present = "text_file",
+            conflicts_with = "text_file"
+        )]
+        text: Option<String>,
+        /// Read the text from a host file (UTF-8)
+        #[arg(long)]
+        text_file: Option<PathBuf>,
+        #[command(flatten)]
+        json: Json,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PatchCommand {
+    /// Apply a unified diff (git's headers for new, deleted and renamed files included)
+    Apply {
+        workspace: String,
+        #[arg(
+            long,
+            required_unless_present = "patch_file",
+            conflicts_with = "patch_file"
+        )]
+        patch: Option<String>,
+        #[arg(long)]
+        patch_file: Option<PathBuf>,
+        #[command(flatten)]
+        json: Json,
+    },
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    workspace: String,
+    /// Path in /workspace
+    path: String,
+    /// Host path to create (must not exist)
+    #[arg(long)]
+    output: PathBuf,
+    #[command(flatten)]
+    json: Json,
+}
+
+#[derive(Args)]
+pub struct ResetArgs {
+    workspace: String,
+    #[arg(long, default_value = "baseline")]
+    snapshot: String,
+    #[command(flatten)]
+    json: Json,
+}
+
+/// Prints `value` as JSON, or runs `human` to print it for people.
+fn show<T: Serialize>(value: &T, json: bool, human: impl FnOnce(&T)) {
+    if json {
+        output::print_json(value);
+    } else {
+        human(value);
+    }
+}
+
+fn say(text: String) {
+    output::write_stderr(format!("{text}\n").as_bytes());
+}
+
+fn print(text: String) {
+    output::write_stdout(text.as_bytes());
+}
+
+fn describe(ws: &Workspace) -> String {
+    let name = ws
+        .name
+        .as_deref()
+        .map(|n| format!(" ({n})"))
+        .unwrap_or_default();
+    let mut text = format!("Workspace {}{name}: {}\n", ws.workspace_id, ws.state);
+    text.push_str(&format!(
+        "  environment {} | {} vCPU | {} MiB | network {} | stops after {} s idle\n",
+        ws.environment, ws.vcpu_count, ws.mem_mib, ws.network_policy, ws.ttl_seconds
+    ));
+    let seed = &ws.workspace_seed;
+    text.push_str(&format!(
+        "  seed: {}{} ({} entries, {} bytes)\n",
+        seed.mode,
+        seed.seed_path
+            .as_deref()
+            .map(|p| format!(" {p}"))
+            .unwrap_or_default(),
+        seed.entry_count,
+        seed.bytes_written
+    ));
+    if !ws.labels.is_empty() {
+        let labels: Vec<String> = ws.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        text.push_str(&format!("  labels: {}\n", labels.join(", ")));
+    }
+    match &ws.last_command {
+        Some(last) => text.push_str(&format!(
+            "  commands since reset: {} (last #{}: `{}` exit {} in {} ms)\n",
+            ws.command_count, last.sequence, last.command, last.exit_code, last.duration_ms
+        )),
+        None => text.push_str("  commands since reset: 0\n"),
+    }
+    if ws.reset_count > 0 {
+        text.push_str(&format!("  resets: {}\n", ws.reset_count));
+    }
+    if let Some(reason) = &ws.stop_reason {
+        text.push_str(&format!("  stopped: {reason}\n"));
+    }
+    text
+}
+
+pub fn main(command: WorkspaceCommand) -> ExitCode {
+    let (json, failure_code) = match &command {
+        WorkspaceCommand::Create(a) => (a.json.json, EXIT_FAILURE),
+        WorkspaceCommand::List(j) => (j.json, EXIT_FAILURE),
+        WorkspaceCommand::Status(t)
+        | WorkspaceCommand::Stop(t)
+        | WorkspaceCommand::Start(t)
+        | WorkspaceCommand::Delete(t)
+        | WorkspaceCommand::Logs(t)
+        | WorkspaceCommand::Diff(t)
+        | WorkspaceCommand::Summary(t) => (t.json.json, EXIT_FAILURE),
+        WorkspaceCommand::Update(a) => (a.json.json, EXIT_FAILURE),
+        WorkspaceCommand::Exec(a) => (a.json, EXIT_RUN_FAILURE),
+        WorkspaceCommand::Sync(SyncCommand::Push { json, .. }) => (json.json, EXIT_FAILURE),
+        WorkspaceCommand::File(
+            FileCommand::List { json, .. }
+            | FileCommand::Read { json, .. }
+            | FileCommand::Write { json, .. },
+        ) => (json.json, EXIT_FAILURE),
+        WorkspaceCommand::Patch(PatchCommand::Apply { json, .. }) => (json.json, EXIT_FAILURE),
+        WorkspaceCommand::Export(a) => (a.json.json, EXIT_FAILURE),
+        WorkspaceCommand::Reset(a) => (a.json.json, EXIT_FAILURE),
+    };
+    let dirs = match output::dirs(json, failure_code) {
+        Ok(dirs) => dirs,
+        Err(code) => return code,
+    };
+    match output::runtime().block_on(dispatch(&dirs, command, json)) {
+        Ok(code) => code,
+        Err(err) => output::fail(&err, json, failure_code),
+    }
+}
+
+async fn dispatch(
+    dirs: &Dirs,
+    command: WorkspaceCommand,
+    json: bool,
+) -> pyro_core::Result<ExitCode> {
+    match command {
+        WorkspaceCommand::Create(args) => {
+            let options = CreateOptions {
+                seed_path: args.seed_path,
+                name: args.name,
+                labels: args.labels,
+                vcpu_count: args.vcpu_count,
+                mem_mib: args.mem_mib,
+                ttl_seconds: args.ttl_seconds,
+                network: args.network,
+                ..CreateOptions::new(&args.environment)
+            };
+            let progress = StderrProgress::new("workspace-create");
+            let ws = workspace::create(dirs, &options, &progress).await?;
+            if args.id_only {
+                print(format!("{}\n", ws.workspace_id));
+            } else {
+                show(&ws, json, |ws| print(describe(ws)));
+            }
+        }
+        WorkspaceCommand::List(_) => {
+            let list = workspace::list(dirs)?;
+            show(&list, json, |list| {
+                if list.workspaces.is_empty() {
+                    return say("No workspaces.".into());
+                }
+                let mut text = String::new();
+                for ws in &list.workspaces {
+                    let labels: Vec<String> =
+                        ws.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    text.push_str(&format!(
+                        "{}  {:<8} {:<16} {:<20} commands={} {}\n",
+                        ws.workspace_id,
+                        ws.state,
+                        ws.environment,
+                        ws.name.as_deref().unwrap_or("-"),
+                        ws.command_count,
+                        labels.join(",")
+                    ));
+                }
+                print(text);
+            });
+        }
+        WorkspaceCommand::Status(t) => show(&workspace::status(dirs, &t.workspace)?, json, |ws| {
+            print(describe(ws))
+        }),
+        WorkspaceCommand::Update(args) => {
+            let options = UpdateOptions {
+                name: args.name,
+                clear_name: args.clear_name,
+                labels: args.labels,
+                clear_labels: args.clear_labels,
+            };
+            show(
+                &workspace::update(dirs, &args.workspace, &options)?,
+                json,
+                |ws| print(describe(ws)),
+            );
+        }
+        WorkspaceCommand::Stop(t) => {
+            show(&workspace::stop(dirs, &t.workspace).await?, json, |ws| {
+                print(describe(ws))
+            })
+        }
+        WorkspaceCommand::Start(t) => {
+            let progress = StderrProgress::new("workspace-start");
+            show(
+                &workspace::start(dirs, &t.workspace, &progress).await?,
+                json,
+                |ws| print(describe(ws)),
+            );
+        }
+        WorkspaceCommand::Delete(t) => {
+            show(&workspace::delete(dirs, &t.workspace).await?, json, |r| {
+                say(format!("Deleted workspace {}", r.workspace_id))
+            });
+        }
+        WorkspaceCommand::Logs(t) => {
+            show(&workspace::logs(dirs, &t.workspace)?, json, |logs| {
+                if logs.entries.is_empty() {
+                    return say("No activity recorded.".into());
+                }
+                for entry in &logs.entries {
+                    let e = &entry.entry;
+                    let status = if e.ok { "ok" } else { "failed" };
+                    let mut text = format!(
+                        "#{} {} ({} ms, {status})",
+                        e.sequence, e.kind, e.duration_ms
+                    );
+                    if e.kind == "exec" {
+                        text.push_str(&format!(
+                            " exit_code={} cwd={}\n$ {}\n",
+                            e.result["exit_code"],
+                            e.params["cwd"].as_str().unwrap_or(""),
+                            e.params["command"].as_str().unwrap_or("")
+                        ));
+                        print(text);
+                        print(entry.stdout.clone().unwrap_or_default());
+                        output::write_stderr(entry.stderr.clone().unwrap_or_default().as_bytes());
+                    } else {
+                        text.push_str(&format!(" {}\n", e.params));
+                        print(text);
+                    }
+                }
+            });
+        }
+        WorkspaceCommand::Exec(args) => {
+            let options = ExecOptions {
+                command: ExecCommand::Argv(args.command),
+                cwd: args.cwd,
+                env: args.env.into_iter().collect(),
+                timeout_seconds: args.timeout_seconds,
+            };
+            let mut passthrough = |stream: OutputStream, data: &[u8]| {
+                if !json {
+                    match stream {
+                        OutputStream::Stdout => output::write_stdout(data),
+                        OutputStream::Stderr => output::write_stderr(data),
+                    }
+                }
+            };
+            let result = workspace::exec(dirs, &args.workspace, &options, &mut passthrough).await?;
+            show(&result, json, |r| {
+                say(format!(
+                    "[workspace-exec] workspace_id={} sequence={} exit_code={} duration_ms={}{}",
+                    r.workspace_id,
+                    r.sequence,
+                    r.result.exit_code,
+                    r.result.duration_ms,
+                    if r.result.timed_out {
+                        " timed_out=yes"
+                    } else {
+                        ""
+                    }
+                ))
+            });
+            return Ok(ExitCode::from(result.result.exit_code.clamp(0, 255) as u8));
+        }
+        WorkspaceCommand::Sync(SyncCommand::Push {
+            workspace,
+            source,
+            dest,
+            ..
+        }) => {
+            let result = workspace::sync_push(dirs, &workspace, &source, dest.as_deref()).await?;
+            show(&result, json, |r| {
+                let s = &r.workspace_sync;
+                say(format!(
+                    "Pushed {} ({} entries, {} bytes) to {}",
+                    s.source_path, s.entry_count, s.bytes_written, s.destination
+                ))
+            });
+        }
+        WorkspaceCommand::File(FileCommand::List {
+            workspace,
+            path,
+            recursive,
+            ..
+        }) => {
+            let result = workspace::file_list(dirs, &workspace, &path, recursive).await?;
+            show(&result, json, |r| {
+                let mut text = String::new();
+                for e in &r.entries {
+                    let kind = serde_json::to_value(e.artifact_type)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    let link = e
+                        .link_target
+                        .as_deref()
+                        .map(|t| format!(" -> {t}"))
+                        .unwrap_or_default();
+                    text.push_str(&format!(
+                        "{} {:<9} {:>10} {}{link}\n",
+                        e.mode, kind, e.size_bytes, e.path
+                    ));
+                }
+                if r.truncated {
+                    text.push_str("(more entries not shown)\n");
+                }
+                print(text);
+            });
+        }
+        WorkspaceCommand::File(FileCommand::Read {
+            workspace,
+            path,
+            max_bytes,
+            offset,
+            content_only,
+            ..
+        }) => {
+            let result = workspace::file_read(dirs, &workspace, &path, offset, max_bytes).await?;
+            show(&result, json, |r| {
+                print(r.content.clone());
+                if content_only {
+                    return;
+                }
+                if !r.content.is_empty() && !r.content.ends_with('\n') {
+                    print("\n".into());
+                }
+                let more = if r.truncated {
+                    format!(
+                        " truncated: yes (continue with --offset {})",
+                        r.offset + r.content.len() as u64
+                    )
+                } else {
+                    String::new()
+                };
+                say(format!(
+                    "[workspace-file-read] {} size_bytes={}{more}",
+                    r.path, r.size_bytes
+                ));
+            });
+        }
+        WorkspaceCommand::File(FileCommand::Write {
+            workspace,
+            path,
+            text,
+            text_file,
+            ..
+        }) => {
+            let text = match (text, text_file) {
+                (Some(text), _) => text,
+                (None, Some(file)) => std::fs::read_to_string(&file).map_err(|e| {
+                    pyro_core::Error::invalid(format!(
+                        "cannot read {} as UTF-8 text: {e}",
+                        file.display()
+                    ))
+                })?,
+                (None, None) => {
+                    return Err(pyro_core::Error::invalid("pass --text or --text-file"))
+                }
+            };
+            let result = workspace::file_write(dirs, &workspace, &path, &text).await?;
+            show(&result, json, |r| {
+                say(format!("Wrote {} bytes to {}", r.bytes_written, r.path))
+            });
+        }
+        WorkspaceCommand::Patch(PatchCommand::Apply {
+            workspace,
+            patch,
+            patch_file,
+            ..
+        }) => {
+            let patch = match (patch, patch_file) {
+                (Some(patch), _) => patch,
+                (None, Some(file)) => std::fs::read_to_string(&file).map_err(|e| {
+                    pyro_core::Error::invalid(format!(
+                        "cannot read {} as UTF-8 text: {e}",
+                        file.display()
+                    ))
+                })?,
+                (None, None) => {
+                    return Err(pyro_core::Error::invalid("pass --patch or --patch-file"))
+                }
+            };
+            let result = workspace::patch_apply(dirs, &workspace, &patch).await?;
+            show(&result, json, |r| {
+                for e in &r.entries {
+                    say(format!(
+                        "{:<9} {} (+{} -{})",
+                        e.status, e.path, e.lines_added, e.lines_removed
+                    ));
+                }
+            });
+        }
+        WorkspaceCommand::Diff(t) => {
+            let result = workspace::diff(dirs, &t.workspace).await?;
+            show(&result, json, |r| {
+                print(r.patch.clone());
+                if !r.changed {
+                    return say("No changes against the baseline.".into());
+                }
+                let s = &r.summary;
+                say(format!(
+                    "[workspace-diff] total={} added={} modified={} deleted={} type_changed={} mode_changed={} non_text={}",
+                    s.total, s.added, s.modified, s.deleted, s.type_changed, s.mode_changed, s.non_text
+                ));
+                for e in r.entries.iter().filter(|e| !e.text) {
+                    say(format!(
+                        "  {} {} (not shown in the patch)",
+                        e.status, e.path
+                    ));
+                }
+            });
+        }
+        WorkspaceCommand::Export(args) => {
+            let result = workspace::export(dirs, &args.workspace, &args.path, &args.output).await?;
+            show(&result, json, |r| {
+                say(format!(
+                    "Exported {} to {} ({} entries, {} bytes)",
+                    r.workspace_path, r.output_path, r.entry_count, r.bytes_written
+                ))
+            });
+        }
+        WorkspaceCommand::Reset(args) => {
+            let progress = StderrProgress::new("workspace-reset");
+            let result = workspace::reset(dirs, &args.workspace, &args.snapshot, &progress).await?;
+            show(&result, json, |r| {
+                print(describe(&r.workspace));
+                say(format!(
+                    "Reset from {} ({} entries restored)",
+                    r.workspace_reset.snapshot_name, r.workspace_reset.entry_count
+                ));
+            });
+        }
+        WorkspaceCommand::Summary(t) => {
+            let result = workspace::summary(dirs, &t.workspace).await?;
+            show(&result, json, |r| {
+                let mut text = format!(
+                    "Workspace {}{}: {} | since {} | resets: {}\n",
+                    r.workspace_id,
+                    r.name
+                        .as_deref()
+                        .map(|n| format!(" ({n})"))
+                        .unwrap_or_default(),
+                    r.state,
+                    if r.reset_count > 0 {
+                        "the last reset"
+                    } else {
+                        "creation"
+                    },
+                    r.reset_count
+                );
+                match &r.changes {
+                    Some(changes) if changes.changed => {
+                        text.push_str(&format!("Changed files ({}):\n", changes.files.len()));
+                        for f in &changes.files {
+                            let lines = if f.text {
+                                format!("+{} -{}", f.lines_added, f.lines_removed)
+                            } else {
+                                "binary or not text".into()
+                            };
+                            text.push_str(&format!("  {:<12} {} ({lines})\n", f.status, f.path));
+                        }
+                    }
+                    Some(_) => text.push_str("Changed files: none\n"),
+                    None => text.push_str(&format!(
+                        "Changed files: unknown ({})\n",
+                        r.changes_note.as_deref().unwrap_or("")
+                    )),
+                }
+                let c = &r.counts;
+                text.push_str(&format!(
+                    "Commands: {} ({} failed) | file writes: {} | patches: {} | syncs: {} | exports: {}\n",
+                    c.commands, c.failed_commands, c.file_writes, c.patches, c.syncs, c.exports
+                ));
+                if !r.activity.is_empty() {
+                    text.push_str("Activity:\n");
+                    for a in &r.activity {
+                        let outcome = match a.kind.as_str() {
+                            "exec" => {
+                                let exit = r
+                                    .commands
+                                    .iter()
+                                    .find(|c| c.sequence == a.sequence)
+                                    .map(|c| c.exit_code)
+                                    .unwrap_or(-1);
+                                format!("exit {exit}")
+                            }
+                            _ if a.ok => "ok".to_string(),
+                            _ => "failed".to_string(),
+                        };
+                        text.push_str(&format!(
+                            "  #{:<4} {:<12} {:<8} {:>7} ms  {}\n",
+                            a.sequence, a.kind, outcome, a.duration_ms, a.detail
+                        ));
+                    }
+                }
+                print(text);
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

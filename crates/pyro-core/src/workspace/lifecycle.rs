@@ -1,0 +1,460 @@
+//! Creating, starting, stopping, resetting and deleting workspaces.
+//!
+//! A workspace is a record in the database, a directory (`<state>/workspaces/<id>/`) holding its
+//! immutable baseline (`baseline.tar`) and command outputs, and a persistent VM in `vm/` whose disk
+//! (`/workspace` and everything written outside it) survives stop and start. Lifecycle changes of one
+//! workspace are serialised by `lifecycle.lock`; the database is the record of what happened.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use super::archive::{self, Source};
+use super::journal;
+use super::model::{Workspace, WorkspaceSeed};
+use super::store::{self, Record};
+use super::validate;
+use crate::agent_client::{self, AgentCall};
+use crate::db::Db;
+use crate::fsutil::{self, FileLock};
+use crate::vm::{self, VmOptions};
+use crate::{supervisor, Dirs, Error, ErrorKind, Progress, Result};
+use pyro_proto::{Reply, Request};
+
+pub const BASELINE: &str = "baseline.tar";
+
+pub fn workspace_dir(dirs: &Dirs, id: &str) -> PathBuf {
+    dirs.state().join("workspaces").join(id)
+}
+
+pub fn vm_dir(dirs: &Dirs, id: &str) -> PathBuf {
+    workspace_dir(dirs, id).join("vm")
+}
+
+fn lifecycle_lock(dirs: &Dirs, id: &str) -> Result<FileLock> {
+    let path = workspace_dir(dirs, id).join("lifecycle.lock");
+    tokio::task::block_in_place(|| FileLock::acquire(&path))
+}
+
+pub fn now_ms() -> i64 {
+    vm::now_unix_ms() as i64
+}
+
+/// Options of `workspace create`.
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    pub environment: String,
+    pub seed_path: Option<PathBuf>,
+    pub name: Option<String>,
+    pub labels: Vec<(String, String)>,
+    pub vcpu_count: u8,
+    pub mem_mib: u32,
+    pub disk_gib: u32,
+    pub ttl_seconds: u64,
+    pub network: bool,
+}
+
+impl CreateOptions {
+    pub fn new(environment: &str) -> CreateOptions {
+        CreateOptions {
+            environment: environment.to_string(),
+            seed_path: None,
+            name: None,
+            labels: Vec::new(),
+            vcpu_count: crate::run::DEFAULT_VCPU_COUNT,
+            mem_mib: crate::run::DEFAULT_MEM_MIB,
+            disk_gib: vm::DEFAULT_DISK_GIB,
+            ttl_seconds: validate::DEFAULT_TTL_SECONDS,
+            network: false,
+        }
+    }
+}
+
+fn vm_options(record: &Record) -> VmOptions {
+    VmOptions {
+        environment: record.environment.clone(),
+        vcpu_count: record.vcpu_count,
+        mem_mib: record.mem_mib,
+        network: record.network,
+        disk_gib: record.disk_gib,
+        ephemeral: false,
+        idle_timeout_seconds: Some(record.ttl_seconds),
+    }
+}
+
+/// Brings the stored state in line with reality: a `started` workspace whose supervisor is gone is
+/// `stopped`, with the reason its supervisor left (or that it died).
+pub fn refresh(dirs: &Dirs, db: &Db, mut record: Record) -> Result<Record> {
+    if record.state == "stopped" {
+        return Ok(record);
+    }
+    let dir = vm_dir(dirs, &record.id);
+    if vm::is_running(&dir) {
+        return Ok(record);
+    }
+    if record.state == "creating" {
+        // Still being created if its creator holds the lifecycle lock.
+        let lock = workspace_dir(dirs, &record.id).join("lifecycle.lock");
+        if matches!(FileLock::try_acquire(&lock), Ok(None)) {
+            return Ok(record);
+        }
+    }
+    let reason = match supervisor::stop_record(&dir) {
+        Some(stop) => stop.reason,
+        None if record.state == "creating" => "the create did not finish".to_string(),
+        None => "the VM's supervisor is gone (killed or crashed)".to_string(),
+    };
+    store::set_state(db.conn(), &record.id, "stopped", Some(&reason))?;
+    record.state = "stopped".into();
+    record.stop_reason = Some(reason);
+    Ok(record)
+}
+
+/// Resolves `reference` (id or name) and refreshes its state.
+pub fn find(dirs: &Dirs, db: &Db, reference: &str) -> Result<Record> {
+    let record = store::resolve(db.conn(), reference)?;
+    refresh(dirs, db, record)
+}
+
+/// An error for an operation that needs a started workspace.
+pub fn require_started(record: &Record, operation: &str) -> Result<()> {
+    if record.state == "started" {
+        return Ok(());
+    }
+    let why = record
+        .stop_reason
+        .as_deref()
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default();
+    Err(Error::new(
+        ErrorKind::InvalidState,
+        format!(
+            "workspace {} is {}{why}; {operation} needs it started",
+            record.id, record.state
+        ),
+    )
+    .with_hint(format!(
+        "start it with `pyro workspace start {}`",
+        record.id
+    )))
+}
+
+pub async fn create(
+    dirs: &Dirs,
+    options: &CreateOptions,
+    progress: &dyn Progress,
+) -> Result<Workspace> {
+    let name = options.name.as_deref().map(validate::name).transpose()?;
+    let labels = validate::labels(&options.labels)?;
+    let ttl_seconds = validate::ttl_seconds(options.ttl_seconds)?;
+    crate::catalog::lookup(&options.environment)?;
+    let source = options
+        .seed_path
+        .as_deref()
+        .map(Source::classify)
+        .transpose()?;
+    let mut db = Db::open(dirs)?;
+    if let Some(name) = &name {
+        store::ensure_name_free(db.conn(), name, "")?;
+    }
+    let id = fsutil::random_hex(6)?;
+    let dir = workspace_dir(dirs, &id);
+    fsutil::create_dir_all(&dir)?;
+    let lock = lifecycle_lock(dirs, &id)?;
+    let timer = journal::Timer::start();
+    let created_at = timer.started_at_ms();
+    let outcome = async {
+        progress.phase("preparing the baseline");
+        let baseline = dir.join(BASELINE);
+        let counts = match &source {
+            Some(source) => tokio::task::block_in_place(|| archive::build_tar(source, &baseline))?,
+            None => {
+                archive::write_empty_tar(&baseline)?;
+                archive::Counts::default()
+            }
+        };
+        let seed = WorkspaceSeed {
+            mode: source.as_ref().map(Source::mode).unwrap_or("empty").to_string(),
+            seed_path: options.seed_path.as_deref().map(|p| absolute(p).display().to_string()),
+            destination: validate::WORKSPACE_ROOT.to_string(),
+            entry_count: counts.entry_count,
+            bytes_written: counts.bytes_written,
+        };
+        let record = Record {
+            id: id.clone(),
+            name: name.clone(),
+            environment: options.environment.clone(),
+            vcpu_count: options.vcpu_count,
+            mem_mib: options.mem_mib,
+            disk_gib: options.disk_gib,
+            network: options.network,
+            ttl_seconds,
+            state: "creating".into(),
+            stop_reason: None,
+            labels: labels.clone(),
+            seed,
+            created_at,
+            last_activity_at: created_at,
+            reset_count: 0,
+            last_reset_at: None,
+        };
+        vm_options(&record).validate()?;
+        store::insert(&mut db, &record)?;
+        boot(dirs, &record, true, progress).await?;
+        store::set_state(db.conn(), &id, "started", None)?;
+        let params = json!({"environment": record.environment, "seed_path": record.seed.seed_path, "name": record.name,
+                            "labels": record.labels, "network": record.network, "ttl_seconds": ttl_seconds});
+        let result = json!({"workspace_seed": record.seed});
+        timer.record(&mut db, &id, "create", true, &params, &result)?;
+        Ok::<_, Error>(())
+    }
+    .await;
+    if let Err(err) = outcome {
+        let _ = vm::stop(&vm_dir(dirs, &id), "the create failed").await;
+        let _ = store::delete(db.conn(), &id);
+        drop(lock);
+        let _ = fsutil::remove_tree(&dir);
+        return Err(err);
+    }
+    drop(lock);
+    let record = store::resolve(db.conn(), &id)?;
+    store::view(db.conn(), &record)
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Boots the workspace's VM; with `fresh`, on a new disk seeded from the baseline.
+async fn boot(dirs: &Dirs, record: &Record, fresh: bool, progress: &dyn Progress) -> Result<()> {
+    let dir = vm_dir(dirs, &record.id);
+    if fresh {
+        let disk = dir.join(supervisor::DATA_DISK);
+        if disk.exists() {
+            std::fs::remove_file(&disk).map_err(|e| Error::io("remove", &disk, e))?;
+        }
+    }
+    let options = vm_options(record);
+    let prepared = tokio::task::block_in_place(|| vm::prepare(dirs, &options, progress))?;
+    progress.phase("booting the VM");
+    // The VM outlives this process: dropping the handle leaves it to its supervisor.
+    drop(vm::boot(&record.id, &dir, &options, prepared).await?);
+    progress.finish();
+    if fresh {
+        let mut call = AgentCall::start(
+            &dir,
+            &Request::ExtractArchive {
+                destination: validate::WORKSPACE_ROOT.into(),
+            },
+        )
+        .await?;
+        call.send_file(&workspace_dir(dirs, &record.id).join(BASELINE))
+            .await?;
+        match call.collect(0).await?.0 {
+            Reply::Extracted(_) => {}
+            other => return Err(agent_client::unexpected(other)),
+        }
+    }
+    Ok(())
+}
+
+/// Journals a lifecycle operation and returns the workspace's view.
+fn finish(db: &mut Db, id: &str, kind: &str, timer: journal::Timer) -> Result<Workspace> {
+    timer.record(db, id, kind, true, &json!({}), &json!({}))?;
+    let record = store::resolve(db.conn(), id)?;
+    store::view(db.conn(), &record)
+}
+
+pub async fn start(dirs: &Dirs, reference: &str, progress: &dyn Progress) -> Result<Workspace> {
+    let mut db = Db::open(dirs)?;
+    let record = store::resolve(db.conn(), reference)?;
+    let _lock = lifecycle_lock(dirs, &record.id)?;
+    let record = refresh(dirs, &db, record)?;
+    if record.state == "started" {
+        return store::view(db.conn(), &record);
+    }
+    let timer = journal::Timer::start();
+    boot(dirs, &record, false, progress).await?;
+    store::set_state(db.conn(), &record.id, "started", None)?;
+    finish(&mut db, &record.id, "start", timer)
+}
+
+pub async fn stop(dirs: &Dirs, reference: &str) -> Result<Workspace> {
+    let mut db = Db::open(dirs)?;
+    let record = store::resolve(db.conn(), reference)?;
+    let _lock = lifecycle_lock(dirs, &record.id)?;
+    let record = refresh(dirs, &db, record)?;
+    if record.state == "stopped" {
+        return store::view(db.conn(), &record);
+    }
+    let timer = journal::Timer::start();
+    let reason = "stopped by request";
+    vm::stop(&vm_dir(dirs, &record.id), reason).await?;
+    store::set_state(db.conn(), &record.id, "stopped", Some(reason))?;
+    finish(&mut db, &record.id, "stop", timer)
+}
+
+/// The result of `workspace reset`: the workspace plus what the reset restored.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ResetResult {
+    #[serde(flatten)]
+    pub workspace: Workspace,
+    pub workspace_reset: ResetInfo,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ResetInfo {
+    pub snapshot_name: String,
+    pub kind: String,
+    pub destination: String,
+    pub entry_count: u64,
+    pub bytes_written: u64,
+}
+
+/// Recreates the whole sandbox: a fresh disk (everything outside `/workspace` back to the environment)
+/// with `/workspace` restored from the baseline. The journal keeps its history and gains a marker.
+pub async fn reset(
+    dirs: &Dirs,
+    reference: &str,
+    snapshot: &str,
+    progress: &dyn Progress,
+) -> Result<ResetResult> {
+    if snapshot != "baseline" {
+        return Err(Error::invalid(format!(
+            "unknown snapshot '{snapshot}'; the only snapshot is 'baseline'"
+        )));
+    }
+    let mut db = Db::open(dirs)?;
+    let record = store::resolve(db.conn(), reference)?;
+    let _lock = lifecycle_lock(dirs, &record.id)?;
+    let record = refresh(dirs, &db, record)?;
+    let timer = journal::Timer::start();
+    vm::stop(&vm_dir(dirs, &record.id), "reset").await?;
+    store::set_state(db.conn(), &record.id, "stopped", Some("being reset"))?;
+    boot(dirs, &record, true, progress).await?;
+    store::set_state(db.conn(), &record.id, "started", None)?;
+    store::mark_reset(db.conn(), &record.id, timer.started_at_ms())?;
+    let info = ResetInfo {
+        snapshot_name: "baseline".into(),
+        kind: "baseline".into(),
+        destination: validate::WORKSPACE_ROOT.into(),
+        entry_count: record.seed.entry_count,
+        bytes_written: record.seed.bytes_written,
+    };
+    timer.record(
+        &mut db,
+        &record.id,
+        "reset",
+        true,
+        &json!({"snapshot": "baseline"}),
+        &serde_json::to_value(&info).unwrap_or_default(),
+    )?;
+    let record = store::resolve(db.conn(), &record.id)?;
+    Ok(ResetResult {
+        workspace: store::view(db.conn(), &record)?,
+        workspace_reset: info,
+    })
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeleteResult {
+    pub workspace_id: String,
+    pub deleted: bool,
+    pub reason: String,
+}
+
+pub async fn delete(dirs: &Dirs, reference: &str) -> Result<DeleteResult> {
+    let db = Db::open(dirs)?;
+    let record = store::resolve(db.conn(), reference)?;
+    let lock = lifecycle_lock(dirs, &record.id)?;
+    vm::stop(&vm_dir(dirs, &record.id), "deleted").await?;
+    store::delete(db.conn(), &record.id)?;
+    drop(lock);
+    fsutil::remove_tree(&workspace_dir(dirs, &record.id))?;
+    Ok(DeleteResult {
+        workspace_id: record.id,
+        deleted: true,
+        reason: "explicit_delete".into(),
+    })
+}
+
+pub fn status(dirs: &Dirs, reference: &str) -> Result<Workspace> {
+    let db = Db::open(dirs)?;
+    let record = find(dirs, &db, reference)?;
+    store::view(db.conn(), &record)
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ListResult {
+    pub count: usize,
+    pub workspaces: Vec<Workspace>,
+}
+
+pub fn list(dirs: &Dirs) -> Result<ListResult> {
+    let db = Db::open(dirs)?;
+    let mut workspaces = Vec::new();
+    for record in store::list(db.conn())? {
+        let record = refresh(dirs, &db, record)?;
+        workspaces.push(store::view(db.conn(), &record)?);
+    }
+    Ok(ListResult {
+        count: workspaces.len(),
+        workspaces,
+    })
+}
+
+/// Options of `workspace update`.
+#[derive(Debug, Clone, Default)]
+pub struct UpdateOptions {
+    pub name: Option<String>,
+    pub clear_name: bool,
+    pub labels: Vec<(String, String)>,
+    pub clear_labels: Vec<String>,
+}
+
+pub fn update(dirs: &Dirs, reference: &str, options: &UpdateOptions) -> Result<Workspace> {
+    if options.name.is_some() && options.clear_name {
+        return Err(Error::invalid(
+            "--name and --clear-name cannot be used together",
+        ));
+    }
+    if options.name.is_none()
+        && !options.clear_name
+        && options.labels.is_empty()
+        && options.clear_labels.is_empty()
+    {
+        return Err(Error::invalid("workspace update requested no change")
+            .with_hint("pass --name, --clear-name, --label or --clear-label"));
+    }
+    let name = options.name.as_deref().map(validate::name).transpose()?;
+    let labels = validate::labels(&options.labels)?;
+    let clear: Vec<String> = options
+        .clear_labels
+        .iter()
+        .map(|k| validate::label_key(k))
+        .collect::<Result<_>>()?;
+    let mut db = Db::open(dirs)?;
+    let id = store::resolve(db.conn(), reference)?.id;
+    db.write(|tx| {
+        let mut record = store::load(tx, &id)?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("workspace '{id}' does not exist"),
+            )
+        })?;
+        if let Some(name) = &name {
+            store::ensure_name_free(tx, name, &id)?;
+            record.name = Some(name.clone());
+        }
+        if options.clear_name {
+            record.name = None;
+        }
+        for key in &clear {
+            record.labels.remove(key);
+        }
+        record.labels.extend(labels.clone());
+        store::update_metadata(tx, &record)
+    })?;
+    let record = find(dirs, &db, &id)?;
+    store::view(db.conn(), &record)
+}

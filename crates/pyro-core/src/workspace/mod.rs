@@ -1,0 +1,25 @@
+//! Persistent workspaces: a VM that stays alive across many steps, with `/workspace` seeded from an
+//! immutable baseline, file operations confined to it, a diff against the baseline, reset, and an
+//! activity journal that `logs` and `summary` read.
+
+pub mod archive;
+pub mod diff;
+pub mod journal;
+pub mod lifecycle;
+pub mod model;
+pub mod ops;
+pub mod patch;
+pub mod store;
+pub mod summary;
+pub mod validate;
+
+pub use diff::diff;
+pub use lifecycle::{
+    create, delete, list, reset, start, status, stop, update, CreateOptions, UpdateOptions,
+};
+pub use model::{JournalEntry, Workspace, WorkspaceSeed};
+pub use ops::{
+    exec, export, file_list, file_read, file_write, logs, sync_push, ExecCommand, ExecOptions,
+};
+pub use patch::apply as patch_apply;
+pub use summary::summary;

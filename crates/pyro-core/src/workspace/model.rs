@@ -1,0 +1,77 @@
+//! The serde types workspace operations return (the CLI's `--json` and MCP results share them).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Where `/workspace` came from at create time. The seed is the immutable baseline.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WorkspaceSeed {
+    /// `empty`, `directory` or `tar_archive`.
+    pub mode: String,
+    pub seed_path: Option<String>,
+    pub destination: String,
+    pub entry_count: u64,
+    pub bytes_written: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LastCommand {
+    pub sequence: u64,
+    pub command: String,
+    pub cwd: String,
+    pub exit_code: i64,
+    pub duration_ms: u64,
+}
+
+/// A workspace as status, list, create and the lifecycle operations report it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Workspace {
+    pub workspace_id: String,
+    pub name: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub environment: String,
+    pub vcpu_count: u8,
+    pub mem_mib: u32,
+    pub disk_gib: u32,
+    /// Idle seconds after which the supervisor stops (never deletes) the workspace.
+    pub ttl_seconds: u64,
+    /// `started` or `stopped` (`creating` while a create is under way).
+    pub state: String,
+    /// Why a stopped workspace stopped.
+    pub stop_reason: Option<String>,
+    pub created_at: f64,
+    pub last_activity_at: f64,
+    /// When the idle TTL will stop a started workspace, if nothing happens before.
+    pub expires_at: Option<f64>,
+    pub network_policy: String,
+    pub network_enabled: bool,
+    pub execution_mode: String,
+    pub workspace_path: String,
+    pub workspace_seed: WorkspaceSeed,
+    /// Commands run since the last reset.
+    pub command_count: u64,
+    pub last_command: Option<LastCommand>,
+    pub reset_count: u64,
+    pub last_reset_at: Option<f64>,
+    pub service_count: u64,
+    pub running_service_count: u64,
+}
+
+/// One recorded operation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JournalEntry {
+    pub sequence: u64,
+    /// `create`, `exec`, `file_write`, `patch_apply`, `sync_push`, `export`, `reset`, `start`, `stop`.
+    pub kind: String,
+    pub started_at: f64,
+    pub duration_ms: u64,
+    pub ok: bool,
+    pub params: serde_json::Value,
+    pub result: serde_json::Value,
+}
+
+/// Milliseconds since the epoch as the float seconds results carry.
+pub fn seconds(ms: i64) -> f64 {
+    ms as f64 / 1000.0
+}

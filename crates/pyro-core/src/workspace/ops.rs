@@ -1,0 +1,552 @@
+//! Operations inside a started workspace: exec, file list/read/write, sync push, export, logs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use pyro_proto::{
+    ArtifactType, Command, ExecRequest, ExecResult, FileEntry, FileWrite, Reply, Request,
+};
+use serde::Serialize;
+use serde_json::json;
+
+use super::archive::{self, Source};
+use super::journal;
+use super::lifecycle::{self, now_ms, vm_dir, workspace_dir};
+use super::model::JournalEntry;
+use super::store::{self, Record};
+use super::validate;
+use crate::agent_client::{self, AgentCall};
+use crate::db::Db;
+use crate::vm::{self, OutputSink};
+use crate::{Dirs, Error, Result};
+
+/// Bytes of each output stream kept in a result and in the journal.
+pub const OUTPUT_CAP_BYTES: u64 = 1 << 20;
+/// The default and the largest read.
+pub const DEFAULT_READ_BYTES: u64 = 64 << 10;
+pub const MAX_READ_BYTES: u64 = 16 << 20;
+/// The largest single write or patched file.
+pub const MAX_WRITE_BYTES: u64 = 16 << 20;
+/// Entries a listing returns at most.
+pub const MAX_LIST_ENTRIES: u32 = 10_000;
+
+/// Opens the database and finds a started workspace, or says why it cannot be used.
+pub(crate) fn started(
+    dirs: &Dirs,
+    reference: &str,
+    operation: &str,
+) -> Result<(Db, Record, PathBuf)> {
+    let db = Db::open(dirs)?;
+    let record = lifecycle::find(dirs, &db, reference)?;
+    lifecycle::require_started(&record, operation)?;
+    let dir = vm_dir(dirs, &record.id);
+    Ok((db, record, dir))
+}
+
+/// What to run: an argv (no shell) or a string for `/bin/sh -lc`.
+#[derive(Debug, Clone)]
+pub enum ExecCommand {
+    Argv(Vec<String>),
+    Shell(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    pub command: ExecCommand,
+    /// Default `/workspace`; a relative path is taken under it.
+    pub cwd: Option<String>,
+    pub env: BTreeMap<String, String>,
+    pub timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkspaceExecResult {
+    pub workspace_id: String,
+    pub sequence: u64,
+    pub cwd: String,
+    pub command: String,
+    pub argv: Option<Vec<String>>,
+    #[serde(flatten)]
+    pub result: ExecResult,
+    pub execution_mode: &'static str,
+}
+
+fn resolve_cwd(cwd: Option<&str>) -> Result<String> {
+    match cwd {
+        None => Ok(validate::WORKSPACE_ROOT.to_string()),
+        Some(cwd) if cwd.starts_with('/') => Ok(cwd.to_string()),
+        Some(cwd) => validate::workspace_path(cwd),
+    }
+}
+
+pub async fn exec(
+    dirs: &Dirs,
+    reference: &str,
+    options: &ExecOptions,
+    on_output: OutputSink<'_>,
+) -> Result<WorkspaceExecResult> {
+    let (command, argv, wire) = match &options.command {
+        ExecCommand::Argv(argv) if argv.is_empty() => {
+            return Err(Error::invalid("a command is required after `--`"))
+        }
+        ExecCommand::Argv(argv) => (
+            shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" ")),
+            Some(argv.clone()),
+            Command::Argv(argv.clone()),
+        ),
+        ExecCommand::Shell(script) if script.trim().is_empty() => {
+            return Err(Error::invalid("command must not be empty"))
+        }
+        ExecCommand::Shell(script) => (script.clone(), None, Command::Shell(script.clone())),
+    };
+    if options.timeout_seconds == 0 {
+        return Err(Error::invalid("timeout_seconds must be positive"));
+    }
+    crate::run::validate_env(&options.env)?;
+    let cwd = resolve_cwd(options.cwd.as_deref())?;
+    let (mut db, record, dir) = started(dirs, reference, "exec")?;
+    let request = ExecRequest {
+        command: wire,
+        cwd: cwd.clone(),
+        env: options.env.clone(),
+        timeout_ms: options.timeout_seconds.saturating_mul(1000),
+        output_cap_bytes: OUTPUT_CAP_BYTES,
+        stream_output: true,
+    };
+    let timer = journal::Timer::start();
+    let result = vm::exec(&dir, request, on_output).await?;
+    let params = json!({"command": command, "argv": argv, "cwd": cwd, "timeout_seconds": options.timeout_seconds,
+                        "env_keys": options.env.keys().collect::<Vec<_>>()});
+    let summary = json!({"exit_code": result.exit_code, "signal": result.signal, "timed_out": result.timed_out,
+                         "stdout_bytes": result.stdout_bytes, "stderr_bytes": result.stderr_bytes,
+                         "stdout_truncated": result.stdout_truncated, "stderr_truncated": result.stderr_truncated,
+                         "guest_duration_ms": result.duration_ms});
+    let ok = result.exit_code == 0;
+    let sequence = timer.record(&mut db, &record.id, "exec", ok, &params, &summary)?;
+    journal::save_output(
+        &workspace_dir(dirs, &record.id),
+        sequence,
+        &result.stdout,
+        &result.stderr,
+    )?;
+    Ok(WorkspaceExecResult {
+        workspace_id: record.id,
+        sequence,
+        cwd,
+        command,
+        argv,
+        result,
+        execution_mode: "guest",
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ListedEntry {
+    pub path: String,
+    pub artifact_type: ArtifactType,
+    pub size_bytes: u64,
+    pub mode: String,
+    pub link_target: Option<String>,
+}
+
+impl From<FileEntry> for ListedEntry {
+    fn from(entry: FileEntry) -> ListedEntry {
+        ListedEntry {
+            path: entry.path,
+            artifact_type: entry.artifact_type,
+            size_bytes: entry.size_bytes,
+            mode: format!("{:04o}", entry.mode),
+            link_target: entry.link_target,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileListResult {
+    pub workspace_id: String,
+    pub path: String,
+    pub recursive: bool,
+    pub entries: Vec<ListedEntry>,
+    pub truncated: bool,
+    pub execution_mode: &'static str,
+}
+
+pub async fn file_list(
+    dirs: &Dirs,
+    reference: &str,
+    path: &str,
+    recursive: bool,
+) -> Result<FileListResult> {
+    let path = validate::workspace_path(path)?;
+    let (db, record, dir) = started(dirs, reference, "file list")?;
+    let request = Request::ListFiles {
+        path: path.clone(),
+        recursive,
+        max_entries: MAX_LIST_ENTRIES,
+    };
+    let list = match agent_client::call(&dir, &request).await? {
+        Reply::Files(list) => list,
+        other => return Err(agent_client::unexpected(other)),
+    };
+    store::touch(db.conn(), &record.id, now_ms())?;
+    let entries: Vec<ListedEntry> = list
+        .entries
+        .into_iter()
+        .take(MAX_LIST_ENTRIES as usize)
+        .map(ListedEntry::from)
+        .collect();
+    Ok(FileListResult {
+        workspace_id: record.id,
+        path,
+        recursive,
+        entries,
+        truncated: list.truncated,
+        execution_mode: "guest",
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileReadResult {
+    pub workspace_id: String,
+    pub path: String,
+    pub size_bytes: u64,
+    pub offset: u64,
+    pub max_bytes: u64,
+    pub content: String,
+    /// The file continues past what was returned.
+    pub truncated: bool,
+    pub execution_mode: &'static str,
+}
+
+pub async fn file_read(
+    dirs: &Dirs,
+    reference: &str,
+    path: &str,
+    offset: u64,
+    max_bytes: Option<u64>,
+) -> Result<FileReadResult> {
+    let path = validate::workspace_path(path)?;
+    let max_bytes = max_bytes.unwrap_or(DEFAULT_READ_BYTES);
+    if max_bytes == 0 || max_bytes > MAX_READ_BYTES {
+        return Err(Error::invalid(format!(
+            "max_bytes must be between 1 and {MAX_READ_BYTES}"
+        )));
+    }
+    let (db, record, dir) = started(dirs, reference, "file read")?;
+    let request = Request::ReadFile {
+        path: path.clone(),
+        offset,
+        max_bytes,
+    };
+    let (reply, mut bytes) = AgentCall::start(&dir, &request)
+        .await?
+        .collect(max_bytes)
+        .await?;
+    let info = match reply {
+        Reply::FileRead(info) => info,
+        other => return Err(agent_client::unexpected(other)),
+    };
+    store::touch(db.conn(), &record.id, now_ms())?;
+    let truncated = offset + (bytes.len() as u64) < info.size_bytes;
+    if truncated {
+        // A cut may split the last character: leave its bytes for the next read.
+        let cut = match std::str::from_utf8(&bytes) {
+            Ok(_) => bytes.len(),
+            Err(err) if err.error_len().is_none() => err.valid_up_to(),
+            Err(_) => bytes.len(),
+        };
+        bytes.truncate(cut);
+    }
+    if bytes.contains(&0) || std::str::from_utf8(&bytes).is_err() {
+        return Err(Error::invalid(format!(
+            "{path} is a binary file ({} bytes), not text",
+            info.size_bytes
+        ))
+        .with_hint(format!(
+            "copy it to the host with `pyro workspace export {} {path} --output FILE`",
+            record.id
+        )));
+    }
+    let content = String::from_utf8(bytes).unwrap_or_default();
+    Ok(FileReadResult {
+        workspace_id: record.id,
+        path,
+        size_bytes: info.size_bytes,
+        offset,
+        max_bytes,
+        content,
+        truncated,
+        execution_mode: "guest",
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileWriteResult {
+    pub workspace_id: String,
+    pub path: String,
+    pub size_bytes: u64,
+    pub bytes_written: u64,
+    pub execution_mode: &'static str,
+}
+
+/// Writes files and deletes paths in one agent request (all staged before any is put in place).
+pub(crate) async fn write_files(
+    dir: &Path,
+    files: &[(String, Vec<u8>, Option<u32>)],
+    deletes: &[String],
+) -> Result<pyro_proto::Written> {
+    let specs = files
+        .iter()
+        .map(|(path, content, mode)| FileWrite {
+            path: path.clone(),
+            size: content.len() as u64,
+            mode: *mode,
+        })
+        .collect();
+    let mut call = AgentCall::start(
+        dir,
+        &Request::WriteFiles {
+            files: specs,
+            deletes: deletes.to_vec(),
+        },
+    )
+    .await?;
+    for (_, content, _) in files {
+        call.send_payload(content).await?;
+    }
+    match call.collect(0).await?.0 {
+        Reply::Written(written) => Ok(written),
+        other => Err(agent_client::unexpected(other)),
+    }
+}
+
+pub async fn file_write(
+    dirs: &Dirs,
+    reference: &str,
+    path: &str,
+    text: &str,
+) -> Result<FileWriteResult> {
+    let path = validate::workspace_path(path)?;
+    if path == validate::WORKSPACE_ROOT {
+        return Err(Error::invalid(
+            "cannot write to /workspace itself; give a file path under it",
+        ));
+    }
+    if text.len() as u64 > MAX_WRITE_BYTES {
+        return Err(Error::invalid(format!(
+            "the text is {} bytes; writes are limited to {MAX_WRITE_BYTES}",
+            text.len()
+        )));
+    }
+    let (mut db, record, dir) = started(dirs, reference, "file write")?;
+    let timer = journal::Timer::start();
+    write_files(&dir, &[(path.clone(), text.as_bytes().to_vec(), None)], &[]).await?;
+    let bytes = text.len() as u64;
+    timer.record(
+        &mut db,
+        &record.id,
+        "file_write",
+        true,
+        &json!({"path": path}),
+        &json!({"bytes_written": bytes, "lines": text.lines().count()}),
+    )?;
+    Ok(FileWriteResult {
+        workspace_id: record.id,
+        path,
+        size_bytes: bytes,
+        bytes_written: bytes,
+        execution_mode: "guest",
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncInfo {
+    pub mode: String,
+    pub source_path: String,
+    pub destination: String,
+    pub entry_count: u64,
+    pub bytes_written: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncResult {
+    pub workspace_id: String,
+    pub workspace_sync: SyncInfo,
+    pub execution_mode: &'static str,
+}
+
+/// Copies a host directory or archive into the workspace. The baseline does not change.
+pub async fn sync_push(
+    dirs: &Dirs,
+    reference: &str,
+    source: &Path,
+    destination: Option<&str>,
+) -> Result<SyncResult> {
+    let destination = validate::workspace_path(destination.unwrap_or(validate::WORKSPACE_ROOT))?;
+    let kind = Source::classify(source)?;
+    let (mut db, record, dir) = started(dirs, reference, "sync push")?;
+    let timer = journal::Timer::start();
+    let tmp = workspace_dir(dirs, &record.id)
+        .join(format!(".sync-{}.tar", crate::fsutil::random_hex(4)?));
+    let outcome = async {
+        let counts = tokio::task::block_in_place(|| archive::build_tar(&kind, &tmp))?;
+        let mut call = AgentCall::start(
+            &dir,
+            &Request::ExtractArchive {
+                destination: destination.clone(),
+            },
+        )
+        .await?;
+        call.send_file(&tmp).await?;
+        match call.collect(0).await?.0 {
+            Reply::Extracted(_) => Ok(counts),
+            other => Err(agent_client::unexpected(other)),
+        }
+    }
+    .await;
+    let _ = std::fs::remove_file(&tmp);
+    let counts = outcome?;
+    let info = SyncInfo {
+        mode: kind.mode().into(),
+        source_path: source.display().to_string(),
+        destination,
+        entry_count: counts.entry_count,
+        bytes_written: counts.bytes_written,
+    };
+    timer.record(
+        &mut db,
+        &record.id,
+        "sync_push",
+        true,
+        &json!({"source_path": info.source_path, "destination": info.destination}),
+        &serde_json::to_value(&info).unwrap_or_default(),
+    )?;
+    Ok(SyncResult {
+        workspace_id: record.id,
+        workspace_sync: info,
+        execution_mode: "guest",
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportResult {
+    pub workspace_id: String,
+    pub workspace_path: String,
+    pub output_path: String,
+    pub artifact_type: ArtifactType,
+    pub entry_count: u64,
+    pub bytes_written: u64,
+    pub execution_mode: &'static str,
+}
+
+/// Copies a file or directory out of the workspace to a host path that must not exist yet.
+pub async fn export(
+    dirs: &Dirs,
+    reference: &str,
+    path: &str,
+    output: &Path,
+) -> Result<ExportResult> {
+    let path = validate::workspace_path(path)?;
+    if output.as_os_str().is_empty() {
+        return Err(Error::invalid("the output path must not be empty"));
+    }
+    if std::fs::symlink_metadata(output).is_ok() {
+        return Err(Error::invalid(format!(
+            "{} already exists; export never overwrites",
+            output.display()
+        ))
+        .with_hint("choose a new output path"));
+    }
+    let (mut db, record, dir) = started(dirs, reference, "export")?;
+    let timer = journal::Timer::start();
+    let tmp = workspace_dir(dirs, &record.id)
+        .join(format!(".export-{}.tar", crate::fsutil::random_hex(4)?));
+    let outcome = async {
+        let mut file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| Error::io("create", &tmp, e))?;
+        let request = Request::ExportArchive {
+            path: path.clone(),
+            max_bytes: archive::MAX_ARCHIVE_BYTES,
+        };
+        let reply = AgentCall::start(&dir, &request)
+            .await?
+            .finish(&mut |_, _| {}, &mut file, archive::MAX_ARCHIVE_BYTES)
+            .await?;
+        drop(file);
+        let summary = match reply {
+            Reply::Exported(summary) => summary,
+            other => return Err(agent_client::unexpected(other)),
+        };
+        if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
+            crate::fsutil::create_dir_all(parent)?;
+        }
+        let single = summary.artifact_type != ArtifactType::Directory;
+        let counts = tokio::task::block_in_place(|| archive::extract_export(&tmp, output, single))?;
+        Ok((summary.artifact_type, counts))
+    }
+    .await;
+    let _ = std::fs::remove_file(&tmp);
+    let (artifact_type, counts) = outcome?;
+    let result = ExportResult {
+        workspace_id: record.id.clone(),
+        workspace_path: path,
+        output_path: output.display().to_string(),
+        artifact_type,
+        entry_count: counts.entry_count,
+        bytes_written: counts.bytes_written,
+        execution_mode: "guest",
+    };
+    timer.record(
+        &mut db,
+        &record.id,
+        "export",
+        true,
+        &json!({"path": result.workspace_path, "output_path": result.output_path}),
+        &serde_json::to_value(&result).unwrap_or_default(),
+    )?;
+    Ok(result)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LogEntry {
+    #[serde(flatten)]
+    pub entry: JournalEntry,
+    /// For commands: the kept output.
+    pub stdout: Option<String>,
+    pub stderr: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LogsResult {
+    pub workspace_id: String,
+    pub count: usize,
+    pub entries: Vec<LogEntry>,
+}
+
+/// The whole journal, command output included. Reading pyro's records is not activity.
+pub fn logs(dirs: &Dirs, reference: &str) -> Result<LogsResult> {
+    let db = Db::open(dirs)?;
+    let record = store::resolve(db.conn(), reference)?;
+    let wdir = workspace_dir(dirs, &record.id);
+    let entries: Vec<LogEntry> = journal::entries(&db, &record.id, None)?
+        .into_iter()
+        .map(|entry| {
+            let is_exec = entry.kind == "exec";
+            LogEntry {
+                stdout: is_exec.then(|| {
+                    journal::load_output(&wdir, entry.sequence, "stdout").unwrap_or_default()
+                }),
+                stderr: is_exec.then(|| {
+                    journal::load_output(&wdir, entry.sequence, "stderr").unwrap_or_default()
+                }),
+                entry,
+            }
+        })
+        .collect();
+    Ok(LogsResult {
+        workspace_id: record.id,
+        count: entries.len(),
+        entries,
+    })
+}

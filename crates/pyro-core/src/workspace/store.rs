@@ -1,0 +1,301 @@
+//! Workspace records in the database: insert, load, resolve by id or name, update, list.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::model::{seconds, LastCommand, Workspace, WorkspaceSeed};
+use super::validate;
+use crate::db::{sql_error, Db};
+use crate::{Error, ErrorKind, Result};
+
+/// A workspace row as stored.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub id: String,
+    pub name: Option<String>,
+    pub environment: String,
+    pub vcpu_count: u8,
+    pub mem_mib: u32,
+    pub disk_gib: u32,
+    pub network: bool,
+    pub ttl_seconds: u64,
+    pub state: String,
+    pub stop_reason: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub seed: WorkspaceSeed,
+    pub created_at: i64,
+    pub last_activity_at: i64,
+    pub reset_count: u64,
+    pub last_reset_at: Option<i64>,
+}
+
+const COLUMNS: &str = "id, name, environment, vcpu_count, mem_mib, disk_gib, network, ttl_seconds, state, stop_reason, \
+                       labels, seed, created_at, last_activity_at, reset_count, last_reset_at";
+
+fn from_row(row: &Row) -> rusqlite::Result<Record> {
+    let labels: String = row.get(10)?;
+    let seed: String = row.get(11)?;
+    Ok(Record {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        environment: row.get(2)?,
+        vcpu_count: row.get(3)?,
+        mem_mib: row.get(4)?,
+        disk_gib: row.get(5)?,
+        network: row.get(6)?,
+        ttl_seconds: row.get::<_, i64>(7)?.max(0) as u64,
+        state: row.get(8)?,
+        stop_reason: row.get(9)?,
+        labels: serde_json::from_str(&labels).unwrap_or_default(),
+        seed: serde_json::from_str(&seed).unwrap_or(WorkspaceSeed {
+            mode: "empty".into(),
+            seed_path: None,
+            destination: validate::WORKSPACE_ROOT.into(),
+            entry_count: 0,
+            bytes_written: 0,
+        }),
+        created_at: row.get(12)?,
+        last_activity_at: row.get(13)?,
+        reset_count: row.get::<_, i64>(14)?.max(0) as u64,
+        last_reset_at: row.get(15)?,
+    })
+}
+
+pub fn insert(db: &mut Db, record: &Record) -> Result<()> {
+    db.write(|tx| {
+        if let Some(name) = &record.name {
+            ensure_name_free(tx, name, &record.id)?;
+        }
+        tx.execute(
+            &format!("INSERT INTO workspaces ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
+            params![
+                record.id,
+                record.name,
+                record.environment,
+                record.vcpu_count,
+                record.mem_mib,
+                record.disk_gib,
+                record.network,
+                record.ttl_seconds as i64,
+                record.state,
+                record.stop_reason,
+                serde_json::to_string(&record.labels).unwrap_or_default(),
+                serde_json::to_string(&record.seed).unwrap_or_default(),
+                record.created_at,
+                record.last_activity_at,
+                record.reset_count as i64,
+                record.last_reset_at,
+            ],
+        )
+        .map_err(sql_error)?;
+        Ok(())
+    })
+}
+
+pub fn ensure_name_free(conn: &Connection, name: &str, own_id: &str) -> Result<()> {
+    let taken: Option<String> = conn
+        .query_row(
+            "SELECT id FROM workspaces WHERE name = ?1 AND id != ?2",
+            params![name, own_id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql_error)?;
+    match taken {
+        Some(other) => Err(Error::invalid(format!(
+            "the name '{name}' is already used by workspace {other}"
+        ))
+        .with_hint("pick another name, or `pyro workspace update` the other workspace")),
+        None => Ok(()),
+    }
+}
+
+pub fn load(conn: &Connection, id: &str) -> Result<Option<Record>> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM workspaces WHERE id = ?1"),
+        params![id],
+        from_row,
+    )
+    .optional()
+    .map_err(sql_error)
+}
+
+/// Finds a workspace by id or by name; an unknown reference lists what exists.
+pub fn resolve(conn: &Connection, reference: &str) -> Result<Record> {
+    let reference = reference.trim();
+    if validate::is_id(reference) {
+        if let Some(record) = load(conn, reference)? {
+            return Ok(record);
+        }
+    }
+    let by_name: Option<Record> = conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM workspaces WHERE name = ?1"),
+            params![reference],
+            from_row,
+        )
+        .optional()
+        .map_err(sql_error)?;
+    if let Some(record) = by_name {
+        return Ok(record);
+    }
+    let known = list(conn)?;
+    let candidates: Vec<String> = known
+        .iter()
+        .take(10)
+        .map(|r| match &r.name {
+            Some(name) => format!("{} ({name})", r.id),
+            None => r.id.clone(),
+        })
+        .collect();
+    let hint = if candidates.is_empty() {
+        "there are no workspaces; `pyro workspace create` makes one".to_string()
+    } else {
+        format!("known workspaces: {}", candidates.join(", "))
+    };
+    Err(Error::new(
+        ErrorKind::NotFound,
+        format!("workspace '{reference}' does not exist"),
+    )
+    .with_hint(hint))
+}
+
+/// Every workspace, most recent activity first.
+pub fn list(conn: &Connection) -> Result<Vec<Record>> {
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {COLUMNS} FROM workspaces ORDER BY last_activity_at DESC, created_at DESC, id"
+        ))
+        .map_err(sql_error)?;
+    let rows = stmt.query_map([], from_row).map_err(sql_error)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(sql_error)
+}
+
+pub fn set_state(
+    conn: &Connection,
+    id: &str,
+    state: &str,
+    stop_reason: Option<&str>,
+) -> Result<()> {
+    conn.execute(
+        "UPDATE workspaces SET state = ?2, stop_reason = ?3 WHERE id = ?1",
+        params![id, state, stop_reason],
+    )
+    .map_err(sql_error)?;
+    Ok(())
+}
+
+pub fn touch(conn: &Connection, id: &str, now_ms: i64) -> Result<()> {
+    conn.execute(
+        "UPDATE workspaces SET last_activity_at = MAX(last_activity_at, ?2) WHERE id = ?1",
+        params![id, now_ms],
+    )
+    .map_err(sql_error)?;
+    Ok(())
+}
+
+pub fn update_metadata(conn: &Connection, record: &Record) -> Result<()> {
+    conn.execute(
+        "UPDATE workspaces SET name = ?2, labels = ?3 WHERE id = ?1",
+        params![
+            record.id,
+            record.name,
+            serde_json::to_string(&record.labels).unwrap_or_default()
+        ],
+    )
+    .map_err(sql_error)?;
+    Ok(())
+}
+
+pub fn mark_reset(conn: &Connection, id: &str, now_ms: i64) -> Result<()> {
+    conn.execute(
+        "UPDATE workspaces SET reset_count = reset_count + 1, last_reset_at = ?2, last_activity_at = ?2 WHERE id = ?1",
+        params![id, now_ms],
+    )
+    .map_err(sql_error)?;
+    Ok(())
+}
+
+pub fn delete(conn: &Connection, id: &str) -> Result<()> {
+    conn.execute("DELETE FROM workspaces WHERE id = ?1", params![id])
+        .map_err(sql_error)?;
+    Ok(())
+}
+
+/// The public view of a record, with the command counters from the journal.
+pub fn view(conn: &Connection, record: &Record) -> Result<Workspace> {
+    let since = record.last_reset_at.unwrap_or(0);
+    let command_count: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM journal WHERE workspace_id = ?1 AND kind = 'exec' AND started_at >= ?2",
+            params![record.id, since],
+            |r| r.get(0),
+        )
+        .map_err(sql_error)?;
+    let last: Option<(i64, String, i64)> = conn
+        .query_row(
+            "SELECT seq, params, duration_ms FROM journal WHERE workspace_id = ?1 AND kind = 'exec' AND started_at >= ?2 \
+             ORDER BY seq DESC LIMIT 1",
+            params![record.id, since],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()
+        .map_err(sql_error)?;
+    let last_command = match last {
+        Some((sequence, params_json, duration_ms)) => {
+            let result: Option<String> = conn
+                .query_row(
+                    "SELECT result FROM journal WHERE workspace_id = ?1 AND seq = ?2",
+                    params![record.id, sequence],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(sql_error)?;
+            let params_value: serde_json::Value =
+                serde_json::from_str(&params_json).unwrap_or_default();
+            let result_value: serde_json::Value = result
+                .and_then(|r| serde_json::from_str(&r).ok())
+                .unwrap_or_default();
+            Some(LastCommand {
+                sequence: sequence as u64,
+                command: params_value["command"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                cwd: params_value["cwd"].as_str().unwrap_or_default().to_string(),
+                exit_code: result_value["exit_code"].as_i64().unwrap_or(-1),
+                duration_ms: duration_ms.max(0) as u64,
+            })
+        }
+        None => None,
+    };
+    let started = record.state == "started";
+    Ok(Workspace {
+        workspace_id: record.id.clone(),
+        name: record.name.clone(),
+        labels: record.labels.clone(),
+        environment: record.environment.clone(),
+        vcpu_count: record.vcpu_count,
+        mem_mib: record.mem_mib,
+        disk_gib: record.disk_gib,
+        ttl_seconds: record.ttl_seconds,
+        state: record.state.clone(),
+        stop_reason: record.stop_reason.clone(),
+        created_at: seconds(record.created_at),
+        last_activity_at: seconds(record.last_activity_at),
+        expires_at: started.then(|| seconds(record.last_activity_at) + record.ttl_seconds as f64),
+        network_policy: if record.network { "egress" } else { "off" }.into(),
+        network_enabled: record.network,
+        execution_mode: "guest".into(),
+        workspace_path: validate::WORKSPACE_ROOT.into(),
+        workspace_seed: record.seed.clone(),
+        command_count: command_count.max(0) as u64,
+        last_command,
+        reset_count: record.reset_count,
+        last_reset_at: record.last_reset_at.map(seconds),
+        service_count: 0,
+        running_service_count: 0,
+    })
+}
