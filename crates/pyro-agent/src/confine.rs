@@ -149,16 +149,29 @@ impl Beneath {
                     return Err(err);
                 }
             }
-            current = open_beneath(
-                current.as_raw_fd(),
-                part,
-                libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-                0,
-            )
-            .map_err(|e| describe(e, rel))?;
+            current = open_beneath(current.as_raw_fd(), part, libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)
+                .map_err(|e| match lstat_at(current.as_raw_fd(), part) {
+                    Ok(st) if is_symlink(&st) => invalid(format!(
+                        "{} is a symlink; writes never go through symlinks (it may lead outside /workspace)",
+                        absolute(&prefix_of(rel, part))
+                    )),
+                    _ => describe(e, rel),
+                })?;
         }
         Ok(current)
     }
+}
+
+/// The part of `rel` up to and including the component `part`.
+fn prefix_of(rel: &str, part: &str) -> String {
+    let mut prefix = Vec::new();
+    for component in rel.split('/').filter(|p| !p.is_empty()) {
+        prefix.push(component);
+        if component == part {
+            break;
+        }
+    }
+    prefix.join("/")
 }
 
 pub fn open_beneath(dir: RawFd, rel: &str, flags: i32, mode: u32) -> io::Result<OwnedFd> {

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use futures::StreamExt;
-use pyro_proto::{HelloReply, Reply, Request, PROTOCOL_VERSION};
+use pyro_proto::{GuestErrorKind, HelloReply, Reply, Request, PROTOCOL_VERSION};
 use tokio::io::AsyncWriteExt;
 use tokio_yamux::{Session, StreamHandle};
 
@@ -175,6 +175,7 @@ async fn dispatch(request: Request, stream: &mut StreamHandle) -> io::Result<Rep
 fn hello(host_version: u32) -> Reply {
     if host_version != PROTOCOL_VERSION {
         return Reply::Error {
+            kind: GuestErrorKind::Invalid,
             message: format!(
                 "protocol mismatch: the host speaks version {host_version}, this agent ({}) speaks {PROTOCOL_VERSION}",
                 env!("CARGO_PKG_VERSION")
@@ -191,8 +192,14 @@ fn hello(host_version: u32) -> Reply {
 }
 
 fn error(err: io::Error) -> Reply {
+    let kind = match err.kind() {
+        io::ErrorKind::InvalidInput => GuestErrorKind::Invalid,
+        io::ErrorKind::NotFound => GuestErrorKind::NotFound,
+        _ => GuestErrorKind::Failed,
+    };
     Reply::Error {
         message: err.to_string(),
+        kind,
     }
 }
 
@@ -210,7 +217,9 @@ mod tests {
     #[test]
     fn the_handshake_refuses_another_protocol_version() {
         match hello(PROTOCOL_VERSION + 1) {
-            Reply::Error { message } => assert!(message.contains("protocol mismatch"), "{message}"),
+            Reply::Error { message, .. } => {
+                assert!(message.contains("protocol mismatch"), "{message}")
+            }
             other => panic!("accepted a mismatched version: {other:?}"),
         }
         assert!(matches!(hello(PROTOCOL_VERSION), Reply::Hello(_)));

@@ -194,7 +194,8 @@ pub enum FileCommand {
         #[arg(
             long,
             required_unless_present = "text_file",
-            conflicts_with = "text_file"
+            conflicts_with = "text_file",
+            allow_hyphen_values = true
         )]
         text: Option<String>,
         /// Read the text from a host file (UTF-8)
@@ -213,7 +214,8 @@ pub enum PatchCommand {
         #[arg(
             long,
             required_unless_present = "patch_file",
-            conflicts_with = "patch_file"
+            conflicts_with = "patch_file",
+            allow_hyphen_values = true
         )]
         patch: Option<String>,
         #[arg(long)]

@@ -5,7 +5,9 @@
 
 use std::path::Path;
 
-use pyro_proto::{read_frame, write_data, write_message, Frame, OutputStream, Reply, Request};
+use pyro_proto::{
+    read_frame, write_data, write_message, Frame, GuestErrorKind, OutputStream, Reply, Request,
+};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -92,7 +94,14 @@ impl AgentCall {
                         Error::new(ErrorKind::Protocol, format!("malformed agent reply: {e}"))
                     })?;
                     return match reply {
-                        Reply::Error { message } => Err(Error::new(ErrorKind::Guest, message)),
+                        Reply::Error { message, kind } => Err(Error::new(
+                            match kind {
+                                GuestErrorKind::Invalid => ErrorKind::InvalidArgument,
+                                GuestErrorKind::NotFound => ErrorKind::NotFound,
+                                GuestErrorKind::Failed => ErrorKind::Guest,
+                            },
+                            message,
+                        )),
                         reply => Ok(reply),
                     };
                 }

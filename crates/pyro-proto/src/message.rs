@@ -62,7 +62,21 @@ pub enum Reply {
     Manifest(Manifest),
     Extracted(ArchiveSummary),
     Exported(ArchiveSummary),
-    Error { message: String },
+    Error {
+        message: String,
+        /// What was wrong: the request (`invalid`), a missing path (`not_found`), or the guest (`failed`).
+        #[serde(default)]
+        kind: GuestErrorKind,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuestErrorKind {
+    Invalid,
+    NotFound,
+    #[default]
+    Failed,
 }
 
 /// What a path is.

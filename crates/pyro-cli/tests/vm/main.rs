@@ -8,3 +8,4 @@ mod env_cache;
 mod run_basics;
 mod run_failures;
 mod support;
+mod workspaces;

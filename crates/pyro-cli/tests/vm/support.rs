@@ -2,20 +2,45 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
-/// Tests that boot one VM hold it shared; the four-parallel test holds it alone.
-static VM_SLOTS: RwLock<()> = RwLock::new(());
+/// The suite boots at most two VMs at once, whatever the number of test threads: each test takes
+/// as many slots as it boots VMs (the four-parallel test takes both and runs alone).
+const VM_SLOTS: usize = 2;
+static SLOTS_IN_USE: Mutex<usize> = Mutex::new(0);
+static SLOT_FREED: Condvar = Condvar::new();
 
-pub fn one_vm_slot() -> RwLockReadGuard<'static, ()> {
-    VM_SLOTS.read().unwrap_or_else(|p| p.into_inner())
+pub struct VmSlots(usize);
+
+impl VmSlots {
+    pub fn take(n: usize) -> VmSlots {
+        let n = n.min(VM_SLOTS);
+        let mut used = SLOTS_IN_USE.lock().unwrap_or_else(|p| p.into_inner());
+        while *used + n > VM_SLOTS {
+            used = SLOT_FREED.wait(used).unwrap_or_else(|p| p.into_inner());
+        }
+        *used += n;
+        VmSlots(n)
+    }
 }
 
-pub fn all_vm_slots() -> RwLockWriteGuard<'static, ()> {
-    VM_SLOTS.write().unwrap_or_else(|p| p.into_inner())
+impl Drop for VmSlots {
+    fn drop(&mut self) {
+        let mut used = SLOTS_IN_USE.lock().unwrap_or_else(|p| p.into_inner());
+        *used -= self.0;
+        SLOT_FREED.notify_all();
+    }
+}
+
+pub fn one_vm_slot() -> VmSlots {
+    VmSlots::take(1)
+}
+
+pub fn all_vm_slots() -> VmSlots {
+    VmSlots::take(VM_SLOTS)
 }
 
 pub fn pyro_bin() -> PathBuf {
@@ -151,6 +176,47 @@ impl Sandbox {
         args.extend_from_slice(options);
         args.extend_from_slice(&["--", "sh", "-c", script]);
         self.json(&args)
+    }
+
+    /// Runs pyro with `args` plus `--json`, asserts success, and returns the document.
+    pub fn ok(&self, args: &[&str]) -> Value {
+        let mut with_json = args.to_vec();
+        with_json.push("--json");
+        let (value, code) = self.json(&with_json);
+        assert_eq!(code, 0, "pyro {args:?} failed: {value}");
+        value
+    }
+
+    /// Runs pyro with `args` plus `--json`, asserts it failed with `code`, and returns the error.
+    pub fn fails(&self, args: &[&str], code: i32) -> Value {
+        let mut with_json = args.to_vec();
+        with_json.push("--json");
+        let (value, got) = self.json(&with_json);
+        assert_eq!(got, code, "pyro {args:?}: expected exit {code}: {value}");
+        value["error"].clone()
+    }
+
+    /// `pyro workspace exec ID --json -- ARGV...`: the result and the exit code.
+    pub fn exec(&self, workspace: &str, argv: &[&str]) -> (Value, i32) {
+        let mut args = vec!["workspace", "exec", workspace, "--json", "--"];
+        args.extend_from_slice(argv);
+        self.json(&args)
+    }
+
+    /// Creates a workspace with `extra` options and returns its id.
+    pub fn create_workspace(&self, extra: &[&str]) -> String {
+        let mut args = vec!["workspace", "create"];
+        args.extend_from_slice(extra);
+        let ws = self.ok(&args);
+        assert_eq!(ws["state"], "started", "{ws}");
+        ws["workspace_id"].as_str().unwrap().to_string()
+    }
+
+    /// A scratch directory inside the sandbox (removed with it).
+    pub fn scratch(&self, name: &str) -> PathBuf {
+        let dir = self.root.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     pub fn spawn(&self, args: &[&str]) -> Child {

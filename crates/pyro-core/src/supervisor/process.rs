@@ -280,7 +280,7 @@ async fn handshake(control: &Control) -> Result<HelloReply> {
                 hello.protocol_version
             ),
         )),
-        Reply::Error { message } => Err(Error::new(ErrorKind::Protocol, message)
+        Reply::Error { message, .. } => Err(Error::new(ErrorKind::Protocol, message)
             .with_hint("the guest agent and pyro come from different builds: reinstall pyro")),
         other => Err(Error::new(
             ErrorKind::Protocol,

@@ -450,6 +450,7 @@ pub async fn export(
     if output.as_os_str().is_empty() {
         return Err(Error::invalid("the output path must not be empty"));
     }
+    let output = &std::path::absolute(output).map_err(|e| Error::io("resolve", output, e))?;
     if std::fs::symlink_metadata(output).is_ok() {
         return Err(Error::invalid(format!(
             "{} already exists; export never overwrites",

@@ -353,7 +353,7 @@ async fn read_text(dir: &std::path::Path, path: &str) -> Result<Option<(String, 
     {
         Ok(Reply::Files(list)) => list,
         Ok(other) => return Err(agent_client::unexpected(other)),
-        Err(err) if err.message().contains("does not exist") => return Ok(None),
+        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(None),
         Err(err) => return Err(err),
     };
     let Some(entry) = list.entries.first() else {
