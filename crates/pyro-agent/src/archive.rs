@@ -3,10 +3,11 @@
 //! Extraction refuses absolute names, `..`, hard links, device nodes and symlinks that would point
 //! outside the workspace. Export never follows symlinks.
 
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use pyro_proto::archive_rules::{link_stays_inside, member_path};
 use pyro_proto::{ArchiveSummary, ArtifactType};
@@ -18,13 +19,34 @@ fn refuse(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, message)
 }
 
+/// Directory descriptors already opened during one extraction, by relative path.
+struct Dirs<'a> {
+    root: &'a Beneath,
+    open: HashMap<String, OwnedFd>,
+}
+
+impl Dirs<'_> {
+    fn get(&mut self, rel: &str) -> io::Result<RawFd> {
+        if !self.open.contains_key(rel) {
+            let dir = self.root.mkdirs(rel).map_err(|e| describe(e, rel))?;
+            self.open.insert(rel.to_string(), dir);
+        }
+        Ok(self.open[rel].as_raw_fd())
+    }
+}
+
 /// Extracts a tar stream into `destination` (created if missing).
 pub fn extract(destination: &str, reader: impl Read) -> io::Result<ArchiveSummary> {
     let root = Beneath::workspace()?;
     let dest = confine::relative(destination)?;
-    root.mkdirs(&dest).map_err(|e| describe(e, &dest))?;
+    let mut dirs = Dirs {
+        root: &root,
+        open: HashMap::new(),
+    };
+    dirs.get(&dest)?;
     let mut archive = tar::Archive::new(reader);
     let (mut entry_count, mut bytes_written) = (0u64, 0u64);
+    let mut buf = Vec::new();
     for entry in archive.entries()? {
         let mut entry = entry?;
         let raw_path = entry.path()?.into_owned();
@@ -41,36 +63,24 @@ pub fn extract(destination: &str, reader: impl Read) -> io::Result<ArchiveSummar
         let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
         match entry.header().entry_type() {
             tar::EntryType::Directory => {
-                let dir = root.mkdirs(&target).map_err(|e| describe(e, &target))?;
-                let fd = confine::open_beneath(
-                    dir.as_raw_fd(),
-                    "",
-                    libc::O_RDONLY | libc::O_DIRECTORY,
-                    0,
-                )?;
-                // SAFETY: fchmod on an fd we own.
-                unsafe { libc::fchmod(fd.as_raw_fd(), mode) };
+                let dir = dirs.get(&target)?;
+                // SAFETY: fchmod on a descriptor the cache owns.
+                unsafe { libc::fchmod(dir, mode) };
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let (parent, name) = split(&target);
-                let dir = root.mkdirs(parent).map_err(|e| describe(e, parent))?;
-                if let Ok(st) = confine::lstat_at(dir.as_raw_fd(), name) {
-                    if !confine::is_file(&st) {
-                        return Err(refuse(format!(
-                            "file conflicts with existing path: {member}"
-                        )));
-                    }
-                }
-                let fd = confine::open_beneath(
-                    dir.as_raw_fd(),
-                    name,
-                    libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW,
-                    mode,
-                )?;
-                let mut file = File::from(fd);
-                bytes_written += io::copy(&mut entry, &mut file)?;
-                // SAFETY: fchmod on an fd we own.
-                unsafe { libc::fchmod(file.as_raw_fd(), mode) };
+                let dir = dirs.get(parent)?;
+                let mut file =
+                    create_file(dir, name, mode).map_err(|e| match e.raw_os_error() {
+                        Some(libc::ELOOP) | Some(libc::EISDIR) => {
+                            refuse(format!("file conflicts with existing path: {member}"))
+                        }
+                        _ => e,
+                    })?;
+                buf.clear();
+                entry.read_to_end(&mut buf)?;
+                file.write_all(&buf)?;
+                bytes_written += buf.len() as u64;
             }
             tar::EntryType::Symlink => {
                 let link = entry
@@ -81,8 +91,8 @@ pub fn extract(destination: &str, reader: impl Read) -> io::Result<ArchiveSummar
                     return Err(refuse(format!("symlink {member} escapes the workspace")));
                 }
                 let (parent, name) = split(&target);
-                let dir = root.mkdirs(parent).map_err(|e| describe(e, parent))?;
-                if let Ok(st) = confine::lstat_at(dir.as_raw_fd(), name) {
+                let dir = dirs.get(parent)?;
+                if let Ok(st) = confine::lstat_at(dir, name) {
                     if !confine::is_symlink(&st) {
                         return Err(refuse(format!(
                             "symlink conflicts with existing path: {member}"
@@ -90,7 +100,7 @@ pub fn extract(destination: &str, reader: impl Read) -> io::Result<ArchiveSummar
                     }
                     let c_name = CString::new(name).map_err(|_| refuse("NUL in name".into()))?;
                     // SAFETY: valid fd and name.
-                    unsafe { libc::unlinkat(dir.as_raw_fd(), c_name.as_ptr(), 0) };
+                    unsafe { libc::unlinkat(dir, c_name.as_ptr(), 0) };
                 }
                 let (c_link, c_name) = (
                     CString::new(link).map_err(|_| refuse("NUL in link".into()))?,
@@ -120,6 +130,33 @@ pub fn extract(destination: &str, reader: impl Read) -> io::Result<ArchiveSummar
         entry_count,
         bytes_written,
     })
+}
+
+/// Creates `name` in `dir` with exactly `mode`, or truncates an existing regular file and sets its mode.
+fn create_file(dir: RawFd, name: &str, mode: u32) -> io::Result<File> {
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_NOFOLLOW;
+    match confine::open_beneath(dir, name, flags | libc::O_EXCL, mode) {
+        Ok(fd) => {
+            let file = File::from(fd);
+            // SAFETY: fchmod on a descriptor we own; the umask does not apply to it.
+            if mode & 0o022 != 0 {
+                unsafe { libc::fchmod(file.as_raw_fd(), mode) };
+            }
+            Ok(file)
+        }
+        Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {
+            let file = File::from(confine::open_beneath(
+                dir,
+                name,
+                flags | libc::O_TRUNC,
+                mode,
+            )?);
+            // SAFETY: fchmod on a descriptor we own.
+            unsafe { libc::fchmod(file.as_raw_fd(), mode) };
+            Ok(file)
+        }
+        Err(err) => Err(err),
+    }
 }
 
 fn split(rel: &str) -> (&str, &str) {

@@ -11,20 +11,33 @@ use sha2::{Digest, Sha256};
 
 use crate::{Error, Result};
 
-/// Writes `contents` to `path` through a temporary file and a rename: readers see all or nothing.
+/// Writes `contents` to `path` through a temporary file and a rename: readers see all or nothing, and
+/// the data is on disk before the rename.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    write_via_rename(path, contents, true)
+}
+
+/// Like [`write_atomic`] without waiting for the disk: for data that may be lost in a crash (logs).
+pub fn write_replace(path: &Path, contents: &[u8]) -> Result<()> {
+    write_via_rename(path, contents, false)
+}
+
+fn write_via_rename(path: &Path, contents: &[u8], durable: bool) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
-        ".{}.tmp-{}",
+        ".{}.tmp-{}-{}",
         path.file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        std::process::id()
+        std::process::id(),
+        NEXT_TMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let write = || -> io::Result<()> {
         let mut file = File::create(&tmp)?;
         file.write_all(contents)?;
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
         fs::rename(&tmp, path)
     };
     write().map_err(|e| {
@@ -32,6 +45,9 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
         Error::io("write", path, e)
     })
 }
+
+/// Distinguishes temporary files of concurrent writers within one process.
+static NEXT_TMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 pub fn create_dir_all(path: &Path) -> Result<()> {
     fs::create_dir_all(path).map_err(|e| Error::io("create directory", path, e))

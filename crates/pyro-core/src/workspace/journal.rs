@@ -99,11 +99,11 @@ pub fn output_path(workspace_dir: &Path, seq: u64, stream: &str) -> PathBuf {
 
 pub fn save_output(workspace_dir: &Path, seq: u64, stdout: &str, stderr: &str) -> Result<()> {
     fsutil::create_dir_all(&workspace_dir.join("outputs"))?;
-    fsutil::write_atomic(
+    fsutil::write_replace(
         &output_path(workspace_dir, seq, "stdout"),
         stdout.as_bytes(),
     )?;
-    fsutil::write_atomic(
+    fsutil::write_replace(
         &output_path(workspace_dir, seq, "stderr"),
         stderr.as_bytes(),
     )
