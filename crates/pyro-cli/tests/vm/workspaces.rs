@@ -522,3 +522,129 @@ fn write_tar_with_member(path: &Path, name: &str) {
     builder.append(&header, &b"hi"[..]).unwrap();
     builder.finish().unwrap();
 }
+
+#[test]
+fn diff_covers_every_kind_and_both_git_and_pyro_apply_it() {
+    let _slot = one_vm_slot();
+    let sb = Sandbox::new();
+    let seed = sb.scratch("seed");
+    fs::write(seed.join("edit.txt"), "one\ntwo\nthree\n").unwrap();
+    fs::write(seed.join("gone.txt"), "bye\n").unwrap();
+    fs::write(seed.join("run.sh"), "echo run\n").unwrap();
+    fs::write(seed.join("blob.bin"), [0u8, 1, 2]).unwrap();
+    // Seed from a .tar.gz this time.
+    let archive = sb.scratch("archives").join("seed.tgz");
+    let tar = std::process::Command::new("tar")
+        .args([
+            "-czf",
+            archive.to_str().unwrap(),
+            "-C",
+            seed.to_str().unwrap(),
+            ".",
+        ])
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    let id = sb.create_workspace(&["debian:12-base", "--seed-path", archive.to_str().unwrap()]);
+    assert_eq!(
+        sb.ok(&["workspace", "status", &id])["workspace_seed"]["mode"],
+        "tar_archive"
+    );
+    let (_, code) = sb.exec(&id, &["sh", "-c", "cd /workspace && printf 'one\\n2\\nthree' > edit.txt && rm gone.txt && chmod +x run.sh && printf 'new\\n' > added.txt && printf '\\003' >> blob.bin"]);
+    assert_eq!(code, 0);
+    let diff = sb.ok(&["workspace", "diff", &id]);
+    let statuses: Vec<(String, String)> = diff["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["path"].as_str().unwrap().to_string(),
+                e["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expect = [
+        ("added.txt", "added"),
+        ("blob.bin", "modified"),
+        ("edit.txt", "modified"),
+        ("gone.txt", "deleted"),
+        ("run.sh", "mode_changed"),
+    ];
+    assert_eq!(
+        statuses,
+        expect.map(|(p, s)| (p.to_string(), s.to_string()))
+    );
+    assert_eq!(
+        diff["summary"]["non_text"], 1,
+        "the binary change is listed, not patched"
+    );
+    let patch = diff["patch"].as_str().unwrap().to_string();
+    assert!(patch.contains("\\ No newline at end of file"), "{patch}");
+
+    // git applies it to a copy of the seed...
+    let copy = sb.scratch("copy");
+    for name in ["edit.txt", "gone.txt", "run.sh"] {
+        fs::copy(seed.join(name), copy.join(name)).unwrap();
+    }
+    fs::write(copy.join("p.patch"), &patch).unwrap();
+    let git = std::process::Command::new("git")
+        .args(["apply", "p.patch"])
+        .current_dir(&copy)
+        .output()
+        .unwrap();
+    assert!(
+        git.status.success(),
+        "git apply: {}\n{patch}",
+        String::from_utf8_lossy(&git.stderr)
+    );
+    assert_eq!(
+        fs::read_to_string(copy.join("edit.txt")).unwrap(),
+        "one\n2\nthree"
+    );
+    assert!(!copy.join("gone.txt").exists());
+    assert_eq!(fs::read_to_string(copy.join("added.txt")).unwrap(), "new\n");
+    use std::os::unix::fs::PermissionsExt;
+    assert_ne!(
+        fs::metadata(copy.join("run.sh"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o111,
+        0
+    );
+
+    // ...and so does pyro, after a reset back to the baseline.
+    sb.ok(&["workspace", "reset", &id]);
+    sb.ok(&["workspace", "patch", "apply", &id, "--patch", &patch]);
+    let again = sb.ok(&["workspace", "diff", &id]);
+    let text_only: Vec<&str> = again["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(text_only, ["added.txt", "edit.txt", "gone.txt", "run.sh"]);
+    assert_eq!(again["patch"], patch.as_str());
+    sb.ok(&["workspace", "delete", &id]);
+}
+
+#[test]
+fn a_malicious_seed_is_refused_before_any_vm_starts() {
+    let sb = Sandbox::new();
+    let evil = sb.scratch("evil").join("seed.tar");
+    write_tar_with_member(&evil, "/etc/cron.d/x");
+    let err = sb.fails(
+        &["workspace", "create", "--seed-path", evil.to_str().unwrap()],
+        1,
+    );
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("absolute archive member"),
+        "{err}"
+    );
+    assert_eq!(sb.ok(&["workspace", "list"])["count"], 0);
+    assert_eq!(sb.processes(), vec![]);
+}
