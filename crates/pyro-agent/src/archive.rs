@@ -13,7 +13,7 @@ use pyro_proto::archive_rules::{link_stays_inside, member_path};
 use pyro_proto::{ArchiveSummary, ArtifactType};
 
 use crate::confine::{self, absolute, describe, Beneath};
-use crate::files::artifact_type;
+use crate::files::{artifact_type, walk_tree};
 
 fn refuse(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, message)
@@ -215,7 +215,25 @@ pub fn export(path: &str, writer: impl Write, max_bytes: u64) -> io::Result<Arch
                     0,
                 )
                 .map_err(|e| describe(e, &rel))?;
-            append_dir(&mut builder, dir.as_raw_fd(), "", &mut summary)?;
+            walk_tree(
+                dir.as_raw_fd(),
+                "",
+                true,
+                usize::MAX,
+                &mut 0,
+                &mut |dir, name, member, st| {
+                    let kind = artifact_type(st);
+                    if kind == ArtifactType::Other {
+                        return Ok(());
+                    }
+                    builder.append_path_with_name(format!("/proc/self/fd/{dir}/{name}"), member)?;
+                    summary.entry_count += 1;
+                    if kind == ArtifactType::File {
+                        summary.bytes_written += st.st_size as u64;
+                    }
+                    Ok(())
+                },
+            )?;
         }
         ArtifactType::File | ArtifactType::Symlink => {
             let (dir, name) = root.parent(&rel)?;
@@ -235,42 +253,4 @@ pub fn export(path: &str, writer: impl Write, max_bytes: u64) -> io::Result<Arch
     }
     builder.into_inner()?.flush()?;
     Ok(summary)
-}
-
-fn append_dir<W: Write>(
-    builder: &mut tar::Builder<W>,
-    dir: i32,
-    rel: &str,
-    summary: &mut ArchiveSummary,
-) -> io::Result<()> {
-    for name in confine::list_dir(dir)? {
-        let member = if rel.is_empty() {
-            name.clone()
-        } else {
-            format!("{rel}/{name}")
-        };
-        let Ok(st) = confine::lstat_at(dir, &name) else {
-            continue;
-        };
-        let kind = artifact_type(&st);
-        if kind == ArtifactType::Other {
-            continue;
-        }
-        let on_disk = format!("/proc/self/fd/{dir}/{name}");
-        builder.append_path_with_name(&on_disk, &member)?;
-        summary.entry_count += 1;
-        if kind == ArtifactType::File {
-            summary.bytes_written += st.st_size as u64;
-        }
-        if kind == ArtifactType::Directory {
-            let sub = confine::open_beneath(
-                dir,
-                &name,
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-                0,
-            )?;
-            append_dir(builder, sub.as_raw_fd(), &member, summary)?;
-        }
-    }
-    Ok(())
 }

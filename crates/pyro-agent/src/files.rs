@@ -63,13 +63,16 @@ pub fn list(path: &str, recursive: bool, max_entries: u32) -> io::Result<FileLis
                 0,
             )
             .map_err(|e| describe(e, &rel))?;
-        walk(
+        truncated = walk_tree(
             dir.as_raw_fd(),
             &rel,
             recursive,
             max_entries as usize,
-            &mut entries,
-            &mut truncated,
+            &mut 0,
+            &mut |dir, name, child, st| {
+                entries.push(entry(dir, name, child, st));
+                Ok(())
+            },
         )?;
     } else {
         let (dir, name) = root.parent(&rel)?;
@@ -83,25 +86,27 @@ pub fn list(path: &str, recursive: bool, max_entries: u32) -> io::Result<FileLis
     })
 }
 
-/// Pre-order walk that never follows symlinks.
-fn walk(
+/// Visits a directory tree in pre-order, sorted by name, never following symlinks, stopping after `max`
+/// entries (then `Ok(true)`: truncated). `visit` gets the directory, the name, the relative path and the
+/// entry's `lstat`.
+pub fn walk_tree(
     dir: RawFd,
     rel: &str,
     recursive: bool,
     max: usize,
-    out: &mut Vec<FileEntry>,
-    truncated: &mut bool,
-) -> io::Result<()> {
+    seen: &mut usize,
+    visit: &mut dyn FnMut(RawFd, &str, &str, &libc::stat) -> io::Result<()>,
+) -> io::Result<bool> {
     for name in confine::list_dir(dir)? {
-        if out.len() >= max {
-            *truncated = true;
-            return Ok(());
+        if *seen >= max {
+            return Ok(true);
         }
         let child = join(rel, &name);
         let Ok(st) = confine::lstat_at(dir, &name) else {
             continue;
         };
-        out.push(entry(dir, &name, &child, &st));
+        *seen += 1;
+        visit(dir, &name, &child, &st)?;
         if recursive && confine::is_dir(&st) {
             let sub = confine::open_beneath(
                 dir,
@@ -109,10 +114,12 @@ fn walk(
                 libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
                 0,
             )?;
-            walk(sub.as_raw_fd(), &child, recursive, max, out, truncated)?;
+            if walk_tree(sub.as_raw_fd(), &child, recursive, max, seen, visit)? {
+                return Ok(true);
+            }
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Reads `[offset, offset + max_bytes)` of a regular file.
@@ -309,62 +316,35 @@ pub fn manifest(path: &str, max_entries: u32) -> io::Result<Manifest> {
         )
         .map_err(|e| describe(e, &rel))?;
     let mut entries = Vec::new();
-    let mut truncated = false;
-    manifest_walk(
+    let truncated = walk_tree(
         dir.as_raw_fd(),
         "",
+        true,
         max_entries as usize,
-        &mut entries,
-        &mut truncated,
+        &mut 0,
+        &mut |dir, name, child, st| {
+            let kind = artifact_type(st);
+            let (sha256, link_target) = match kind {
+                ArtifactType::File => (Some(hash_file(dir, name)?), None),
+                ArtifactType::Symlink => (None, Some(confine::readlink_at(dir, name)?)),
+                _ => (None, None),
+            };
+            entries.push(ManifestEntry {
+                path: child.to_string(),
+                artifact_type: kind,
+                mode: st.st_mode & 0o7777,
+                size_bytes: if kind == ArtifactType::File {
+                    st.st_size as u64
+                } else {
+                    0
+                },
+                sha256,
+                link_target,
+            });
+            Ok(())
+        },
     )?;
     Ok(Manifest { entries, truncated })
-}
-
-fn manifest_walk(
-    dir: RawFd,
-    rel: &str,
-    max: usize,
-    out: &mut Vec<ManifestEntry>,
-    truncated: &mut bool,
-) -> io::Result<()> {
-    for name in confine::list_dir(dir)? {
-        if out.len() >= max {
-            *truncated = true;
-            return Ok(());
-        }
-        let child = join(rel, &name);
-        let Ok(st) = confine::lstat_at(dir, &name) else {
-            continue;
-        };
-        let kind = artifact_type(&st);
-        let (sha256, link_target) = match kind {
-            ArtifactType::File => (Some(hash_file(dir, &name)?), None),
-            ArtifactType::Symlink => (None, Some(confine::readlink_at(dir, &name)?)),
-            _ => (None, None),
-        };
-        out.push(ManifestEntry {
-            path: child.clone(),
-            artifact_type: kind,
-            mode: st.st_mode & 0o7777,
-            size_bytes: if kind == ArtifactType::File {
-                st.st_size as u64
-            } else {
-                0
-            },
-            sha256,
-            link_target,
-        });
-        if kind == ArtifactType::Directory {
-            let sub = confine::open_beneath(
-                dir,
-                &name,
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-                0,
-            )?;
-            manifest_walk(sub.as_raw_fd(), &child, max, out, truncated)?;
-        }
-    }
-    Ok(())
 }
 
 fn hash_file(dir: RawFd, name: &str) -> io::Result<String> {

@@ -246,6 +246,20 @@ pub struct ResetArgs {
     json: Json,
 }
 
+/// The text given inline or read from a host file (clap makes sure exactly one is given).
+fn inline_or_file(
+    inline: Option<String>,
+    file: Option<&std::path::Path>,
+) -> pyro_core::Result<String> {
+    match (inline, file) {
+        (Some(text), _) => Ok(text),
+        (None, Some(file)) => std::fs::read_to_string(file).map_err(|e| {
+            pyro_core::Error::invalid(format!("cannot read {} as UTF-8 text: {e}", file.display()))
+        }),
+        (None, None) => Err(pyro_core::Error::invalid("no text given")),
+    }
+}
+
 /// Prints `value` as JSON, or runs `human` to print it for people.
 fn show<T: Serialize>(value: &T, json: bool, human: impl FnOnce(&T)) {
     if json {
@@ -564,18 +578,7 @@ async fn dispatch(
             text_file,
             ..
         }) => {
-            let text = match (text, text_file) {
-                (Some(text), _) => text,
-                (None, Some(file)) => std::fs::read_to_string(&file).map_err(|e| {
-                    pyro_core::Error::invalid(format!(
-                        "cannot read {} as UTF-8 text: {e}",
-                        file.display()
-                    ))
-                })?,
-                (None, None) => {
-                    return Err(pyro_core::Error::invalid("pass --text or --text-file"))
-                }
-            };
+            let text = inline_or_file(text, text_file.as_deref())?;
             let result = workspace::file_write(dirs, &workspace, &path, &text).await?;
             show(&result, json, |r| {
                 say(format!("Wrote {} bytes to {}", r.bytes_written, r.path))
@@ -587,18 +590,7 @@ async fn dispatch(
             patch_file,
             ..
         }) => {
-            let patch = match (patch, patch_file) {
-                (Some(patch), _) => patch,
-                (None, Some(file)) => std::fs::read_to_string(&file).map_err(|e| {
-                    pyro_core::Error::invalid(format!(
-                        "cannot read {} as UTF-8 text: {e}",
-                        file.display()
-                    ))
-                })?,
-                (None, None) => {
-                    return Err(pyro_core::Error::invalid("pass --patch or --patch-file"))
-                }
-            };
+            let patch = inline_or_file(patch, patch_file.as_deref())?;
             let result = workspace::patch_apply(dirs, &workspace, &patch).await?;
             show(&result, json, |r| {
                 for e in &r.entries {

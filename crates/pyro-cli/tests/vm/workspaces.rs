@@ -280,14 +280,7 @@ fn stop_and_start_keep_the_disk_and_a_killed_vm_reports_stopped() {
 
     let qemu = sb.pid_of("qemu-system").expect("QEMU runs");
     signal(qemu, libc::SIGKILL);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        let status = sb.ok(&["workspace", "status", &id]);
-        if status["state"] == "stopped" || Instant::now() > deadline {
-            break status;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let status = wait_until_stopped(&sb, &id, Duration::from_secs(30));
     assert_eq!(status["state"], "stopped", "{status}");
     assert!(
         status["stop_reason"]
@@ -317,14 +310,7 @@ fn an_idle_workspace_is_stopped_by_its_ttl_and_keeps_its_data() {
         "--text",
         "still here",
     ]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        let status = sb.ok(&["workspace", "status", &id]);
-        if status["state"] == "stopped" || Instant::now() > deadline {
-            break status;
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    };
+    let status = wait_until_stopped(&sb, &id, Duration::from_secs(60));
     assert_eq!(status["state"], "stopped", "{status}");
     assert!(
         status["stop_reason"]
@@ -508,6 +494,18 @@ fn bad_input_is_refused_and_changes_nothing() {
         "a failed create leaves nothing"
     );
     sb.ok(&["workspace", "delete", &id]);
+}
+
+/// Polls `status` until the workspace is stopped (or `limit` passes) and returns the last status.
+fn wait_until_stopped(sb: &Sandbox, id: &str, limit: Duration) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let status = sb.ok(&["workspace", "status", id]);
+        if status["state"] == "stopped" || Instant::now() > deadline {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// A tar whose only member has `name`, bypassing the tar crate's own path checks.
