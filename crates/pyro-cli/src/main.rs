@@ -2,6 +2,8 @@
 
 mod doctor_cmd;
 mod env_cmd;
+mod host_cmd;
+mod mcp_cmd;
 mod output;
 mod progress;
 mod run_cmd;
@@ -37,6 +39,12 @@ enum Commands {
     /// Persistent workspaces: create, exec, files, patch, diff, export, reset, summary
     #[command(subcommand)]
     Workspace(workspace_cmd::WorkspaceCommand),
+    /// The MCP server chat hosts start (`pyro mcp serve`)
+    #[command(subcommand)]
+    Mcp(mcp_cmd::McpCommand),
+    /// Connect a chat host (Claude Code, Codex, OpenCode, Cursor, Claude Desktop) to pyro
+    #[command(subcommand)]
+    Host(host_cmd::HostCommand),
     /// Check the host: QEMU, KVM, tools, the guest agent, environments
     Doctor(doctor_cmd::DoctorArgs),
     /// Internal: supervise one VM (started by pyro itself)
@@ -59,5 +67,7 @@ fn main() -> ExitCode {
         Commands::Env(command) => env_cmd::main(command),
         Commands::Doctor(args) => doctor_cmd::main(args),
         Commands::Workspace(command) => workspace_cmd::main(command),
+        Commands::Mcp(command) => mcp_cmd::main(command),
+        Commands::Host(command) => host_cmd::main(command),
     }
 }

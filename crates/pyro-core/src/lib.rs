@@ -23,6 +23,7 @@ pub mod host;
 pub mod initramfs;
 pub mod paths;
 pub mod progress;
+pub mod project;
 pub mod run;
 pub mod supervisor;
 pub mod unix_socket;

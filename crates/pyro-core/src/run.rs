@@ -24,8 +24,10 @@ pub struct RunOptions {
     pub mem_mib: u32,
     pub timeout_seconds: u64,
     pub network: bool,
-    /// The command's argv, run directly (no shell).
+    /// The command's argv, run directly (no shell)...
     pub argv: Vec<String>,
+    /// ...or, when set, a string run by `/bin/sh -lc` (`argv` is then ignored).
+    pub shell_command: Option<String>,
     /// Added to the command's environment.
     pub env: BTreeMap<String, String>,
     /// Working directory inside the VM (absolute).
@@ -42,6 +44,7 @@ impl RunOptions {
             timeout_seconds: DEFAULT_TIMEOUT_SECONDS,
             network: false,
             argv,
+            shell_command: None,
             env: BTreeMap::new(),
             cwd: "/".into(),
             output_cap_bytes: DEFAULT_OUTPUT_CAP_BYTES,
@@ -74,7 +77,8 @@ pub struct RunResult {
     pub vm_id: String,
     pub environment: String,
     pub command: String,
-    pub argv: Vec<String>,
+    /// The argv, when the command was one (not a shell string).
+    pub argv: Option<Vec<String>>,
     /// `exit_code`, `signal`, `stdout`, `stderr`, `*_truncated`, `*_bytes`, `timed_out`, `duration_ms`
     /// (measured in the guest).
     #[serde(flatten)]
@@ -100,7 +104,14 @@ pub async fn run(
     mut on_output: Option<OutputSink<'_>>,
     cancel: impl Future<Output = ()>,
 ) -> Result<RunResult> {
-    if options.argv.is_empty() {
+    if options
+        .shell_command
+        .as_deref()
+        .is_some_and(|c| c.trim().is_empty())
+    {
+        return Err(Error::invalid("command must not be empty"));
+    }
+    if options.shell_command.is_none() && options.argv.is_empty() {
         return Err(Error::invalid("a command is required after `--`")
             .with_hint("e.g. pyro run debian:12 -- git --version"));
     }
@@ -133,7 +144,10 @@ pub async fn run(
     let kernel_release = vm.ready.agent.kernel_release.clone();
 
     let request = ExecRequest {
-        command: Command::Argv(options.argv.clone()),
+        command: match &options.shell_command {
+            Some(script) => Command::Shell(script.clone()),
+            None => Command::Argv(options.argv.clone()),
+        },
         cwd: options.cwd.clone(),
         env: options.env.clone(),
         timeout_ms: options.timeout_seconds.saturating_mul(1000),
@@ -170,9 +184,15 @@ pub async fn run(
     Ok(RunResult {
         vm_id: id.clone(),
         environment: options.environment.clone(),
-        command: shlex::try_join(options.argv.iter().map(String::as_str))
-            .unwrap_or_else(|_| options.argv.join(" ")),
-        argv: options.argv.clone(),
+        command: match &options.shell_command {
+            Some(script) => script.clone(),
+            None => shlex::try_join(options.argv.iter().map(String::as_str))
+                .unwrap_or_else(|_| options.argv.join(" ")),
+        },
+        argv: options
+            .shell_command
+            .is_none()
+            .then(|| options.argv.clone()),
         result,
         execution_mode: "guest",
         accelerator: facts.accelerator,

@@ -29,6 +29,12 @@ pub const MKE2FS: Tool = Tool {
     purpose: "creates disk images",
 };
 
+pub const GIT: Tool = Tool {
+    binary: "git",
+    package: "git",
+    purpose: "lists a project's files for project-aware seeding",
+};
+
 /// Everything pyro needs on the host.
 pub const REQUIRED: &[Tool] = &[QEMU, MMDEBSTRAP, MKE2FS];
 

@@ -42,6 +42,8 @@ pub enum Source {
     Directory(PathBuf),
     Tar(PathBuf),
     TarGz(PathBuf),
+    /// The files git would commit in a checkout (and `.git` itself when asked).
+    Project(crate::project::ProjectSeed),
 }
 
 impl Source {
@@ -72,6 +74,7 @@ impl Source {
         match self {
             Source::Directory(_) => "directory",
             Source::Tar(_) | Source::TarGz(_) => "tar_archive",
+            Source::Project(project) => project.mode,
         }
     }
 }
@@ -94,12 +97,46 @@ pub fn build_tar(source: &Source, out: &Path) -> Result<Counts> {
             flate2::read::GzDecoder::new(open(path)?),
             &mut counts,
         )?,
+        Source::Project(project) => add_project(&mut builder, project, &mut counts)?,
     }
     builder
         .into_inner()
         .and_then(|mut w| w.flush())
         .map_err(|e| Error::io("write", out, e))?;
     Ok(counts)
+}
+
+fn add_project<W: Write>(
+    builder: &mut tar::Builder<W>,
+    project: &crate::project::ProjectSeed,
+    counts: &mut Counts,
+) -> Result<()> {
+    let files = crate::project::files(&project.root)?;
+    if files.is_empty() && !project.root.join(".git").exists() {
+        // Not a checkout: everything but `.git`.
+        return add_dir_filtered(builder, &project.root, "", counts, &|name| name != ".git");
+    }
+    for rel in files {
+        let path = project.root.join(&rel);
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        }; // deleted but still tracked
+        if meta.is_dir() {
+            continue; // a submodule
+        }
+        add_entry(builder, &path, &rel, &meta, counts)?;
+    }
+    if project.include_git {
+        let git = project.root.join(".git");
+        if git.is_dir() {
+            counts.add(0)?;
+            builder
+                .append_dir(".git", &git)
+                .map_err(|e| Error::io("archive", &git, e))?;
+            add_dir(builder, &git, ".git", counts)?;
+        }
+    }
+    Ok(())
 }
 
 fn open(path: &Path) -> Result<BufReader<File>> {
@@ -114,45 +151,67 @@ fn add_dir<W: Write>(
     rel: &str,
     counts: &mut Counts,
 ) -> Result<()> {
+    add_dir_filtered(builder, dir, rel, counts, &|_| true)
+}
+
+fn add_dir_filtered<W: Write>(
+    builder: &mut tar::Builder<W>,
+    dir: &Path,
+    rel: &str,
+    counts: &mut Counts,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<()> {
     let mut names: Vec<_> = fs::read_dir(dir)
         .map_err(|e| Error::io("read", dir, e))?
         .filter_map(|e| e.ok())
-        .map(|e| e.file_name())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| keep(name))
         .collect();
     names.sort();
     for name in names {
         let path = dir.join(&name);
         let member = if rel.is_empty() {
-            name.to_string_lossy().into_owned()
+            name
         } else {
-            format!("{rel}/{}", name.to_string_lossy())
+            format!("{rel}/{name}")
         };
         let meta = fs::symlink_metadata(&path).map_err(|e| Error::io("inspect", &path, e))?;
-        let kind = meta.file_type();
-        if kind.is_symlink() {
-            let target = fs::read_link(&path).map_err(|e| Error::io("read link", &path, e))?;
-            if !link_stays_inside(&member, &target.to_string_lossy()) {
-                return Err(Error::invalid(format!(
-                    "symlink {} points outside the seed ({}); workspaces only take links that stay inside",
-                    path.display(),
-                    target.display()
-                )));
-            }
-        } else if !kind.is_dir() && !kind.is_file() {
-            return Err(Error::invalid(format!(
-                "{} is not a file, directory or symlink",
-                path.display()
-            )));
-        }
-        counts.add(if kind.is_file() { meta.len() } else { 0 })?;
-        builder
-            .append_path_with_name(&path, &member)
-            .map_err(|e| Error::io("archive", &path, e))?;
-        if kind.is_dir() {
+        add_entry(builder, &path, &member, &meta, counts)?;
+        if meta.is_dir() {
             add_dir(builder, &path, &member, counts)?;
         }
     }
     Ok(())
+}
+
+/// Adds one file, directory or symlink (which must stay inside), refusing anything else.
+fn add_entry<W: Write>(
+    builder: &mut tar::Builder<W>,
+    path: &Path,
+    member: &str,
+    meta: &fs::Metadata,
+    counts: &mut Counts,
+) -> Result<()> {
+    let kind = meta.file_type();
+    if kind.is_symlink() {
+        let target = fs::read_link(path).map_err(|e| Error::io("read link", path, e))?;
+        if !link_stays_inside(member, &target.to_string_lossy()) {
+            return Err(Error::invalid(format!(
+                "symlink {} points outside the seed ({}); workspaces only take links that stay inside",
+                path.display(),
+                target.display()
+            )));
+        }
+    } else if !kind.is_dir() && !kind.is_file() {
+        return Err(Error::invalid(format!(
+            "{} is not a file, directory or symlink",
+            path.display()
+        )));
+    }
+    counts.add(if kind.is_file() { meta.len() } else { 0 })?;
+    builder
+        .append_path_with_name(path, member)
+        .map_err(|e| Error::io("archive", path, e))
 }
 
 fn copy_members<R: Read, W: Write>(

@@ -45,6 +45,8 @@ pub fn now_ms() -> i64 {
 pub struct CreateOptions {
     pub environment: String,
     pub seed_path: Option<PathBuf>,
+    /// Where to seed from when there is no `seed_path` (project-aware startup).
+    pub project: Option<crate::project::ProjectSeed>,
     pub name: Option<String>,
     pub labels: Vec<(String, String)>,
     pub vcpu_count: u8,
@@ -59,6 +61,7 @@ impl CreateOptions {
         CreateOptions {
             environment: environment.to_string(),
             seed_path: None,
+            project: None,
             name: None,
             labels: Vec::new(),
             vcpu_count: crate::run::DEFAULT_VCPU_COUNT,
@@ -148,11 +151,12 @@ pub async fn create(
     let labels = validate::labels(&options.labels)?;
     let ttl_seconds = validate::ttl_seconds(options.ttl_seconds)?;
     crate::catalog::lookup(&options.environment)?;
-    let source = options
-        .seed_path
-        .as_deref()
-        .map(Source::classify)
-        .transpose()?;
+    // An explicit seed path wins over the server's project.
+    let source = match (&options.seed_path, &options.project) {
+        (Some(path), _) => Some(Source::classify(path)?),
+        (None, Some(project)) => Some(Source::Project(project.clone())),
+        (None, None) => None,
+    };
     let mut db = Db::open(dirs)?;
     if let Some(name) = &name {
         store::ensure_name_free(db.conn(), name, "")?;
@@ -175,7 +179,14 @@ pub async fn create(
         };
         let seed = WorkspaceSeed {
             mode: source.as_ref().map(Source::mode).unwrap_or("empty").to_string(),
-            seed_path: options.seed_path.as_deref().map(|p| absolute(p).display().to_string()),
+            seed_path: match &source {
+                Some(Source::Project(project)) => Some(project.root.display().to_string()),
+                _ => options.seed_path.as_deref().map(|p| absolute(p).display().to_string()),
+            },
+            source: match &source {
+                Some(Source::Project(project)) => Some(project.source.clone()),
+                _ => None,
+            },
             destination: validate::WORKSPACE_ROOT.to_string(),
             entry_count: counts.entry_count,
             bytes_written: counts.bytes_written,

@@ -7,9 +7,12 @@ use serde::{Deserialize, Serialize};
 /// Where `/workspace` came from at create time. The seed is the immutable baseline.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct WorkspaceSeed {
-    /// `empty`, `directory` or `tar_archive`.
+    /// `empty`, `directory`, `tar_archive`, `project` or `repo_url`.
     pub mode: String,
     pub seed_path: Option<String>,
+    /// For `project` and `repo_url`: the directory or URL the seed came from.
+    #[serde(default)]
+    pub source: Option<String>,
     pub destination: String,
     pub entry_count: u64,
     pub bytes_written: u64,

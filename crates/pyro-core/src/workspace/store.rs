@@ -51,6 +51,7 @@ fn from_row(row: &Row) -> rusqlite::Result<Record> {
         seed: serde_json::from_str(&seed).unwrap_or(WorkspaceSeed {
             mode: "empty".into(),
             seed_path: None,
+            source: None,
             destination: validate::WORKSPACE_ROOT.into(),
             entry_count: 0,
             bytes_written: 0,

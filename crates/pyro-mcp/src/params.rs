@@ -1,0 +1,194 @@
+//! Tool arguments. Unknown arguments are refused (the error names the valid ones); defaults match the CLI.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+fn default_environment() -> String {
+    pyro_core::catalog::DEFAULT_ENVIRONMENT.to_string()
+}
+fn default_vcpu() -> u8 {
+    pyro_core::run::DEFAULT_VCPU_COUNT
+}
+fn default_mem() -> u32 {
+    pyro_core::run::DEFAULT_MEM_MIB
+}
+fn default_timeout() -> u64 {
+    pyro_core::run::DEFAULT_TIMEOUT_SECONDS
+}
+fn default_ttl() -> u64 {
+    pyro_core::workspace::validate::DEFAULT_TTL_SECONDS
+}
+fn default_root() -> String {
+    "/workspace".to_string()
+}
+fn default_baseline() -> String {
+    "baseline".to_string()
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmRun {
+    /// Environment to boot, e.g. debian:12 (git), debian:12-base, debian:12-build (compilers, python3).
+    #[serde(default = "default_environment")]
+    pub environment: String,
+    /// Shell command, run with /bin/sh -lc in /.
+    pub command: String,
+    #[serde(default = "default_vcpu")]
+    pub vcpu_count: u8,
+    #[serde(default = "default_mem")]
+    pub mem_mib: u32,
+    /// Kill the command after this many seconds (exit code 124).
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u64,
+    /// Accepted for compatibility; the VM lives only for this call.
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+    /// Outbound networking for the VM.
+    #[serde(default)]
+    pub network: bool,
+    /// Must be false: pyro never runs guest work on the host.
+    #[serde(default)]
+    pub allow_host_compat: bool,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceCreate {
+    #[serde(default = "default_environment")]
+    pub environment: String,
+    /// Host directory or .tar/.tar.gz/.tgz to copy into /workspace. Omit it to copy the current project.
+    #[serde(default)]
+    pub seed_path: Option<String>,
+    /// With the project seed: also copy the .git directory.
+    #[serde(default)]
+    pub include_git: bool,
+    /// A unique name to use instead of the id.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub labels: Option<BTreeMap<String, String>>,
+    #[serde(default = "default_vcpu")]
+    pub vcpu_count: u8,
+    #[serde(default = "default_mem")]
+    pub mem_mib: u32,
+    /// Idle seconds before the workspace is stopped (never deleted).
+    #[serde(default = "default_ttl")]
+    pub ttl_seconds: u64,
+    /// Must be false: pyro never runs guest work on the host.
+    #[serde(default)]
+    pub allow_host_compat: bool,
+    /// `off` (no network device, the default) or `egress` (outbound networking). Only in workspace-full.
+    #[serde(default)]
+    pub network_policy: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoArgs {}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceRef {
+    /// Workspace id or name.
+    pub workspace_id: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceUpdate {
+    pub workspace_id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub clear_name: bool,
+    /// Labels to set.
+    #[serde(default)]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Label keys to remove.
+    #[serde(default)]
+    pub clear_labels: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceExec {
+    pub workspace_id: String,
+    /// Shell command, run with /bin/sh -lc.
+    pub command: String,
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u64,
+    /// Working directory (default /workspace).
+    #[serde(default = "default_root")]
+    pub cwd: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceSyncPush {
+    pub workspace_id: String,
+    /// Host directory or .tar/.tar.gz/.tgz.
+    pub source_path: String,
+    #[serde(default = "default_root")]
+    pub dest: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceFileList {
+    pub workspace_id: String,
+    #[serde(default = "default_root")]
+    pub path: String,
+    #[serde(default)]
+    pub recursive: bool,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceFileRead {
+    pub workspace_id: String,
+    pub path: String,
+    /// At most this many bytes (default 65536); `truncated` says if the file goes on.
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+    /// Start reading here (to continue a truncated read).
+    #[serde(default)]
+    pub offset: u64,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceFileWrite {
+    pub workspace_id: String,
+    pub path: String,
+    /// The whole new content of the file (UTF-8).
+    pub text: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspacePatchApply {
+    pub workspace_id: String,
+    /// A unified diff (git's headers for new, deleted and renamed files are fine).
+    pub patch: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceExport {
+    pub workspace_id: String,
+    /// Path in /workspace.
+    pub path: String,
+    /// Host path to create; it must not exist.
+    pub output_path: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceReset {
+    pub workspace_id: String,
+    /// Only `baseline` exists.
+    #[serde(default = "default_baseline")]
+    pub snapshot: String,
+}
