@@ -5,6 +5,7 @@
 //! parallel runs work, which runs alone.
 
 mod env_cache;
+mod mcp;
 mod run_basics;
 mod run_failures;
 mod support;

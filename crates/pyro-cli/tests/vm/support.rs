@@ -142,15 +142,26 @@ impl Sandbox {
         sandbox
     }
 
+    /// The environment every pyro this sandbox starts gets.
+    pub fn envs(&self) -> Vec<(&'static str, PathBuf)> {
+        vec![
+            ("PYRO_STATE_DIR", self.state.clone()),
+            ("PYRO_CACHE_DIR", self.cache.clone()),
+            ("PYRO_AGENT", agent_bin()),
+        ]
+    }
+
     pub fn pyro(&self) -> Command {
         let mut command = Command::new(pyro_bin());
         command
-            .env("PYRO_STATE_DIR", &self.state)
-            .env("PYRO_CACHE_DIR", &self.cache)
-            .env("PYRO_AGENT", agent_bin())
+            .envs(self.envs())
             .env_remove("PYRO_ACCEL")
             .stdin(Stdio::null());
         command
+    }
+
+    pub fn root(&self) -> &Path {
+        self.root.path()
     }
 
     pub fn output(&self, args: &[&str]) -> Output {

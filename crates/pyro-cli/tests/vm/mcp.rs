@@ -1,0 +1,572 @@
+//! The MCP server, driven by a real MCP client (rmcp), and the chat-host onramp.
+
+use std::fs;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject};
+use rmcp::service::RunningService;
+use rmcp::transport::TokioChildProcess;
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::{json, Value};
+
+use crate::support::{one_vm_slot, pyro_bin, stderr_of, Sandbox};
+
+type Client = RunningService<RoleClient, ()>;
+
+async fn connect(sb: &Sandbox, args: &[&str], cwd: &Path) -> Client {
+    let mut command = tokio::process::Command::new(pyro_bin());
+    command
+        .args(["mcp", "serve"])
+        .args(args)
+        .envs(sb.envs())
+        .current_dir(cwd);
+    let (transport, _) = TokioChildProcess::builder(command)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("pyro mcp serve starts");
+    ().serve(transport).await.expect("the server initializes")
+}
+
+async fn tool_names(sb: &Sandbox, args: &[&str]) -> Vec<String> {
+    let client = connect(sb, args, sb.root()).await;
+    let names = client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    client.cancel().await.unwrap();
+    names
+}
+
+async fn call(client: &Client, tool: &str, args: Value) -> CallToolResult {
+    let args: JsonObject = args.as_object().cloned().unwrap_or_default();
+    client
+        .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args))
+        .await
+        .expect("the call completes")
+}
+
+/// Calls a tool that must succeed and returns its structured result.
+async fn ok(client: &Client, tool: &str, args: Value) -> Value {
+    let result = call(client, tool, args).await;
+    assert_eq!(
+        result.is_error,
+        Some(false),
+        "{tool} failed: {:?}",
+        result.structured_content
+    );
+    result.structured_content.expect("structured content")
+}
+
+/// Calls a tool that must fail and returns its error object.
+async fn tool_error(client: &Client, tool: &str, args: Value) -> Value {
+    let result = call(client, tool, args).await;
+    assert_eq!(
+        result.is_error,
+        Some(true),
+        "{tool} should have failed: {:?}",
+        result.structured_content
+    );
+    result.structured_content.expect("structured content")["error"].clone()
+}
+
+const CORE: &[&str] = &[
+    "vm_run",
+    "workspace_create",
+    "workspace_list",
+    "workspace_update",
+    "workspace_status",
+    "workspace_sync_push",
+    "workspace_exec",
+    "workspace_logs",
+    "workspace_file_list",
+    "workspace_file_read",
+    "workspace_file_write",
+    "workspace_patch_apply",
+    "workspace_diff",
+    "workspace_export",
+    "workspace_reset",
+    "workspace_delete",
+    "workspace_summary",
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn profiles_and_modes_expose_exactly_their_tools() {
+    let sb = Sandbox::new();
+    assert_eq!(
+        tool_names(&sb, &[]).await,
+        CORE,
+        "workspace-core is the default"
+    );
+    assert_eq!(
+        tool_names(&sb, &["--profile", "workspace-core"]).await,
+        CORE
+    );
+    assert_eq!(tool_names(&sb, &["--profile", "vm-run"]).await, ["vm_run"]);
+    let mut full: Vec<&str> = CORE.to_vec();
+    full.extend(["workspace_stop", "workspace_start"]);
+    assert_eq!(
+        tool_names(&sb, &["--profile", "workspace-full"]).await,
+        full
+    );
+    assert_eq!(
+        tool_names(&sb, &["--mode", "repro-fix"]).await,
+        CORE[1..].to_vec()
+    );
+    assert_eq!(
+        tool_names(&sb, &["--mode", "inspect"]).await,
+        [
+            "workspace_create",
+            "workspace_list",
+            "workspace_status",
+            "workspace_file_list",
+            "workspace_file_read",
+            "workspace_exec",
+            "workspace_export",
+            "workspace_summary",
+            "workspace_delete"
+        ]
+    );
+    assert_eq!(
+        tool_names(&sb, &["--mode", "cold-start"]).await,
+        [
+            "workspace_create",
+            "workspace_list",
+            "workspace_status",
+            "workspace_exec",
+            "workspace_logs",
+            "workspace_file_list",
+            "workspace_file_read",
+            "workspace_file_write",
+            "workspace_export",
+            "workspace_summary",
+            "workspace_delete"
+        ]
+    );
+    assert_eq!(
+        tool_names(&sb, &["--mode", "review-eval"]).await,
+        [
+            "workspace_create",
+            "workspace_list",
+            "workspace_status",
+            "workspace_exec",
+            "workspace_logs",
+            "workspace_file_list",
+            "workspace_file_read",
+            "workspace_diff",
+            "workspace_export",
+            "workspace_reset",
+            "workspace_summary",
+            "workspace_delete"
+        ]
+    );
+    let client = connect(&sb, &["--mode", "inspect"], sb.root()).await;
+    let instructions = client
+        .peer_info()
+        .and_then(|i| i.instructions.clone())
+        .unwrap_or_default();
+    assert!(instructions.starts_with("Inspect mode"), "{instructions}");
+    client.cancel().await.unwrap();
+}
+
+#[test]
+fn bad_serve_options_are_refused() {
+    let sb = Sandbox::new();
+    let out = sb.output(&["mcp", "serve", "--profile", "everything"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_of(&out).contains("vm-run, workspace-core, workspace-full"),
+        "{}",
+        stderr_of(&out)
+    );
+    let out = sb.output(&["mcp", "serve", "--mode", "yolo"]);
+    assert!(
+        stderr_of(&out).contains("repro-fix, inspect, cold-start, review-eval"),
+        "{}",
+        stderr_of(&out)
+    );
+    let out = sb.output(&["mcp", "serve", "--profile", "vm-run", "--mode", "inspect"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = sb.output(&["mcp", "serve", "--project-path", "/nonexistent/project"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_of(&out).contains("is not a directory"),
+        "{}",
+        stderr_of(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_tool_arguments_are_tool_errors_and_the_server_survives() {
+    let sb = Sandbox::new();
+    let client = connect(&sb, &["--profile", "workspace-full"], sb.root()).await;
+    let err = tool_error(&client, "workspace_status", json!({})).await;
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("missing field `workspace_id`"),
+        "{err}"
+    );
+    let err = tool_error(&client, "workspace_status", json!({"workspace_id": 5})).await;
+    assert!(
+        err["message"].as_str().unwrap().contains("invalid type"),
+        "{err}"
+    );
+    let err = tool_error(
+        &client,
+        "workspace_file_read",
+        json!({"workspace_id": "x", "path": "a", "colour": "red"}),
+    )
+    .await;
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `colour`"),
+        "{err}"
+    );
+    assert!(
+        err["hint"].as_str().unwrap().contains("max_bytes"),
+        "the hint names the valid arguments: {err}"
+    );
+    let err = tool_error(
+        &client,
+        "vm_run",
+        json!({"command": "true", "allow_host_compat": true}),
+    )
+    .await;
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("never runs guest work on the host"),
+        "{err}"
+    );
+    let err = tool_error(&client, "workspace_status", json!({"workspace_id": "nope"})).await;
+    assert_eq!(err["kind"], "not_found");
+    assert_eq!(
+        ok(&client, "workspace_list", json!({})).await["count"],
+        0,
+        "the server still answers"
+    );
+    client.cancel().await.unwrap();
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repro_fix_through_mcp_seeded_from_the_project() {
+    let _slot = one_vm_slot();
+    let sb = Sandbox::new();
+    let repo = sb.scratch("repo");
+    fs::create_dir_all(repo.join("src")).unwrap();
+    fs::write(
+        repo.join("src/calc.py"),
+        "def add(a, b):\n    return a - b\n",
+    )
+    .unwrap();
+    fs::write(
+        repo.join("check.sh"),
+        "grep -q 'a + b' src/calc.py && echo PASS || { echo FAIL; exit 1; }\n",
+    )
+    .unwrap();
+    fs::write(repo.join(".gitignore"), "build/\n").unwrap();
+    fs::create_dir_all(repo.join("build")).unwrap();
+    fs::write(repo.join("build/artifact"), "ignored").unwrap();
+    git(&repo, &["init", "-q"]);
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-qm", "init"]);
+    fs::write(repo.join("notes.txt"), "untracked but not ignored\n").unwrap();
+
+    // Started in a subdirectory of the checkout, as a chat host would.
+    let client = connect(&sb, &[], &repo.join("src")).await;
+    let ws = ok(&client, "workspace_create", json!({"name": "mcp-fix"})).await;
+    assert_eq!(ws["workspace_seed"]["mode"], "project");
+    assert_eq!(
+        ws["workspace_seed"]["source"],
+        fs::canonicalize(&repo).unwrap().display().to_string()
+    );
+    let id = ws["workspace_id"].as_str().unwrap().to_string();
+    let listing = ok(
+        &client,
+        "workspace_file_list",
+        json!({"workspace_id": id, "recursive": true}),
+    )
+    .await;
+    let paths: Vec<&str> = listing["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "/workspace/.gitignore",
+            "/workspace/check.sh",
+            "/workspace/notes.txt",
+            "/workspace/src",
+            "/workspace/src/calc.py"
+        ]
+    );
+
+    let read = ok(
+        &client,
+        "workspace_file_read",
+        json!({"workspace_id": id, "path": "src/calc.py"}),
+    )
+    .await;
+    assert_eq!(read["content"], "def add(a, b):\n    return a - b\n");
+    let failing = ok(
+        &client,
+        "workspace_exec",
+        json!({"workspace_id": id, "command": "sh check.sh"}),
+    )
+    .await;
+    assert_eq!(
+        (failing["exit_code"].as_i64(), failing["stdout"].as_str()),
+        (Some(1), Some("FAIL\n"))
+    );
+    let patch = "--- a/src/calc.py\n+++ b/src/calc.py\n@@ -1,2 +1,2 @@\n def add(a, b):\n-    return a - b\n+    return a + b\n";
+    ok(
+        &client,
+        "workspace_patch_apply",
+        json!({"workspace_id": id, "patch": patch}),
+    )
+    .await;
+    let passing = ok(
+        &client,
+        "workspace_exec",
+        json!({"workspace_id": "mcp-fix", "command": "sh check.sh"}),
+    )
+    .await;
+    assert_eq!(passing["exit_code"], 0);
+    let diff = ok(&client, "workspace_diff", json!({"workspace_id": id})).await;
+    assert_eq!(diff["summary"]["modified"], 1);
+    let summary = ok(&client, "workspace_summary", json!({"workspace_id": id})).await;
+    assert_eq!(summary["counts"]["commands"], 2);
+    assert_eq!(summary["counts"]["patches"], 1);
+    let reset = ok(&client, "workspace_reset", json!({"workspace_id": id})).await;
+    assert_eq!(reset["reset_count"], 1);
+    assert_eq!(
+        ok(&client, "workspace_diff", json!({"workspace_id": id})).await["changed"],
+        false
+    );
+    let deleted = ok(&client, "workspace_delete", json!({"workspace_id": id})).await;
+    assert_eq!(deleted["deleted"], true);
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn vm_run_through_mcp_and_a_client_that_leaves_mid_call() {
+    let _slot = one_vm_slot();
+    let sb = Sandbox::new();
+    let client = connect(&sb, &["--profile", "vm-run"], sb.root()).await;
+    let result = ok(
+        &client,
+        "vm_run",
+        json!({"command": "echo $((6 * 7)); echo oops >&2; exit 3"}),
+    )
+    .await;
+    assert_eq!(
+        (
+            result["exit_code"].as_i64(),
+            result["stdout"].as_str(),
+            result["stderr"].as_str()
+        ),
+        (Some(3), Some("42\n"), Some("oops\n"))
+    );
+    assert_eq!(result["command"], "echo $((6 * 7)); echo oops >&2; exit 3");
+
+    // A call in flight when the client goes away: its VM must not outlive it.
+    let pending = {
+        let args: JsonObject = json!({"command": "sleep 600"})
+            .as_object()
+            .cloned()
+            .unwrap();
+        let peer = client.peer().clone();
+        tokio::spawn(async move {
+            peer.call_tool(CallToolRequestParams::new("vm_run").with_arguments(args))
+                .await
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while sb.pid_of("qemu-system").is_none() {
+        assert!(Instant::now() < deadline, "the VM never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    client.cancel().await.unwrap();
+    let _ = pending.await;
+    assert_eq!(
+        sb.wait_no_processes(Duration::from_secs(30)),
+        vec![],
+        "no VM, supervisor or server may survive"
+    );
+    assert_eq!(sb.leftover_vms(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repo_url_that_cannot_be_cloned_is_a_tool_error() {
+    let sb = Sandbox::new();
+    let client = connect(
+        &sb,
+        &["--repo-url", "file:///nonexistent/repo.git"],
+        sb.root(),
+    )
+    .await;
+    let err = tool_error(&client, "workspace_create", json!({})).await;
+    assert!(
+        err["message"].as_str().unwrap().contains("cannot clone"),
+        "{err}"
+    );
+    assert_eq!(ok(&client, "workspace_list", json!({})).await["count"], 0);
+    client.cancel().await.unwrap();
+}
+
+#[test]
+fn host_connect_and_repair_keep_everything_else() {
+    let sb = Sandbox::new();
+    let home = sb.scratch("home");
+    let host = |args: &[&str]| {
+        sb.pyro()
+            .env("HOME", &home)
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("CODEX_HOME")
+            .env_remove("CLAUDE_CONFIG_DIR")
+            .env("PATH", "/usr/bin:/bin")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    fs::write(home.join(".claude.json"), r#"{"theme":"dark","mcpServers":{"other":{"type":"stdio","command":"other-server","args":[]}}}"#).unwrap();
+    fs::create_dir_all(home.join(".codex")).unwrap();
+    fs::write(
+        home.join(".codex/config.toml"),
+        "# my settings\nmodel = \"x\"\n\n[mcp_servers.other]\ncommand = \"other-server\"\n",
+    )
+    .unwrap();
+    fs::create_dir_all(home.join(".config/opencode")).unwrap();
+    fs::write(
+        home.join(".config/opencode/opencode.json"),
+        r#"{"mcp":{"other":{"type":"local","command":["other-server"]}}}"#,
+    )
+    .unwrap();
+    fs::create_dir_all(home.join(".cursor")).unwrap();
+    fs::write(
+        home.join(".cursor/mcp.json"),
+        r#"{"mcpServers":{"other":{"command":"other-server"}}}"#,
+    )
+    .unwrap();
+
+    for name in [
+        "claude-code",
+        "codex",
+        "opencode",
+        "cursor",
+        "claude-desktop",
+    ] {
+        let out = host(&["host", "connect", name, "--json"]);
+        assert!(out.status.success(), "{name}: {}", stderr_of(&out));
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["action"], "added", "{name}");
+        let again: Value =
+            serde_json::from_slice(&host(&["host", "connect", name, "--json"]).stdout).unwrap();
+        assert_eq!(again["action"], "unchanged", "{name} is idempotent");
+    }
+    let claude: Value =
+        serde_json::from_str(&fs::read_to_string(home.join(".claude.json")).unwrap()).unwrap();
+    assert_eq!(claude["theme"], "dark");
+    assert_eq!(claude["mcpServers"]["other"]["command"], "other-server");
+    assert_eq!(
+        claude["mcpServers"]["pyro"]["args"],
+        json!(["mcp", "serve"])
+    );
+    let codex = fs::read_to_string(home.join(".codex/config.toml")).unwrap();
+    assert!(
+        codex.starts_with("# my settings\nmodel = \"x\""),
+        "comments are kept: {codex}"
+    );
+    assert!(
+        codex.contains("[mcp_servers.other]") && codex.contains("[mcp_servers.pyro]"),
+        "{codex}"
+    );
+    let opencode: Value = serde_json::from_str(
+        &fs::read_to_string(home.join(".config/opencode/opencode.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(opencode["mcp"]["other"]["command"], json!(["other-server"]));
+    assert_eq!(opencode["mcp"]["pyro"]["type"], "local");
+    assert!(home
+        .join(".config/Claude/claude_desktop_config.json")
+        .exists());
+
+    // A stale entry: connect leaves it alone and says so; repair fixes it; status proves it works.
+    let stale = fs::read_to_string(home.join(".cursor/mcp.json"))
+        .unwrap()
+        .replace(pyro_bin().to_str().unwrap(), "/old/pyro");
+    fs::write(home.join(".cursor/mcp.json"), stale).unwrap();
+    let out = host(&["host", "status", "cursor", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = host(&["host", "connect", "cursor"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_of(&out).contains("pyro host repair cursor"),
+        "{}",
+        stderr_of(&out)
+    );
+    let out = host(&["host", "repair", "cursor", "--mode", "inspect", "--json"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let status: Value = serde_json::from_slice(
+        &host(&["host", "status", "cursor", "--mode", "inspect", "--json"]).stdout,
+    )
+    .unwrap();
+    assert_eq!(status["problems"], json!([]), "{status}");
+    assert_eq!(
+        status["probe"]["tools"].as_array().unwrap().len(),
+        9,
+        "{status}"
+    );
+    let cursor: Value =
+        serde_json::from_str(&fs::read_to_string(home.join(".cursor/mcp.json")).unwrap()).unwrap();
+    assert_eq!(cursor["mcpServers"]["other"]["command"], "other-server");
+    let backups = fs::read_dir(home.join(".cursor"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("pyro-backup"))
+        .count();
+    assert!(backups >= 1);
+
+    // A file that does not parse is refused and left as it was.
+    fs::write(home.join(".claude.json"), "{ not json").unwrap();
+    let out = host(&["host", "repair", "claude-code"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_of(&out).contains(".claude.json is not valid JSON"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert_eq!(
+        fs::read_to_string(home.join(".claude.json")).unwrap(),
+        "{ not json"
+    );
+    let out = host(&["host", "connect", "vim"]);
+    assert!(stderr_of(&out).contains("claude-code, codex, opencode, cursor, claude-desktop"));
+}
