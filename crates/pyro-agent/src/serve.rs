@@ -14,8 +14,9 @@ use crate::{activate, archive, exec, files, log, payload, port, reaper, sys};
 pub async fn serve() -> io::Result<()> {
     reaper::start()?;
     let path = port::find(pyro_proto::AGENT_PORT_NAME, Duration::from_secs(20))?;
-    let io = port::bridge(&path)?;
+    let mut io = port::bridge(&path)?;
     log(&format!("ready on {path} (protocol {PROTOCOL_VERSION})"));
+    wait_for_session(&mut io).await?;
     let mut session = Session::new_server(io, pyro_proto::mux_config());
     while let Some(stream) = session.next().await {
         match stream {
@@ -29,6 +30,31 @@ pub async fn serve() -> io::Result<()> {
         io::ErrorKind::BrokenPipe,
         "the host session ended",
     ))
+}
+
+/// Answers probes until a host asks for a session. A memory snapshot of a ready guest is taken in this
+/// state, so every restore starts its own session from here.
+async fn wait_for_session(io: &mut tokio::io::DuplexStream) -> io::Result<()> {
+    use pyro_proto::preamble::{read_line, PROBE, READY, SESSION, SESSION_OK};
+    loop {
+        let line = read_line(io).await?;
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some(PROBE), Some(nonce)) => {
+                io.write_all(format!("{READY} {nonce} {}\n", sys::boot_id()).as_bytes())
+                    .await?;
+            }
+            (Some(SESSION), Some(nonce)) => {
+                io.write_all(format!("{SESSION_OK} {nonce}\n").as_bytes())
+                    .await?;
+                return Ok(());
+            }
+            _ => log(&format!(
+                "ignored a stray line before the session ({} bytes)",
+                line.len()
+            )),
+        }
+    }
 }
 
 /// The most a single file write, or a batch of them, may carry.

@@ -33,8 +33,14 @@ async fn main() {
     let runs = 15;
     let spawn = || {
         let mut command = tokio::process::Command::new(PYRO);
-        command.args(["mcp", "serve", "--profile", "workspace-core"]).envs(envs.clone());
-        TokioChildProcess::builder(command).stderr(Stdio::null()).spawn().expect("pyro mcp serve").0
+        command
+            .args(["mcp", "serve", "--profile", "workspace-core"])
+            .envs(envs.clone());
+        TokioChildProcess::builder(command)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pyro mcp serve")
+            .0
     };
 
     let mut starts = Vec::new();
@@ -58,21 +64,44 @@ async fn main() {
         .envs(envs.clone())
         .output()
         .expect("workspace create");
-    assert!(create.status.success(), "{}", String::from_utf8_lossy(&create.stderr));
+    assert!(
+        create.status.success(),
+        "{}",
+        String::from_utf8_lossy(&create.stderr)
+    );
     let id = String::from_utf8_lossy(&create.stdout).trim().to_string();
 
     let (mut mcp, mut cli) = (Vec::new(), Vec::new());
     for _ in 0..runs {
-        let args: JsonObject = json!({"workspace_id": id, "command": "true"}).as_object().cloned().unwrap_or_default();
+        let args: JsonObject = json!({"workspace_id": id, "command": "true"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
         let start = Instant::now();
-        let result = client.call_tool(CallToolRequestParams::new("workspace_exec").with_arguments(args)).await.expect("exec");
+        let result = client
+            .call_tool(CallToolRequestParams::new("workspace_exec").with_arguments(args))
+            .await
+            .expect("exec");
         let wall = ms(start);
-        let guest = result.structured_content.as_ref().and_then(|v| v["duration_ms"].as_f64()).unwrap_or(0.0);
+        let guest = result
+            .structured_content
+            .as_ref()
+            .and_then(|v| v["duration_ms"].as_f64())
+            .unwrap_or(0.0);
         mcp.push(wall - guest);
 
         let start = Instant::now();
         let out = std::process::Command::new(PYRO)
-            .args(["workspace", "exec", &id, "--json", "--", "sh", "-lc", "true"])
+            .args([
+                "workspace",
+                "exec",
+                &id,
+                "--json",
+                "--",
+                "sh",
+                "-lc",
+                "true",
+            ])
             .envs(envs.clone())
             .output()
             .expect("cli exec");
@@ -81,13 +110,25 @@ async fn main() {
         cli.push(wall - result["duration_ms"].as_f64().unwrap_or(0.0));
     }
     client.cancel().await.ok();
-    let _ = std::process::Command::new(PYRO).args(["workspace", "delete", &id]).envs(envs.clone()).output();
+    let _ = std::process::Command::new(PYRO)
+        .args(["workspace", "delete", &id])
+        .envs(envs.clone())
+        .output();
 
     let (mcp, cli) = (median(mcp), median(cli));
     println!("runs: {runs} (medians)");
-    println!("server start to ready for initialize     {:7.1} ms", median(starts));
-    println!("tools/list                               {:7.2} ms", median(lists));
+    println!(
+        "server start to ready for initialize     {:7.1} ms",
+        median(starts)
+    );
+    println!(
+        "tools/list                               {:7.2} ms",
+        median(lists)
+    );
     println!("workspace_exec through MCP, overhead     {mcp:7.1} ms  (round trip minus the guest's process time)");
     println!("workspace exec through the CLI, overhead {cli:7.1} ms");
-    println!("MCP adds over the CLI                    {:7.1} ms  (target <= 5 ms)", mcp - cli);
+    println!(
+        "MCP adds over the CLI                    {:7.1} ms  (target <= 5 ms)",
+        mcp - cli
+    );
 }

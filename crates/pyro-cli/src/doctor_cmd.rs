@@ -12,6 +12,9 @@ pub struct DoctorArgs {
     /// Print the report as JSON on stdout
     #[arg(long)]
     json: bool,
+    /// Report this environment's daily-loop readiness: warm, cold or stale (with the fix)
+    #[arg(long)]
+    environment: Option<String>,
 }
 
 pub fn main(args: DoctorArgs) -> ExitCode {
@@ -19,7 +22,10 @@ pub fn main(args: DoctorArgs) -> ExitCode {
         Ok(dirs) => dirs,
         Err(code) => return code,
     };
-    let report = doctor::report(&dirs);
+    let report = match doctor::report(&dirs, args.environment.as_deref()) {
+        Ok(report) => report,
+        Err(err) => return output::fail(&err, args.json, EXIT_FAILURE),
+    };
     if args.json {
         output::print_json(&report);
     } else {
@@ -73,11 +79,24 @@ pub fn main(args: DoctorArgs) -> ExitCode {
             report.cache_dir, report.state_dir, report.debian_mirror
         ));
         for env in &report.environments {
+            let readiness = report.readiness.iter().find(|r| r.environment == env.name);
+            let daily = readiness
+                .map(|r| format!(", {}", r.state))
+                .unwrap_or_default();
             text.push_str(&format!(
-                "Environment:  {:<16} {}\n",
+                "Environment:  {:<16} {}{daily}\n",
                 env.name,
                 env.state.replace('_', " ")
             ));
+        }
+        for r in &report.readiness {
+            text.push_str(&format!(
+                "Daily loop:   {:<16} {}: {}\n",
+                r.environment, r.state, r.reason
+            ));
+            if let Some(fix) = &r.fix {
+                text.push_str(&format!("              fix: {fix}\n"));
+            }
         }
         if report.issues.is_empty() {
             text.push_str("No issues found.\n");

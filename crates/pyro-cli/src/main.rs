@@ -5,6 +5,7 @@ mod env_cmd;
 mod host_cmd;
 mod mcp_cmd;
 mod output;
+mod prepare_cmd;
 mod progress;
 mod run_cmd;
 mod workspace_cmd;
@@ -36,6 +37,8 @@ enum Commands {
     /// List, build, inspect and prune environments
     #[command(subcommand)]
     Env(env_cmd::EnvCommand),
+    /// Warm the daily loop: memory snapshots that make later starts fast
+    Prepare(prepare_cmd::PrepareArgs),
     /// Persistent workspaces: create, exec, files, patch, diff, export, reset, summary
     #[command(subcommand)]
     Workspace(workspace_cmd::WorkspaceCommand),
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         Commands::Run(args) => run_cmd::main(args),
         Commands::Env(command) => env_cmd::main(command),
         Commands::Doctor(args) => doctor_cmd::main(args),
+        Commands::Prepare(args) => prepare_cmd::main(args),
         Commands::Workspace(command) => workspace_cmd::main(command),
         Commands::Mcp(command) => mcp_cmd::main(command),
         Commands::Host(command) => host_cmd::main(command),

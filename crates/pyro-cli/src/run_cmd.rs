@@ -37,6 +37,9 @@ pub struct RunArgs {
     /// Give the guest outbound networking (QEMU user-mode networking; no root needed)
     #[arg(long)]
     network: bool,
+    /// Boot from the kernel even when a warm template exists (for debugging and benchmarks)
+    #[arg(long)]
+    cold: bool,
     /// Print one JSON result on stdout instead of streaming the command's output
     #[arg(long)]
     json: bool,
@@ -57,6 +60,7 @@ pub fn main(args: RunArgs) -> ExitCode {
         network: args.network,
         env: args.env.iter().cloned().collect(),
         cwd: args.cwd.clone(),
+        cold: args.cold,
         ..RunOptions::new(&args.environment, args.command.clone())
     };
     let progress = StderrProgress::new("run");
@@ -79,9 +83,10 @@ pub fn main(args: RunArgs) -> ExitCode {
             } else {
                 output::write_stderr(
                     format!(
-                        "[run] environment={} accelerator={} exit_code={} boot_ms={} exec_ms={} total_ms={}{}\n",
+                        "[run] environment={} accelerator={} boot_mode={} exit_code={} boot_ms={} exec_ms={} total_ms={}{}\n",
                         result.environment,
                         result.accelerator.as_str(),
+                        result.boot_mode,
                         result.result.exit_code,
                         result.boot_ms,
                         result.exec_ms,

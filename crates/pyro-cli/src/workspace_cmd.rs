@@ -29,7 +29,7 @@ pub enum WorkspaceCommand {
     /// Stop a workspace's VM; /workspace and the rest of its disk are kept
     Stop(Target),
     /// Start a stopped workspace again, with its disk as it was
-    Start(Target),
+    Start(StartArgs),
     /// Delete a workspace and everything in it
     Delete(Target),
     /// The activity journal: every operation, with command output
@@ -104,6 +104,9 @@ pub struct CreateArgs {
     /// Give the workspace outbound networking
     #[arg(long)]
     network: bool,
+    /// Boot from the kernel even when a warm template exists
+    #[arg(long)]
+    cold: bool,
     /// Print only the new workspace's id
     #[arg(long, conflicts_with = "json")]
     id_only: bool,
@@ -238,8 +241,21 @@ pub struct ExportArgs {
 }
 
 #[derive(Args)]
+pub struct StartArgs {
+    workspace: String,
+    /// Boot from the kernel even when a warm template exists
+    #[arg(long)]
+    cold: bool,
+    #[command(flatten)]
+    json: Json,
+}
+
+#[derive(Args)]
 pub struct ResetArgs {
     workspace: String,
+    /// Boot from the kernel even when a warm template exists
+    #[arg(long)]
+    cold: bool,
     #[arg(long, default_value = "baseline")]
     snapshot: String,
     #[command(flatten)]
@@ -325,12 +341,12 @@ pub fn main(command: WorkspaceCommand) -> ExitCode {
         WorkspaceCommand::List(j) => (j.json, EXIT_FAILURE),
         WorkspaceCommand::Status(t)
         | WorkspaceCommand::Stop(t)
-        | WorkspaceCommand::Start(t)
         | WorkspaceCommand::Delete(t)
         | WorkspaceCommand::Logs(t)
         | WorkspaceCommand::Diff(t)
         | WorkspaceCommand::Summary(t) => (t.json.json, EXIT_FAILURE),
         WorkspaceCommand::Update(a) => (a.json.json, EXIT_FAILURE),
+        WorkspaceCommand::Start(a) => (a.json.json, EXIT_FAILURE),
         WorkspaceCommand::Exec(a) => (a.json, EXIT_RUN_FAILURE),
         WorkspaceCommand::Sync(SyncCommand::Push { json, .. }) => (json.json, EXIT_FAILURE),
         WorkspaceCommand::File(
@@ -367,6 +383,7 @@ async fn dispatch(
                 mem_mib: args.mem_mib,
                 ttl_seconds: args.ttl_seconds,
                 network: args.network,
+                cold: args.cold,
                 ..CreateOptions::new(&args.environment)
             };
             let progress = StderrProgress::new("workspace-create");
@@ -424,7 +441,7 @@ async fn dispatch(
         WorkspaceCommand::Start(t) => {
             let progress = StderrProgress::new("workspace-start");
             show(
-                &workspace::start(dirs, &t.workspace, &progress).await?,
+                &workspace::start(dirs, &t.workspace, t.cold, &progress).await?,
                 json,
                 |ws| print(describe(ws)),
             );
@@ -632,7 +649,9 @@ async fn dispatch(
         }
         WorkspaceCommand::Reset(args) => {
             let progress = StderrProgress::new("workspace-reset");
-            let result = workspace::reset(dirs, &args.workspace, &args.snapshot, &progress).await?;
+            let result =
+                workspace::reset(dirs, &args.workspace, &args.snapshot, args.cold, &progress)
+                    .await?;
             show(&result, json, |r| {
                 print(describe(&r.workspace));
                 say(format!(

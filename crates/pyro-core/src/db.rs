@@ -40,6 +40,9 @@ const MIGRATIONS: &[&str] = &[
         result TEXT NOT NULL,
         PRIMARY KEY (workspace_id, seq)
     );",
+    // 2: how each workspace's VM last booted.
+    "ALTER TABLE workspaces ADD COLUMN boot_mode TEXT;
+     ALTER TABLE workspaces ADD COLUMN boot_mode_reason TEXT;",
 ];
 
 pub struct Db {

@@ -53,11 +53,17 @@ pub struct DoctorReport {
     pub cache_dir: String,
     pub state_dir: String,
     pub environments: Vec<EnvironmentInfo>,
+    /// Daily-loop readiness (`warm`, `cold`, `stale`) of each built environment, or of the one asked for.
+    pub readiness: Vec<crate::daily::EnvironmentReadiness>,
     /// What is wrong, each with what to do about it.
     pub issues: Vec<String>,
 }
 
-pub fn report(dirs: &Dirs) -> DoctorReport {
+/// The report; with `environment`, readiness is reported for that environment (built or not).
+pub fn report(dirs: &Dirs, environment: Option<&str>) -> crate::Result<DoctorReport> {
+    if let Some(name) = environment {
+        crate::catalog::lookup(name)?;
+    }
     let mut issues = Vec::new();
     let tools: Vec<ToolStatus> = tools::REQUIRED
         .iter()
@@ -115,8 +121,23 @@ pub fn report(dirs: &Dirs) -> DoctorReport {
     if !environments.iter().any(|e| e.installed) {
         issues.push("no environment is built yet: `pyro env pull debian:12` (or the first `pyro run`) builds one".into());
     }
+    let names: Vec<String> = match environment {
+        Some(name) => vec![name.to_string()],
+        None => environments
+            .iter()
+            .filter(|e| e.installed)
+            .map(|e| e.name.clone())
+            .collect(),
+    };
+    let readiness: Vec<crate::daily::EnvironmentReadiness> = names
+        .iter()
+        .filter_map(|n| crate::daily::readiness(dirs, n).ok())
+        .collect();
+    for r in readiness.iter().filter(|r| r.state != "warm") {
+        issues.push(format!("{} is {}: {}", r.environment, r.state, r.reason));
+    }
     let blocking = tools.iter().any(|t| !t.found) || agent.error.is_some();
-    DoctorReport {
+    Ok(DoctorReport {
         ok: !blocking,
         pyro_version: crate::VERSION.into(),
         platform: platform(),
@@ -134,8 +155,9 @@ pub fn report(dirs: &Dirs) -> DoctorReport {
         cache_dir: dirs.cache().display().to_string(),
         state_dir: dirs.state().display().to_string(),
         environments,
+        readiness,
         issues,
-    }
+    })
 }
 
 fn platform() -> Platform {

@@ -13,6 +13,7 @@
 
 pub mod agent_client;
 pub mod catalog;
+pub mod daily;
 pub mod db;
 pub mod doctor;
 pub mod engine;
@@ -26,6 +27,7 @@ pub mod progress;
 pub mod project;
 pub mod run;
 pub mod supervisor;
+pub mod template;
 pub mod unix_socket;
 pub mod vm;
 pub mod workspace;

@@ -33,6 +33,8 @@ pub struct RunOptions {
     /// Working directory inside the VM (absolute).
     pub cwd: String,
     pub output_cap_bytes: u64,
+    /// Boot from the kernel even when a warm template exists.
+    pub cold: bool,
 }
 
 impl RunOptions {
@@ -48,6 +50,7 @@ impl RunOptions {
             env: BTreeMap::new(),
             cwd: "/".into(),
             output_cap_bytes: DEFAULT_OUTPUT_CAP_BYTES,
+            cold: false,
         }
     }
 
@@ -60,6 +63,7 @@ impl RunOptions {
             disk_gib: vm::DEFAULT_DISK_GIB,
             ephemeral: true,
             idle_timeout_seconds: None,
+            cold: self.cold,
         }
     }
 }
@@ -197,9 +201,8 @@ pub async fn run(
         execution_mode: "guest",
         accelerator: facts.accelerator,
         accelerator_reason: facts.accelerator_reason,
-        boot_mode: "cold",
-        boot_mode_reason: "memory snapshots are not built yet: every VM boots from its kernel"
-            .into(),
+        boot_mode: facts.boot_mode,
+        boot_mode_reason: facts.boot_mode_reason,
         boot_ms: facts.boot_ms,
         exec_ms,
         total_ms: started.elapsed().as_millis() as u64,

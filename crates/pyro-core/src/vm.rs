@@ -8,13 +8,14 @@ use pyro_proto::{Activate, ExecRequest, ExecResult, NetworkConfig, OutputStream,
 use serde::Serialize;
 
 use crate::agent_client::{self, AgentCall};
-use crate::engine::VmConfig;
+use crate::engine::{Memory, VmConfig};
 use crate::environment::{self, Installed};
 use crate::host::accel::{self, Accelerator};
 use crate::host::tools;
 use crate::initramfs::{self, Agent};
 use crate::supervisor::protocol::{ReadyInfo, SupervisorEvent};
 use crate::supervisor::{self, OwnerChannel, VmRecord, DATA_DISK, RECORD_FILE};
+use crate::template;
 use crate::{fsutil, Dirs, Error, ErrorKind, Progress, Result};
 
 pub const MIN_VCPUS: u8 = 1;
@@ -38,6 +39,8 @@ pub struct VmOptions {
     pub ephemeral: bool,
     /// Idle seconds after which the supervisor stops the VM (workspaces).
     pub idle_timeout_seconds: Option<u64>,
+    /// Boot from the kernel even when a warm template exists.
+    pub cold: bool,
 }
 
 impl VmOptions {
@@ -64,6 +67,9 @@ impl VmOptions {
 pub struct BootFacts {
     pub accelerator: Accelerator,
     pub accelerator_reason: String,
+    /// `warm` (restored from a template) or `cold` (booted from the kernel).
+    pub boot_mode: &'static str,
+    pub boot_mode_reason: String,
     pub boot_ms: u64,
 }
 
@@ -83,9 +89,15 @@ pub struct Prepared {
     pub environment: Installed,
     pub initramfs: PathBuf,
     pub accelerator: accel::AcceleratorChoice,
+    /// Anonymous memory (a cold boot) or a warm template to restore.
+    pub memory: Memory,
+    /// `warm` or `cold`.
+    pub boot_mode: &'static str,
+    pub boot_mode_reason: String,
 }
 
-/// Pulls the environment if needed and packs the initramfs.
+/// Pulls the environment if needed, packs the initramfs, and picks a warm template when a valid one
+/// exists for this shape (a cold boot otherwise, with the reason).
 pub fn prepare(dirs: &Dirs, options: &VmOptions, progress: &dyn Progress) -> Result<Prepared> {
     options.validate()?;
     crate::catalog::lookup(&options.environment)?;
@@ -103,10 +115,45 @@ pub fn prepare(dirs: &Dirs, options: &VmOptions, progress: &dyn Progress) -> Res
         }
     };
     let initramfs = initramfs::ensure(dirs, &environment, &agent)?;
+    let accelerator = accel::choose();
+    let (memory, boot_mode, boot_mode_reason) = if options.cold {
+        (
+            Memory::Anonymous,
+            "cold",
+            "a cold boot was asked for (--cold)".to_string(),
+        )
+    } else {
+        let key = template::key_for(
+            dirs,
+            &environment,
+            &agent,
+            accelerator.accelerator,
+            options.vcpu_count,
+            options.mem_mib,
+            options.network,
+            options.disk_gib,
+        )?;
+        match template::check(dirs, &key) {
+            template::Readiness::Warm(template) => {
+                let reason = format!(
+                    "restored from template {} (prepared for {})",
+                    key.id(),
+                    key.shape()
+                );
+                (template.memory(), "warm", reason)
+            }
+            template::Readiness::Cold(why) | template::Readiness::Stale(why) => {
+                (Memory::Anonymous, "cold", why)
+            }
+        }
+    };
     Ok(Prepared {
         environment,
         initramfs,
-        accelerator: accel::choose(),
+        accelerator,
+        memory,
+        boot_mode,
+        boot_mode_reason,
     })
 }
 
@@ -149,6 +196,7 @@ async fn start(id: &str, dir: &Path, options: &VmOptions, prepared: Prepared) ->
         initramfs: prepared.initramfs.clone(),
         base_image: prepared.environment.rootfs(),
         data_disk,
+        memory: prepared.memory.clone(),
     };
     let record = VmRecord {
         id: id.to_string(),
@@ -192,6 +240,8 @@ async fn start(id: &str, dir: &Path, options: &VmOptions, prepared: Prepared) ->
     let facts = BootFacts {
         accelerator: prepared.accelerator.accelerator,
         accelerator_reason: prepared.accelerator.reason.clone(),
+        boot_mode: prepared.boot_mode,
+        boot_mode_reason: prepared.boot_mode_reason.clone(),
         boot_ms: ready.boot_ms,
     };
     let vm = Vm {
@@ -236,7 +286,7 @@ fn user_network() -> NetworkConfig {
 }
 
 /// A sparse ext4 file labelled for the agent to find.
-fn make_data_disk(path: &Path, gib: u32) -> Result<()> {
+pub fn make_data_disk(path: &Path, gib: u32) -> Result<()> {
     let mke2fs = tools::MKE2FS.find()?;
     let out = ProcessCommand::new(&mke2fs)
         .args([

@@ -303,6 +303,7 @@ impl PyroServer {
             "workspace_start" => ok(&workspace::start(
                 dirs,
                 &parse::<WorkspaceRef>(name, args)?.workspace_id,
+                false,
                 &Quiet,
             )
             .await?),
@@ -357,7 +358,7 @@ impl PyroServer {
             }
             "workspace_reset" => {
                 let a: WorkspaceReset = parse(name, args)?;
-                ok(&workspace::reset(dirs, &a.workspace_id, &a.snapshot, &Quiet).await?)
+                ok(&workspace::reset(dirs, &a.workspace_id, &a.snapshot, false, &Quiet).await?)
             }
             other => return Err(Error::invalid(format!("unknown tool '{other}'"))),
         })

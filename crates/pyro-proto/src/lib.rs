@@ -12,6 +12,7 @@ pub mod archive_rules;
 pub mod capture;
 pub mod frame;
 pub mod message;
+pub mod preamble;
 
 pub use capture::CappedOutput;
 pub use frame::{

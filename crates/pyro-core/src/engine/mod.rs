@@ -2,6 +2,7 @@
 //! [`Backend`] trait is the seam a Firecracker backend would implement.
 
 mod qemu;
+pub mod qmp;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -36,6 +37,27 @@ pub struct VmConfig {
     pub base_image: PathBuf,
     /// This VM's own writable disk.
     pub data_disk: PathBuf,
+    /// Where guest RAM lives: anonymous memory for a cold boot, or a template's RAM file.
+    #[serde(default)]
+    pub memory: Memory,
+}
+
+/// Guest RAM, and whether the VM starts from a memory snapshot.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Memory {
+    /// Plain anonymous memory: a cold boot.
+    #[default]
+    Anonymous,
+    /// RAM in a shared file: a template being prepared (the file becomes its RAM image).
+    TemplateFile { ram: PathBuf },
+    /// Start from a template: its RAM file mapped copy-on-write, its device state migrated in.
+    Restore {
+        ram: PathBuf,
+        state: PathBuf,
+        /// The data disk size the template was taken with (a different disk is resized after restore).
+        disk_bytes: u64,
+    },
 }
 
 /// An engine: how to start a VM and how to ask it to quit.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::{Backend, VmConfig, AGENT_SOCKET, QMP_SOCKET};
+use super::{Backend, Memory, VmConfig, AGENT_SOCKET, QMP_SOCKET};
 use crate::host::accel::Accelerator;
 use crate::host::tools;
 use crate::{unix_socket, Error, ErrorKind, Result};
@@ -48,9 +48,18 @@ impl Backend for Qemu {
             }
             Ok(text.to_string())
         };
+        let mut machine = format!("microvm,accel={accel},acpi=on");
+        let memory_backend = match &config.memory {
+            Memory::Anonymous => None,
+            Memory::TemplateFile { ram } => Some((path(ram)?, "on")),
+            Memory::Restore { ram, .. } => Some((path(ram)?, "off")),
+        };
+        if memory_backend.is_some() {
+            machine.push_str(",memory-backend=mem");
+        }
         let mut command = Command::new(&self.binary);
         command
-            .args(["-M", &format!("microvm,accel={accel},acpi=on")])
+            .args(["-M", &machine])
             .args(["-smp", &config.vcpu_count.to_string()])
             .args(["-m", &format!("{}M", config.mem_mib)])
             .args([
@@ -102,6 +111,19 @@ impl Backend for Qemu {
                 "-device",
                 "virtio-net-device,netdev=net0",
             ]);
+        }
+        if let Some((ram, share)) = memory_backend {
+            command.args([
+                "-object",
+                &format!(
+                    "memory-backend-file,id=mem,size={}M,mem-path={ram},share={share}",
+                    config.mem_mib
+                ),
+            ]);
+        }
+        if matches!(config.memory, Memory::Restore { .. }) {
+            // The device state arrives over QMP (`migrate-incoming`) before the VM runs.
+            command.args(["-incoming", "defer"]);
         }
         Ok(command)
     }

@@ -21,9 +21,11 @@ use super::protocol::{
 use super::{
     StopRecord, VmRecord, ENGINE_LOG, LOCK, RECORD_FILE, SERIAL_LOG, SOCKET, STOPPED_FILE,
 };
-use crate::engine::{Backend, Qemu, AGENT_SOCKET, QMP_SOCKET};
+use crate::engine::qmp::Qmp;
+use crate::engine::{Backend, Memory, Qemu, AGENT_SOCKET, QMP_SOCKET};
 use crate::fsutil::{self, FileLock};
 use crate::{Error, ErrorKind, Result};
+use serde_json::json;
 
 /// A boot that has not reached the agent by then is a failure, with the serial log attached.
 const BOOT_DEADLINE: Duration = Duration::from_secs(60);
@@ -205,7 +207,14 @@ async fn boot(backend: &Qemu, record: &VmRecord) -> Result<Running> {
         ));
     }
     let handshake = async {
-        let stream = connect_agent_socket().await?;
+        if let Memory::Restore {
+            state, disk_bytes, ..
+        } = &record.config.memory
+        {
+            restore(state, *disk_bytes, &record.config.data_disk).await?;
+        }
+        let mut stream = connect_agent_socket().await?;
+        start_session(&mut stream).await?;
         let mut session = Session::new_client(stream, pyro_proto::mux_config());
         let control = session.control();
         tokio::spawn(async move { while session.next().await.is_some() {} });
@@ -245,6 +254,62 @@ async fn connect_agent_socket() -> Result<UnixStream> {
         match UnixStream::connect(AGENT_SOCKET).await {
             Ok(stream) => return Ok(stream),
             Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
+
+/// Brings a VM started with `-incoming defer` to life: migrates the template's device state in (its RAM
+/// is the mapped template file), fits the data disk, and resumes it.
+async fn restore(state: &Path, template_disk_bytes: u64, data_disk: &Path) -> Result<()> {
+    let mut qmp = Qmp::connect(Path::new(QMP_SOCKET), Duration::from_secs(10)).await?;
+    qmp.execute(
+        "migrate-set-capabilities",
+        json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
+    )
+    .await?;
+    let source = shlex::try_quote(&state.to_string_lossy())
+        .map(|q| q.into_owned())
+        .unwrap_or_default();
+    qmp.execute(
+        "migrate-incoming",
+        json!({"uri": format!("exec:cat {source}")}),
+    )
+    .await?;
+    qmp.wait_for_status(&["paused", "postmigrate"], Duration::from_secs(30))
+        .await?;
+    let disk_bytes = std::fs::metadata(data_disk)
+        .map(|m| m.len())
+        .unwrap_or(template_disk_bytes);
+    if disk_bytes != template_disk_bytes {
+        qmp.execute(
+            "block_resize",
+            json!({"device": "data", "size": disk_bytes}),
+        )
+        .await?;
+    }
+    qmp.execute("cont", json!({})).await?;
+    Ok(())
+}
+
+/// Asks the (ready) agent to start a yamux session on the channel.
+async fn start_session(stream: &mut UnixStream) -> Result<()> {
+    use pyro_proto::preamble::{read_line, SESSION, SESSION_OK};
+    let protocol = |e: std::io::Error| {
+        Error::new(
+            ErrorKind::Protocol,
+            format!("the agent channel failed: {e}"),
+        )
+    };
+    let nonce = fsutil::random_hex(8)?;
+    stream
+        .write_all(format!("{SESSION} {nonce}\n").as_bytes())
+        .await
+        .map_err(protocol)?;
+    loop {
+        let line = read_line(stream).await.map_err(protocol)?;
+        let mut words = line.split_whitespace();
+        if words.next() == Some(SESSION_OK) && words.next() == Some(nonce.as_str()) {
+            return Ok(());
         }
     }
 }

@@ -54,6 +54,8 @@ pub struct CreateOptions {
     pub disk_gib: u32,
     pub ttl_seconds: u64,
     pub network: bool,
+    /// Boot from the kernel even when a warm template exists.
+    pub cold: bool,
 }
 
 impl CreateOptions {
@@ -69,11 +71,12 @@ impl CreateOptions {
             disk_gib: vm::DEFAULT_DISK_GIB,
             ttl_seconds: validate::DEFAULT_TTL_SECONDS,
             network: false,
+            cold: false,
         }
     }
 }
 
-fn vm_options(record: &Record) -> VmOptions {
+fn vm_options(record: &Record, cold: bool) -> VmOptions {
     VmOptions {
         environment: record.environment.clone(),
         vcpu_count: record.vcpu_count,
@@ -82,6 +85,7 @@ fn vm_options(record: &Record) -> VmOptions {
         disk_gib: record.disk_gib,
         ephemeral: false,
         idle_timeout_seconds: Some(record.ttl_seconds),
+        cold,
     }
 }
 
@@ -208,11 +212,13 @@ pub async fn create(
             last_activity_at: created_at,
             reset_count: 0,
             last_reset_at: None,
+            boot_mode: None,
+            boot_mode_reason: None,
         };
-        vm_options(&record).validate()?;
+        vm_options(&record, false).validate()?;
         store::insert(&mut db, &record)?;
-        boot(dirs, &record, true, progress).await?;
-        store::set_state(db.conn(), &id, "started", None)?;
+        let facts = boot(dirs, &record, true, options.cold, progress).await?;
+        store::set_started(db.conn(), &id, facts.boot_mode, &facts.boot_mode_reason)?;
         let params = json!({"environment": record.environment, "seed_path": record.seed.seed_path, "name": record.name,
                             "labels": record.labels, "network": record.network, "ttl_seconds": ttl_seconds});
         let result = json!({"workspace_seed": record.seed});
@@ -236,8 +242,15 @@ fn absolute(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// Boots the workspace's VM; with `fresh`, on a new disk seeded from the baseline.
-async fn boot(dirs: &Dirs, record: &Record, fresh: bool, progress: &dyn Progress) -> Result<()> {
+/// Boots the workspace's VM (warm when a template allows, unless `cold`); with `fresh`, on a new disk
+/// seeded from the baseline.
+async fn boot(
+    dirs: &Dirs,
+    record: &Record,
+    fresh: bool,
+    cold: bool,
+    progress: &dyn Progress,
+) -> Result<vm::BootFacts> {
     let dir = vm_dir(dirs, &record.id);
     if fresh {
         let disk = dir.join(supervisor::DATA_DISK);
@@ -245,11 +258,14 @@ async fn boot(dirs: &Dirs, record: &Record, fresh: bool, progress: &dyn Progress
             std::fs::remove_file(&disk).map_err(|e| Error::io("remove", &disk, e))?;
         }
     }
-    let options = vm_options(record);
+    let options = vm_options(record, cold);
     let prepared = tokio::task::block_in_place(|| vm::prepare(dirs, &options, progress))?;
     progress.phase("booting the VM");
     // The VM outlives this process: dropping the handle leaves it to its supervisor.
-    drop(vm::boot(&record.id, &dir, &options, prepared).await?);
+    let facts = vm::boot(&record.id, &dir, &options, prepared)
+        .await?
+        .facts
+        .clone();
     progress.finish();
     if fresh {
         let mut call = AgentCall::start(
@@ -266,7 +282,7 @@ async fn boot(dirs: &Dirs, record: &Record, fresh: bool, progress: &dyn Progress
             other => return Err(agent_client::unexpected(other)),
         }
     }
-    Ok(())
+    Ok(facts)
 }
 
 /// Journals a lifecycle operation and returns the workspace's view.
@@ -276,7 +292,12 @@ fn finish(db: &mut Db, id: &str, kind: &str, timer: journal::Timer) -> Result<Wo
     store::view(db.conn(), &record)
 }
 
-pub async fn start(dirs: &Dirs, reference: &str, progress: &dyn Progress) -> Result<Workspace> {
+pub async fn start(
+    dirs: &Dirs,
+    reference: &str,
+    cold: bool,
+    progress: &dyn Progress,
+) -> Result<Workspace> {
     let mut db = Db::open(dirs)?;
     let record = store::resolve(db.conn(), reference)?;
     let _lock = lifecycle_lock(dirs, &record.id)?;
@@ -285,8 +306,13 @@ pub async fn start(dirs: &Dirs, reference: &str, progress: &dyn Progress) -> Res
         return store::view(db.conn(), &record);
     }
     let timer = journal::Timer::start();
-    boot(dirs, &record, false, progress).await?;
-    store::set_state(db.conn(), &record.id, "started", None)?;
+    let facts = boot(dirs, &record, false, cold, progress).await?;
+    store::set_started(
+        db.conn(),
+        &record.id,
+        facts.boot_mode,
+        &facts.boot_mode_reason,
+    )?;
     finish(&mut db, &record.id, "start", timer)
 }
 
@@ -328,6 +354,7 @@ pub async fn reset(
     dirs: &Dirs,
     reference: &str,
     snapshot: &str,
+    cold: bool,
     progress: &dyn Progress,
 ) -> Result<ResetResult> {
     if snapshot != "baseline" {
@@ -342,8 +369,13 @@ pub async fn reset(
     let timer = journal::Timer::start();
     vm::stop(&vm_dir(dirs, &record.id), "reset").await?;
     store::set_state(db.conn(), &record.id, "stopped", Some("being reset"))?;
-    boot(dirs, &record, true, progress).await?;
-    store::set_state(db.conn(), &record.id, "started", None)?;
+    let facts = boot(dirs, &record, true, cold, progress).await?;
+    store::set_started(
+        db.conn(),
+        &record.id,
+        facts.boot_mode,
+        &facts.boot_mode_reason,
+    )?;
     store::mark_reset(db.conn(), &record.id, timer.started_at_ms())?;
     let info = ResetInfo {
         snapshot_name: "baseline".into(),

@@ -59,6 +59,9 @@ pub struct Workspace {
     pub last_reset_at: Option<f64>,
     pub service_count: u64,
     pub running_service_count: u64,
+    /// How the VM last booted: `warm` (restored from a template) or `cold`, and why.
+    pub boot_mode: Option<String>,
+    pub boot_mode_reason: Option<String>,
 }
 
 /// One recorded operation.

@@ -28,10 +28,12 @@ pub struct Record {
     pub last_activity_at: i64,
     pub reset_count: u64,
     pub last_reset_at: Option<i64>,
+    pub boot_mode: Option<String>,
+    pub boot_mode_reason: Option<String>,
 }
 
 const COLUMNS: &str = "id, name, environment, vcpu_count, mem_mib, disk_gib, network, ttl_seconds, state, stop_reason, \
-                       labels, seed, created_at, last_activity_at, reset_count, last_reset_at";
+                       labels, seed, created_at, last_activity_at, reset_count, last_reset_at, boot_mode, boot_mode_reason";
 
 fn from_row(row: &Row) -> rusqlite::Result<Record> {
     let labels: String = row.get(10)?;
@@ -60,6 +62,8 @@ fn from_row(row: &Row) -> rusqlite::Result<Record> {
         last_activity_at: row.get(13)?,
         reset_count: row.get::<_, i64>(14)?.max(0) as u64,
         last_reset_at: row.get(15)?,
+        boot_mode: row.get(16)?,
+        boot_mode_reason: row.get(17)?,
     })
 }
 
@@ -69,7 +73,7 @@ pub fn insert(db: &mut Db, record: &Record) -> Result<()> {
             ensure_name_free(tx, name, &record.id)?;
         }
         tx.execute(
-            &format!("INSERT INTO workspaces ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
+            &format!("INSERT INTO workspaces ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"),
             params![
                 record.id,
                 record.name,
@@ -87,6 +91,8 @@ pub fn insert(db: &mut Db, record: &Record) -> Result<()> {
                 record.last_activity_at,
                 record.reset_count as i64,
                 record.last_reset_at,
+                record.boot_mode,
+                record.boot_mode_reason,
             ],
         )
         .map_err(sql_error)?;
@@ -183,6 +189,16 @@ pub fn set_state(
     conn.execute(
         "UPDATE workspaces SET state = ?2, stop_reason = ?3 WHERE id = ?1",
         params![id, state, stop_reason],
+    )
+    .map_err(sql_error)?;
+    Ok(())
+}
+
+/// Records how the VM last booted (and that it is started).
+pub fn set_started(conn: &Connection, id: &str, boot_mode: &str, reason: &str) -> Result<()> {
+    conn.execute(
+        "UPDATE workspaces SET state = 'started', stop_reason = NULL, boot_mode = ?2, boot_mode_reason = ?3 WHERE id = ?1",
+        params![id, boot_mode, reason],
     )
     .map_err(sql_error)?;
     Ok(())
@@ -298,5 +314,7 @@ pub fn view(conn: &Connection, record: &Record) -> Result<Workspace> {
         last_reset_at: record.last_reset_at.map(seconds),
         service_count: 0,
         running_service_count: 0,
+        boot_mode: record.boot_mode.clone(),
+        boot_mode_reason: record.boot_mode_reason.clone(),
     })
 }
