@@ -119,7 +119,7 @@ impl Template {
 /// What a VM of one shape would boot from.
 #[derive(Debug, Clone)]
 pub enum Readiness {
-    Warm(Template),
+    Warm(Box<Template>),
     /// Never prepared (or not built).
     Cold(String),
     /// Prepared, but something it depends on changed or its files are damaged.
@@ -246,7 +246,7 @@ pub fn check(dirs: &Dirs, key: &TemplateKey) -> Readiness {
     let dir = template_dir(dirs, key);
     if let Some(manifest) = read_manifest(&dir) {
         return match verify(&dir, &manifest) {
-            Ok(()) => Readiness::Warm(Template { dir, manifest }),
+            Ok(()) => Readiness::Warm(Box::new(Template { dir, manifest })),
             Err(why) => Readiness::Stale(format!("{why}; run `{} --force`", key.prepare_command())),
         };
     }
