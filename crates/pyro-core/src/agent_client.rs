@@ -29,7 +29,12 @@ fn lost(err: std::io::Error) -> Error {
 impl AgentCall {
     /// Opens a stream to the agent of the VM in `vm_dir` and sends `request`.
     pub async fn start(vm_dir: &Path, request: &Request) -> Result<AgentCall> {
-        let mut stream = connect(vm_dir).await?;
+        Self::start_as(vm_dir, request, Purpose::Activity).await
+    }
+
+    /// Like [`AgentCall::start`], saying whether the call counts as activity.
+    pub async fn start_as(vm_dir: &Path, request: &Request, purpose: Purpose) -> Result<AgentCall> {
+        let mut stream = connect(vm_dir, purpose).await?;
         write_message(&mut stream, request).await.map_err(lost)?;
         Ok(AgentCall { stream })
     }
@@ -120,11 +125,22 @@ impl AgentCall {
 
 /// Sends `request` and returns the reply (no payloads either way).
 pub async fn call(vm_dir: &Path, request: &Request) -> Result<Reply> {
-    AgentCall::start(vm_dir, request)
+    call_as(vm_dir, request, Purpose::Activity).await
+}
+
+pub async fn call_as(vm_dir: &Path, request: &Request, purpose: Purpose) -> Result<Reply> {
+    AgentCall::start_as(vm_dir, request, purpose)
         .await?
         .collect(0)
         .await
         .map(|(reply, _)| reply)
+}
+
+/// Whether a call is work in the VM (it keeps the VM from idling out) or only reads for pyro's records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Activity,
+    Inspection,
 }
 
 /// An unexpected reply kind, as an error.
@@ -136,8 +152,12 @@ pub fn unexpected(reply: Reply) -> Error {
 }
 
 /// Opens a new agent stream through the supervisor of the VM in `vm_dir`.
-pub async fn connect(vm_dir: &Path) -> Result<UnixStream> {
-    match supervisor::open(vm_dir, &ClientRequest::Agent).await? {
+pub async fn connect(vm_dir: &Path, purpose: Purpose) -> Result<UnixStream> {
+    let request = match purpose {
+        Purpose::Activity => ClientRequest::Agent,
+        Purpose::Inspection => ClientRequest::Inspect,
+    };
+    match supervisor::open(vm_dir, &request).await? {
         (stream, ClientReply::Attached) => Ok(stream),
         (_, ClientReply::Error { message }) => Err(Error::new(ErrorKind::Engine, message)),
         (_, other) => Err(Error::new(

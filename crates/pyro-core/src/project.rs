@@ -94,10 +94,11 @@ fn git_binary() -> Result<PathBuf> {
     crate::host::tools::GIT.find()
 }
 
-/// The files git would commit (tracked, plus untracked files not ignored), relative to `root`. A directory
-/// that is not a git checkout yields every file except `.git`.
+/// The files git would commit (tracked, plus untracked files not ignored), relative to `root`. For a
+/// directory outside any checkout the list is empty, and the caller copies everything but `.git`.
 pub fn files(root: &Path) -> Result<Vec<String>> {
-    if !root.join(".git").exists() {
+    // Inside a checkout (at its root or below), git lists the files relative to `root`.
+    if detect(root).is_none() {
         return Ok(Vec::new());
     }
     let git = git_binary()?;

@@ -108,8 +108,14 @@ impl PyroServer {
         self.inner.selection.tools.contains(&"workspace_stop")
     }
 
+    /// `network_policy` is offered by workspace-full and by the modes that allow a network.
+    fn offers_network(&self) -> bool {
+        !self.inner.selection.network_off
+            && (self.full() || self.inner.selection.label.starts_with("mode"))
+    }
+
     fn tool(&self, def: &ToolDef) -> Tool {
-        let schema = if def.name == "workspace_create" && self.full() {
+        let schema = if def.name == "workspace_create" && self.offers_network() {
             schema::<WorkspaceCreate>()
         } else {
             (def.schema)()
@@ -226,11 +232,12 @@ impl PyroServer {
                 no_host_compat(a.allow_host_compat)?;
                 let network = match a.network_policy.as_deref() {
                     None | Some("off") => false,
-                    Some("egress") if self.full() && !network_off => true,
+                    Some("egress") if self.offers_network() => true,
                     Some("egress") => {
-                        return Err(Error::invalid(
-                            "network_policy is only available in the workspace-full profile",
-                        ))
+                        return Err(Error::invalid(format!(
+                            "this server ({}) gives workspaces no network",
+                            self.inner.selection.label
+                        )))
                     }
                     Some(other) => {
                         return Err(Error::invalid(format!(

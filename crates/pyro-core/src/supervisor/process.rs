@@ -394,7 +394,8 @@ async fn serve_client(
         _ => return,
     };
     match request {
-        ClientRequest::Agent => {
+        ClientRequest::Agent | ClientRequest::Inspect => {
+            let counts_as_activity = matches!(request, ClientRequest::Agent);
             let mut agent = match control.clone().open_stream().await {
                 Ok(agent) => agent,
                 Err(err) => {
@@ -409,7 +410,7 @@ async fn serve_client(
                 }
             };
             // An operation in progress keeps the VM alive; idle time counts from its end.
-            let _busy = activity.begin();
+            let _busy = counts_as_activity.then(|| activity.begin());
             if write_message(&mut stream, &ClientReply::Attached)
                 .await
                 .is_ok()

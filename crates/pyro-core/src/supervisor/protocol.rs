@@ -11,6 +11,8 @@ pub enum ClientRequest {
     /// Carry this connection to the agent as a new stream; after the `attached` reply the connection is
     /// a raw agent stream.
     Agent,
+    /// Like `Agent`, for reading only: not counted as activity (the idle TTL keeps running).
+    Inspect,
     /// Report the VM's state.
     Status,
     /// Power the VM off and clean up.

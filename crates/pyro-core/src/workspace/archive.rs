@@ -112,7 +112,7 @@ fn add_project<W: Write>(
     counts: &mut Counts,
 ) -> Result<()> {
     let files = crate::project::files(&project.root)?;
-    if files.is_empty() && !project.root.join(".git").exists() {
+    if files.is_empty() && crate::project::detect(&project.root).is_none() {
         // Not a checkout: everything but `.git`.
         return add_dir_filtered(builder, &project.root, "", counts, &|name| name != ".git");
     }

@@ -19,7 +19,7 @@ use super::lifecycle::{now_ms, workspace_dir, BASELINE};
 use super::ops::started;
 use super::store;
 use super::validate::WORKSPACE_ROOT;
-use crate::agent_client::{self, AgentCall};
+use crate::agent_client::{self, AgentCall, Purpose};
 use crate::{fsutil, Dirs, Error, ErrorKind, Result};
 
 /// Files larger than this are summarised, not patched.
@@ -67,6 +67,11 @@ pub struct DiffResult {
 }
 
 pub async fn diff(dirs: &Dirs, reference: &str) -> Result<DiffResult> {
+    diff_as(dirs, reference, Purpose::Activity).await
+}
+
+/// The diff; with `Purpose::Inspection` (for `summary`) it is not activity.
+pub async fn diff_as(dirs: &Dirs, reference: &str, purpose: Purpose) -> Result<DiffResult> {
     let (db, record, dir) = started(dirs, reference, "diff")?;
     let wdir = workspace_dir(dirs, &record.id);
     let baseline_path = wdir.join(BASELINE);
@@ -75,7 +80,7 @@ pub async fn diff(dirs: &Dirs, reference: &str) -> Result<DiffResult> {
         path: WORKSPACE_ROOT.into(),
         max_entries: MAX_MANIFEST_ENTRIES,
     };
-    let live = match agent_client::call(&dir, &request).await? {
+    let live = match agent_client::call_as(&dir, &request, purpose).await? {
         Reply::Manifest(manifest) => manifest,
         other => return Err(agent_client::unexpected(other)),
     };
@@ -112,7 +117,9 @@ pub async fn diff(dirs: &Dirs, reference: &str) -> Result<DiffResult> {
             .and_then(|_| old_contents.get(&change.path))
             .and_then(|b| text(b));
         let new_bytes = match &change.new {
-            Some(entry) if is_small_file(entry) => Some(read_live(&dir, &change.path).await?),
+            Some(entry) if is_small_file(entry) => {
+                Some(read_live(&dir, &change.path, purpose).await?)
+            }
             _ => None,
         };
         let new_text = new_bytes.as_deref().and_then(text);
@@ -134,7 +141,9 @@ pub async fn diff(dirs: &Dirs, reference: &str) -> Result<DiffResult> {
         summary.lines_removed += entry.lines_removed;
         entries.push(entry);
     }
-    store::touch(db.conn(), &record.id, now_ms())?;
+    if purpose == Purpose::Activity {
+        store::touch(db.conn(), &record.id, now_ms())?;
+    }
     Ok(DiffResult {
         workspace_id: record.id,
         base: "baseline".into(),
@@ -305,13 +314,13 @@ fn render(
     entry
 }
 
-async fn read_live(dir: &Path, rel: &str) -> Result<Vec<u8>> {
+async fn read_live(dir: &Path, rel: &str, purpose: Purpose) -> Result<Vec<u8>> {
     let request = Request::ReadFile {
         path: format!("{WORKSPACE_ROOT}/{rel}"),
         offset: 0,
         max_bytes: MAX_PATCH_FILE_BYTES,
     };
-    let (reply, bytes) = AgentCall::start(dir, &request)
+    let (reply, bytes) = AgentCall::start_as(dir, &request, purpose)
         .await?
         .collect(MAX_PATCH_FILE_BYTES)
         .await?;

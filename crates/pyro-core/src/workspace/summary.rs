@@ -159,7 +159,10 @@ pub async fn summary(dirs: &Dirs, reference: &str) -> Result<SummaryResult> {
         });
     }
     let (changes, changes_note) = if record.state == "started" {
-        let diff = diff::diff(dirs, &record.id).await?;
+        // Reading for the summary is not activity: it neither moves the workspace up the list nor
+        // postpones its idle stop.
+        let diff =
+            diff::diff_as(dirs, &record.id, crate::agent_client::Purpose::Inspection).await?;
         let files = diff
             .entries
             .iter()
