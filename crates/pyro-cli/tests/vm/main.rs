@@ -4,6 +4,7 @@
 //! gets the pull lock first). At most two VMs boot at once, except in the test that proves four
 //! parallel runs work, which runs alone.
 
+mod daily;
 mod env_cache;
 mod mcp;
 mod run_basics;

@@ -1,0 +1,392 @@
+//! The daily loop: prepare, warm restores that are each VM's own, readiness, and damaged templates.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use crate::support::{agent_bin, all_vm_slots, one_vm_slot, shared_cache, Sandbox};
+
+/// Prepares the shared cache (idempotent) and returns the network-off template's manifest.
+fn prepared(sb: &Sandbox) -> Value {
+    let result = sb.ok(&["prepare", "debian:12"]);
+    let templates = result["templates"].as_array().unwrap();
+    assert_eq!(templates.len(), 2, "network off and on: {result}");
+    templates
+        .iter()
+        .find(|t| t["manifest"]["key"]["network"] == false)
+        .unwrap()["manifest"]
+        .clone()
+}
+
+fn now_seconds() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+#[test]
+fn prepare_is_idempotent_and_doctor_says_warm() {
+    let _slot = one_vm_slot();
+    let sb = Sandbox::new();
+    prepared(&sb);
+    let again = sb.ok(&["prepare", "debian:12"]);
+    assert!(
+        again["templates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["action"] == "unchanged"),
+        "{again}"
+    );
+    let doctor = sb.ok(&["doctor", "--environment", "debian:12"]);
+    assert_eq!(doctor["readiness"][0]["state"], "warm", "{doctor}");
+    let err = sb.fails(&["prepare", "debian:13"], 1);
+    assert_eq!(err["kind"], "unknown_environment");
+}
+
+#[test]
+fn restored_guests_are_distinct_and_on_time() {
+    let _slots = all_vm_slots();
+    let sb = Sandbox::new();
+    let manifest = prepared(&sb);
+    // The clock check needs a template old enough for a stale clock to show.
+    let age = now_seconds() - manifest["created_at_unix_ms"].as_f64().unwrap() / 1000.0;
+    if age < 10.0 {
+        std::thread::sleep(Duration::from_secs_f64(10.0 - age));
+    }
+    let script = "head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; cat /proc/sys/kernel/random/uuid; \
+                  hostname; cat /etc/machine-id; cat /proc/sys/kernel/random/boot_id; date +%s.%N";
+    let children: Vec<_> = (0..2)
+        .map(|_| sb.spawn(&["run", "debian:12", "--json", "--", "sh", "-c", script]))
+        .collect();
+    let mut seen: Vec<Vec<String>> = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let host_now = now_seconds();
+        let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(result["boot_mode"], "warm", "{result}");
+        let lines: Vec<String> = result["stdout"]
+            .as_str()
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        assert_eq!(lines.len(), 6, "{result}");
+        // Independent proof of the restore: the guest booted once, when the template was made.
+        assert_eq!(lines[4], manifest["boot_id"].as_str().unwrap());
+        let guest_now: f64 = lines[5].parse().unwrap();
+        assert!(
+            (host_now - guest_now).abs() < 2.0 + result["exec_ms"].as_f64().unwrap() / 1000.0,
+            "guest clock {guest_now}, host {host_now}"
+        );
+        seen.push(lines);
+    }
+    for field in 0..4 {
+        assert_ne!(
+            seen[0][field], seen[1][field],
+            "field {field} must differ between restores"
+        );
+    }
+}
+
+#[test]
+fn warm_workspaces_are_isolated_from_each_other_and_from_their_resets() {
+    let _slots = all_vm_slots();
+    let sb = Sandbox::new();
+    prepared(&sb);
+    let a = sb.ok(&["workspace", "create", "--name", "a"]);
+    let b = sb.ok(&["workspace", "create", "--name", "b"]);
+    assert_eq!(
+        (a["boot_mode"].as_str(), b["boot_mode"].as_str()),
+        (Some("warm"), Some("warm"))
+    );
+    sb.ok(&[
+        "workspace",
+        "file",
+        "write",
+        "a",
+        "secret.txt",
+        "--text",
+        "only a",
+    ]);
+    let (listing, _) = sb.exec("b", &["sh", "-c", "ls /workspace; ls /tmp"]);
+    assert_eq!(listing["stdout"], "", "{listing}");
+    sb.exec("a", &["sh", "-c", "echo x > /root/outside"]);
+    let reset = sb.ok(&["workspace", "reset", "a"]);
+    assert_eq!(reset["boot_mode"], "warm", "{reset}");
+    let (after, _) = sb.exec("a", &["sh", "-c", "ls /workspace; ls /root"]);
+    assert_eq!(
+        after["stdout"], "",
+        "a reset leaves nothing behind: {after}"
+    );
+    let started = sb.ok(&["workspace", "stop", "b"]);
+    assert_eq!(started["state"], "stopped");
+    assert_eq!(sb.ok(&["workspace", "start", "b"])["boot_mode"], "warm");
+    assert_eq!(sb.ok(&["workspace", "start", "b"])["state"], "started");
+    let cold = sb.ok(&["workspace", "reset", "b", "--cold"]);
+    assert_eq!(cold["boot_mode"], "cold");
+    sb.ok(&["workspace", "delete", "a"]);
+    sb.ok(&["workspace", "delete", "b"]);
+}
+
+/// A sandbox with its own cache: the shared environment hard-linked, the templates copied.
+fn private_cache_copy(sb: &Sandbox) -> PathBuf {
+    let cache = sb.root().join("cache");
+    fs::create_dir_all(&cache).unwrap();
+    let shared = shared_cache();
+    let link = std::process::Command::new("cp")
+        .args(["-al"])
+        .arg(shared.join("environments"))
+        .arg(&cache)
+        .status()
+        .unwrap();
+    assert!(link.success());
+    let copy = std::process::Command::new("cp")
+        .args(["-a", "--sparse=always"])
+        .arg(shared.join("templates"))
+        .arg(&cache)
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    cache
+}
+
+fn run_reason(sb: &Sandbox, cache: &Path, agent: &Path) -> Value {
+    let out = sb
+        .pyro()
+        .env("PYRO_CACHE_DIR", cache)
+        .env("PYRO_AGENT", agent)
+        .args(["run", "debian:12", "--json", "--", "true"])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn readiness(sb: &Sandbox, cache: &Path, agent: &Path) -> Value {
+    let out = sb
+        .pyro()
+        .env("PYRO_CACHE_DIR", cache)
+        .env("PYRO_AGENT", agent)
+        .args(["doctor", "--environment", "debian:12", "--json"])
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    report["readiness"][0].clone()
+}
+
+#[test]
+fn stale_damaged_or_missing_templates_are_never_restored() {
+    let _slot = one_vm_slot();
+    let sb = Sandbox::new();
+    prepared(&sb);
+    let cache = private_cache_copy(&sb);
+    let agent = agent_bin();
+    assert_eq!(readiness(&sb, &cache, &agent)["state"], "warm");
+
+    // A new guest agent makes every template stale.
+    let new_agent = sb.root().join("pyro-agent");
+    let mut bytes = fs::read(&agent).unwrap();
+    bytes.push(0);
+    fs::write(&new_agent, bytes).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&new_agent, fs::Permissions::from_mode(0o755)).unwrap();
+    let stale = readiness(&sb, &cache, &new_agent);
+    assert_eq!(stale["state"], "stale", "{stale}");
+    assert!(
+        stale["reason"]
+            .as_str()
+            .unwrap()
+            .contains("guest agent changed"),
+        "{stale}"
+    );
+    let run = run_reason(&sb, &cache, &new_agent);
+    assert_eq!(
+        (run["boot_mode"].as_str(), run["exit_code"].as_i64()),
+        (Some("cold"), Some(0)),
+        "{run}"
+    );
+    assert!(
+        run["boot_mode_reason"]
+            .as_str()
+            .unwrap()
+            .contains("guest agent changed"),
+        "{run}"
+    );
+
+    // One flipped byte in the middle of the RAM image is caught by its digest.
+    let template = fs::read_dir(cache.join("templates"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            fs::read_to_string(p.join("template.json"))
+                .is_ok_and(|t| t.contains("\"network\": false"))
+        })
+        .unwrap();
+    let ram = template.join("ram");
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&ram)
+        .unwrap();
+    let middle = file.metadata().unwrap().len() / 2;
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut byte = [0u8; 1];
+    file.seek(SeekFrom::Start(middle)).unwrap();
+    file.read_exact(&mut byte).unwrap();
+    file.seek(SeekFrom::Start(middle)).unwrap();
+    file.write_all(&[byte[0] ^ 0xff]).unwrap();
+    drop(file);
+    let damaged = readiness(&sb, &cache, &agent);
+    assert_eq!(damaged["state"], "stale", "{damaged}");
+    assert!(
+        damaged["reason"].as_str().unwrap().contains("damaged"),
+        "{damaged}"
+    );
+    let run = run_reason(&sb, &cache, &agent);
+    assert_eq!(
+        (run["boot_mode"].as_str(), run["exit_code"].as_i64()),
+        (Some("cold"), Some(0)),
+        "{run}"
+    );
+
+    // Templates deleted by hand: cold, and everything still works.
+    fs::remove_dir_all(cache.join("templates")).unwrap();
+    assert_eq!(readiness(&sb, &cache, &agent)["state"], "cold");
+    let run = run_reason(&sb, &cache, &agent);
+    assert_eq!(
+        (run["boot_mode"].as_str(), run["exit_code"].as_i64()),
+        (Some("cold"), Some(0)),
+        "{run}"
+    );
+}
+
+#[test]
+fn two_prepares_at_once_make_one_set_of_templates() {
+    let _slots = all_vm_slots();
+    let sb = Sandbox::new();
+    prepared(&sb);
+    let cache = private_cache_copy(&sb);
+    fs::remove_dir_all(cache.join("templates")).unwrap();
+    let spawn = || {
+        sb.pyro()
+            .env("PYRO_CACHE_DIR", &cache)
+            .args(["prepare", "--json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let (first, second) = (spawn(), spawn());
+    let outputs = [
+        first.wait_with_output().unwrap(),
+        second.wait_with_output().unwrap(),
+    ];
+    let mut actions = Vec::new();
+    for out in &outputs {
+        assert!(out.status.success());
+        let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+        actions.extend(
+            result["templates"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["action"].as_str().unwrap().to_string()),
+        );
+    }
+    actions.sort();
+    assert_eq!(actions, ["created", "created", "unchanged", "unchanged"]);
+    let templates: Vec<_> = fs::read_dir(cache.join("templates"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .collect();
+    assert_eq!(templates.len(), 2, "no torn or duplicate template");
+}
+
+#[test]
+fn not_enough_disk_is_a_clear_error_that_leaves_nothing() {
+    let _slot = one_vm_slot();
+    let sb = Sandbox::new();
+    prepared(&sb);
+    let env_bytes: u64 = fs::read_dir(shared_cache().join("environments/debian-12"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .sum::<u64>()
+        + (64 << 20);
+    let cache = sb.root().join("small-cache");
+    fs::create_dir_all(&cache).unwrap();
+    let size = format!("size={}k", (env_bytes + (200 << 20)) / 1024);
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &size, "pyro-test"])
+        .arg(&cache)
+        .status()
+        .unwrap();
+    assert!(
+        mounted.success(),
+        "this test mounts a small tmpfs and needs root"
+    );
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(cache.clone());
+    let copy = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(shared_cache().join("environments"))
+        .arg(&cache)
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let out = sb
+        .pyro()
+        .env("PYRO_CACHE_DIR", &cache)
+        .args(["prepare", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not enough disk space"),
+        "{err}"
+    );
+    let leftovers: Vec<_> = fs::read_dir(cache.join("templates"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| !n.to_string_lossy().ends_with(".lock"))
+        .collect();
+    assert!(leftovers.is_empty(), "nothing half-written: {leftovers:?}");
+}
+
+#[test]
+fn the_daily_loop_smoke() {
+    let _slot = one_vm_slot();
+    let sb = Sandbox::new();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/smoke-daily-loop.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .env("PYRO", crate::support::pyro_bin())
+        .env("PYRO_AGENT", agent_bin())
+        .env("PYRO_CACHE_DIR", shared_cache())
+        .env("SMOKE_DIR", sb.root().join("smoke"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "smoke failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("daily loop: ok"), "{stdout}");
+}
