@@ -84,11 +84,8 @@ fn restored_guests_are_distinct_and_on_time() {
         );
         seen.push(lines);
     }
-    for field in 0..4 {
-        assert_ne!(
-            seen[0][field], seen[1][field],
-            "field {field} must differ between restores"
-        );
+        for (field, (first, second)) in seen[0].iter().zip(&seen[1]).take(4).enumerate() {
+        assert_ne!(first, second, "field {field} must differ between restores");
     }
 }
 
