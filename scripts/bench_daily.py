@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Daily-loop benchmark, side by side in one run (medians of at least 5, interleaved):
+
+  run      `pyro run debian:12 -- true`, warm (restored from a template) against cold    target: <= 0.3
+  reset    `workspace reset` (warm) against `workspace create --cold`                    target: <= 0.3
+  create   warm `workspace create` until its first `exec` has answered
+  memory   host memory of 10 idle warm workspaces (QEMU + supervisor), per workspace: RSS, and PSS, which
+           shares the template's RAM pages fairly among the VMs that map them
+
+Usage: scripts/bench_daily.py [--runs N] [--pyro PATH]
+Build first: cargo build --release -p pyro-cli -p pyro-agent
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pyro(binary, env, *args):
+    start = time.monotonic()
+    out = subprocess.run([binary, *args], capture_output=True, text=True, env=env)
+    elapsed = time.monotonic() - start
+    if out.returncode != 0:
+        sys.exit(f"pyro {' '.join(args)} failed ({out.returncode}): {out.stdout[-1500:]} {out.stderr[-1500:]}")
+    return elapsed, (json.loads(out.stdout) if out.stdout.strip().startswith("{") else out.stdout)
+
+
+def memory_kib(pid, field):
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--pyro", default=str(ROOT / "target/x86_64-unknown-linux-gnu/release/pyro"))
+    args = parser.parse_args()
+    binary = args.pyro
+    if not Path(binary).exists():
+        sys.exit(f"{binary} is missing: cargo build --release -p pyro-cli -p pyro-agent")
+    with tempfile.TemporaryDirectory(prefix="pyro-bench-daily-") as tmp:
+        env = dict(os.environ, PYRO_STATE_DIR=str(Path(tmp) / "state"))
+        pyro(binary, env, "prepare", "debian:12", "--json")
+
+        warm_runs, cold_runs = [], []
+        for _ in range(args.runs):
+            elapsed, result = pyro(binary, env, "run", "debian:12", "--json", "--", "true")
+            assert result["boot_mode"] == "warm", result["boot_mode_reason"]
+            warm_runs.append(elapsed)
+            elapsed, result = pyro(binary, env, "run", "debian:12", "--cold", "--json", "--", "true")
+            cold_runs.append(elapsed)
+
+        resets, cold_creates, first_execs = [], [], []
+        _, ws = pyro(binary, env, "workspace", "create", "--json")
+        for _ in range(args.runs):
+            elapsed, result = pyro(binary, env, "workspace", "reset", ws["workspace_id"], "--json")
+            assert result["boot_mode"] == "warm", result["boot_mode_reason"]
+            resets.append(elapsed)
+            elapsed, cold = pyro(binary, env, "workspace", "create", "--cold", "--json")
+            cold_creates.append(elapsed)
+            pyro(binary, env, "workspace", "delete", cold["workspace_id"], "--json")
+            start = time.monotonic()
+            _, warm = pyro(binary, env, "workspace", "create", "--json")
+            pyro(binary, env, "workspace", "exec", warm["workspace_id"], "--json", "--", "true")
+            first_execs.append(time.monotonic() - start)
+            pyro(binary, env, "workspace", "delete", warm["workspace_id"], "--json")
+        pyro(binary, env, "workspace", "delete", ws["workspace_id"], "--json")
+
+        idle = [pyro(binary, env, "workspace", "create", "--json")[1]["workspace_id"] for _ in range(10)]
+        time.sleep(3)
+        rss = pss = 0
+        state = env["PYRO_STATE_DIR"]
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if state in cmdline and ("qemu-system" in cmdline or "__supervise" in cmdline):
+                rss += memory_kib(entry.name, "Rss")
+                pss += memory_kib(entry.name, "Pss")
+        for workspace in idle:
+            pyro(binary, env, "workspace", "delete", workspace, "--json")
+
+    med = statistics.median
+    print(f"runs: {args.runs} of each (medians)")
+    print(f"pyro run -- true, warm                      {med(warm_runs):6.2f} s")
+    print(f"pyro run -- true, cold                      {med(cold_runs):6.2f} s")
+    print(f"  ratio warm / cold                         {med(warm_runs) / med(cold_runs):6.2f}   (target <= 0.3)")
+    print(f"workspace reset (warm)                      {med(resets):6.2f} s")
+    print(f"workspace create --cold                     {med(cold_creates):6.2f} s")
+    print(f"  ratio reset / cold create                 {med(resets) / med(cold_creates):6.2f}   (target <= 0.3)")
+    print(f"warm workspace create to first exec         {med(first_execs):6.2f} s")
+    print(f"10 idle warm workspaces, per workspace      RSS {rss / 10 / 1024:5.0f} MiB, PSS {pss / 10 / 1024:5.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
