@@ -28,7 +28,7 @@ pub enum EnvCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
-    /// Remove interrupted, stale and unknown builds from the cache
+    /// Remove interrupted, stale and unknown builds (environments, initramfs images, warm templates)
     Prune(JsonFlag),
 }
 
@@ -91,6 +91,7 @@ pub fn main(command: EnvCommand) -> ExitCode {
                     .deleted_environment_dirs
                     .iter()
                     .chain(&report.deleted_initramfs)
+                    .chain(&report.deleted_templates)
                 {
                     text.push_str(&format!("- {name}\n"));
                 }

@@ -292,6 +292,48 @@ pub fn check(dirs: &Dirs, key: &TemplateKey) -> Readiness {
     ))
 }
 
+/// Removes templates that can never be restored again: made from an environment build that is gone, or
+/// with another guest agent than the current one, and interrupted `prepare` runs. A running VM is not
+/// affected: it keeps its private mapping of the RAM file.
+pub fn prune(dirs: &Dirs, environment_digests: &[String]) -> Result<Vec<String>> {
+    let agent = Agent::locate(dirs).ok();
+    let mut deleted = Vec::new();
+    for entry in fs::read_dir(templates_dir(dirs))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if !path.is_dir() {
+            continue;
+        }
+        let unusable = match read_manifest(&path) {
+            None => {
+                // Interrupted: remove unless a prepare holds its lock right now.
+                let id = name
+                    .trim_start_matches(".staging-")
+                    .trim_start_matches(".trash-");
+                let id = id.split('-').next().unwrap_or_default();
+                let lock = templates_dir(dirs).join(format!(".{id}.lock"));
+                matches!(fsutil::FileLock::try_acquire(&lock), Ok(Some(_)))
+            }
+            Some(manifest) => {
+                !environment_digests.contains(&manifest.key.environment_digest)
+                    || agent
+                        .as_ref()
+                        .is_some_and(|a| a.sha256 != manifest.key.agent_sha256)
+            }
+        };
+        if unusable {
+            fsutil::remove_tree(&path)?;
+            deleted.push(name);
+        }
+    }
+    deleted.sort();
+    Ok(deleted)
+}
+
 /// The result of `pyro prepare` for one template.
 #[derive(Debug, Clone, Serialize)]
 pub struct Prepared {

@@ -84,7 +84,7 @@ fn restored_guests_are_distinct_and_on_time() {
         );
         seen.push(lines);
     }
-        for (field, (first, second)) in seen[0].iter().zip(&seen[1]).take(4).enumerate() {
+    for (field, (first, second)) in seen[0].iter().zip(&seen[1]).take(4).enumerate() {
         assert_ne!(first, second, "field {field} must differ between restores");
     }
 }

@@ -175,6 +175,8 @@ pub struct PruneReport {
     pub deleted_environment_dirs: Vec<String>,
     /// Initramfs images of kernels or agents no longer in use.
     pub deleted_initramfs: Vec<String>,
+    /// Warm templates no current environment and agent can use.
+    pub deleted_templates: Vec<String>,
     pub count: usize,
 }
 
@@ -214,10 +216,17 @@ pub fn prune(dirs: &Dirs) -> Result<PruneReport> {
         .map(|i| i.manifest.kernel_release)
         .collect();
     let deleted_initramfs = crate::initramfs::prune(dirs, &kernels)?;
+    let digests: Vec<String> = catalog::CATALOG
+        .iter()
+        .filter_map(|spec| installed(dirs, spec))
+        .map(|i| i.manifest.digest)
+        .collect();
+    let deleted_templates = crate::template::prune(dirs, &digests)?;
     Ok(PruneReport {
-        count: deleted.len() + deleted_initramfs.len(),
+        count: deleted.len() + deleted_initramfs.len() + deleted_templates.len(),
         deleted_environment_dirs: deleted,
         deleted_initramfs,
+        deleted_templates,
     })
 }
 
