@@ -155,6 +155,28 @@ fn detach(mount_point: &Path) -> bool {
     unsafe { libc::umount2(c_path.as_ptr(), libc::MNT_DETACH) == 0 }
 }
 
+/// The last `n` lines of a text file (empty if unreadable), for error messages.
+pub fn tail_lines(path: &Path, n: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Makes the child receive `signal` when the thread that spawned it exits, so a helper process (QEMU, a
+/// build step) never outlives the pyro process that started it.
+pub fn die_with_parent(command: &mut std::process::Command, signal: libc::c_int) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and takes no pointers.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, signal) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// A random lowercase hex string of `bytes` random bytes, from the kernel.
 pub fn random_hex(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];

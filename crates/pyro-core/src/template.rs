@@ -462,31 +462,13 @@ async fn snapshot(
         .stdin(Stdio::null())
         .stdout(serial)
         .stderr(log);
-    // SAFETY: prctl is async-signal-safe; the template QEMU dies with this process.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
+    fsutil::die_with_parent(&mut command, libc::SIGKILL);
     let mut child = tokio::process::Command::from(command)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| Error::new(ErrorKind::Engine, format!("cannot start QEMU: {e}")))?;
     let logs = || {
-        let tail = |name: &str| {
-            fs::read_to_string(dir.join(name))
-                .unwrap_or_default()
-                .lines()
-                .rev()
-                .take(15)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("\n")
-        };
+        let tail = |name: &str| fsutil::tail_lines(&dir.join(name), 15);
         format!(
             "--- QEMU log ---\n{}\n--- guest console ---\n{}",
             tail("engine.log"),

@@ -96,16 +96,11 @@ impl ServerEntry {
             args.extend(["--mode".to_string(), mode.clone()]);
         }
         if let Some(path) = &flags.project_path {
-            let path = std::fs::canonicalize(path)
-                .ok()
-                .filter(|p| p.is_dir())
-                .ok_or_else(|| {
-                    Error::invalid(format!(
-                        "project path {} is not a directory",
-                        path.display()
-                    ))
-                })?;
-            args.extend(["--project-path".to_string(), path.display().to_string()]);
+            let project = pyro_core::project::from_path(path)?;
+            args.extend([
+                "--project-path".to_string(),
+                project.root.display().to_string(),
+            ]);
         }
         Ok(ServerEntry {
             command: exe.display().to_string(),
@@ -178,6 +173,17 @@ fn json_entry(host: Host, entry: &ServerEntry) -> Value {
         }
         _ => json!({"command": entry.command, "args": entry.args, "env": {}}),
     }
+}
+
+/// How codex stores an entry: `[mcp_servers.pyro]` with `command` and `args`.
+fn toml_entry(entry: &ServerEntry) -> toml_edit::Item {
+    let mut table = toml_edit::Table::new();
+    table.insert("command", toml_edit::value(entry.command.clone()));
+    table.insert(
+        "args",
+        toml_edit::value(entry.args.iter().cloned().collect::<toml_edit::Array>()),
+    );
+    toml_edit::Item::Table(table)
 }
 
 /// The entry found in a host's JSON config.
@@ -353,14 +359,7 @@ fn write_entry(host: Host, entry: &ServerEntry) -> Result<Option<String>> {
                 path.display()
             )));
         };
-        let mut table = toml_edit::Table::new();
-        table.insert("command", toml_edit::value(entry.command.clone()));
-        let mut args = toml_edit::Array::new();
-        for arg in &entry.args {
-            args.push(arg.clone());
-        }
-        table.insert("args", toml_edit::value(args));
-        servers.insert(SERVER_NAME, toml_edit::Item::Table(table));
+        servers.insert(SERVER_NAME, toml_entry(entry));
         doc.to_string()
     } else {
         let mut doc = read_json(&path)?;
@@ -563,16 +562,9 @@ pub fn print_config(host: Host, entry: &ServerEntry) -> String {
     match host {
         Host::Codex => {
             let mut doc = toml_edit::DocumentMut::new();
-            let mut table = toml_edit::Table::new();
-            table.insert("command", toml_edit::value(entry.command.clone()));
-            let mut args = toml_edit::Array::new();
-            for arg in &entry.args {
-                args.push(arg.clone());
-            }
-            table.insert("args", toml_edit::value(args));
             let mut servers = toml_edit::Table::new();
             servers.set_implicit(true);
-            servers.insert(SERVER_NAME, toml_edit::Item::Table(table));
+            servers.insert(SERVER_NAME, toml_entry(entry));
             doc.insert("mcp_servers", toml_edit::Item::Table(servers));
             doc.to_string()
         }

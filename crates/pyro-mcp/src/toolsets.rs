@@ -3,27 +3,6 @@
 
 use pyro_core::{Error, Result};
 
-/// The workspace-core tool set: what chat hosts get by default.
-pub const CORE: &[&str] = &[
-    "vm_run",
-    "workspace_create",
-    "workspace_list",
-    "workspace_update",
-    "workspace_status",
-    "workspace_sync_push",
-    "workspace_exec",
-    "workspace_logs",
-    "workspace_file_list",
-    "workspace_file_read",
-    "workspace_file_write",
-    "workspace_patch_apply",
-    "workspace_diff",
-    "workspace_export",
-    "workspace_reset",
-    "workspace_delete",
-    "workspace_summary",
-];
-
 /// Every tool implemented: the core set plus the lifecycle tools.
 pub const FULL: &[&str] = &[
     "vm_run",
@@ -46,6 +25,9 @@ pub const FULL: &[&str] = &[
     "workspace_stop",
     "workspace_start",
 ];
+
+/// The workspace-core tool set: what chat hosts get by default (every tool but the last two).
+pub const CORE: &[&str] = FULL.split_at(FULL.len() - 2).0;
 
 pub struct Profile {
     pub name: &'static str,

@@ -207,15 +207,8 @@ fn build_into(
 
 /// Runs a build step with its output in `log`; a failure carries the log's tail.
 fn run_logged(command: &mut Command, log: &Path, step: &str) -> Result<()> {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: prctl is async-signal-safe. If pyro dies mid-build, the build step is told to stop (and
-    // mmdebstrap unmounts what it mounted) instead of running on as an orphan.
-    unsafe {
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            Ok(())
-        });
-    }
+    // If pyro dies mid-build, the step is told to stop (and mmdebstrap unmounts what it mounted).
+    fsutil::die_with_parent(command, libc::SIGTERM);
     let file = fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -236,19 +229,7 @@ fn run_logged(command: &mut Command, log: &Path, step: &str) -> Result<()> {
     if status.success() {
         return Ok(());
     }
-    let text = fs::read_to_string(log).unwrap_or_default();
-    let tail: Vec<&str> = text
-        .lines()
-        .rev()
-        .take(15)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    Err(Error::new(
-        ErrorKind::EnvironmentBuild,
-        format!("{step} failed ({status}):\n{}", tail.join("\n")),
-    )
+    Err(Error::new(ErrorKind::EnvironmentBuild, format!("{step} failed ({status}):\n{}", fsutil::tail_lines(log, 15)))
     .with_hint("check that the Debian mirror is reachable (PYRO_DEBIAN_MIRROR overrides it), then pull again"))
 }
 

@@ -1,7 +1,6 @@
 //! The supervisor process itself.
 
 use std::os::fd::FromRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -186,15 +185,8 @@ async fn boot(backend: &Qemu, record: &VmRecord) -> Result<Running> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(engine_log);
-    // SAFETY: prctl is async-signal-safe; the engine dies with its supervisor, never orphaned.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    // The engine dies with its supervisor, never orphaned.
+    fsutil::die_with_parent(&mut command, libc::SIGKILL);
     let mut child = tokio::process::Command::from(command)
         .kill_on_drop(true)
         .spawn()
@@ -549,11 +541,7 @@ impl Drop for Busy {
 
 /// The last lines of the engine's log and the guest console, for error messages.
 fn logs_tail() -> String {
-    let tail = |path: &str| {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    };
+    let tail = |path: &str| fsutil::tail_lines(Path::new(path), 20);
     format!(
         "--- QEMU log ---\n{}\n--- guest console ---\n{}",
         tail(ENGINE_LOG),
