@@ -2,26 +2,24 @@
 """Cold-start benchmark, measured side by side in one run (medians, interleaved):
 
   floor  bare QEMU booting the environment's kernel with a tiny initramfs whose init powers off at once
-  run    `pyro run ENV -- true`, cold (the whole create, boot, exec, collect, delete path)
+  run    `pyro run ENV --cold -- true` (the whole create, boot, exec, collect, delete path)
 
 plus the host memory (RSS of QEMU and the supervisor) of one idle VM with the default 1024 MiB guest.
 
-Usage: scripts/bench_boot.py [--runs N] [--pyro PATH] [--environment NAME]
+Usage: scripts/bench_boot.py [--runs N] [--pyro PATH]
 Build first: cargo build --release -p pyro-cli -p pyro-agent
 """
-import argparse
 import json
 import os
 import signal
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchlib import arguments, vm_memory_kib
 TINY_INIT_C = r"""
 #include <sys/reboot.h>
 #include <unistd.h>
@@ -77,49 +75,23 @@ def timed(cmd, env=None):
     return elapsed, proc.stdout
 
 
-def rss_kib(pid):
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def idle_vm_memory(pyro, environment, env):
     """RSS of QEMU + supervisor of one idle VM (default shape), in MiB."""
     state = Path(env["PYRO_STATE_DIR"])
-    proc = subprocess.Popen([pyro, "run", environment, "--", "sh", "-c", "echo up; sleep 60"],
+    proc = subprocess.Popen([pyro, "run", environment, "--cold", "--", "sh", "-c", "echo up; sleep 60"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
     assert proc.stdout.readline().strip() == b"up", "the idle VM did not start"
     time.sleep(2)  # let the guest settle after the command started
-    total = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if str(state) in cmdline:
-            kind = "qemu" if "qemu-system" in cmdline else "supervisor" if "__supervise" in cmdline else None
-            if kind:
-                total[kind] = total.get(kind, 0) + rss_kib(int(entry.name))
+    total = vm_memory_kib(state, "Rss")
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=60)
     return {k: v / 1024 for k, v in total.items()}
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--pyro", default=str(ROOT / "target/x86_64-unknown-linux-gnu/release/pyro"))
-    parser.add_argument("--environment", default="debian:12")
-    args = parser.parse_args()
+    args = arguments(__doc__, runs=7)
+    args.environment = "debian:12"
     pyro = args.pyro
-    if not Path(pyro).exists():
-        sys.exit(f"{pyro} is missing: cargo build --release -p pyro-cli -p pyro-agent")
 
     with tempfile.TemporaryDirectory(prefix="pyro-bench-") as tmp:
         tmp = Path(tmp)
@@ -130,7 +102,7 @@ def main():
         accel = doctor["accelerator"]["accelerator"]
         kernel = str(Path(info["install_dir"]) / "vmlinuz")
         floor_cmd = floor_command(kernel, build_tiny_initramfs(tmp), accel, doctor.get("tsc_khz"))
-        run_cmd = [pyro, "run", args.environment, "--json", "--", "true"]
+        run_cmd = [pyro, "run", args.environment, "--cold", "--json", "--", "true"]
 
         timed(run_cmd, env)  # warm the page cache and the initramfs cache once
         floors, runs, boots, execs = [], [], [], []

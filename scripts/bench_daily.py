@@ -10,46 +10,18 @@
 Usage: scripts/bench_daily.py [--runs N] [--pyro PATH]
 Build first: cargo build --release -p pyro-cli -p pyro-agent
 """
-import argparse
-import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def pyro(binary, env, *args):
-    start = time.monotonic()
-    out = subprocess.run([binary, *args], capture_output=True, text=True, env=env)
-    elapsed = time.monotonic() - start
-    if out.returncode != 0:
-        sys.exit(f"pyro {' '.join(args)} failed ({out.returncode}): {out.stdout[-1500:]} {out.stderr[-1500:]}")
-    return elapsed, (json.loads(out.stdout) if out.stdout.strip().startswith("{") else out.stdout)
-
-
-def memory_kib(pid, field):
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+from benchlib import arguments, pyro, vm_memory_kib
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--pyro", default=str(ROOT / "target/x86_64-unknown-linux-gnu/release/pyro"))
-    args = parser.parse_args()
+    args = arguments(__doc__, runs=5)
     binary = args.pyro
-    if not Path(binary).exists():
-        sys.exit(f"{binary} is missing: cargo build --release -p pyro-cli -p pyro-agent")
     with tempfile.TemporaryDirectory(prefix="pyro-bench-daily-") as tmp:
         env = dict(os.environ, PYRO_STATE_DIR=str(Path(tmp) / "state"))
         pyro(binary, env, "prepare", "debian:12", "--json")
@@ -80,18 +52,8 @@ def main():
 
         idle = [pyro(binary, env, "workspace", "create", "--json")[1]["workspace_id"] for _ in range(10)]
         time.sleep(3)
-        rss = pss = 0
-        state = env["PYRO_STATE_DIR"]
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if state in cmdline and ("qemu-system" in cmdline or "__supervise" in cmdline):
-                rss += memory_kib(entry.name, "Rss")
-                pss += memory_kib(entry.name, "Pss")
+        rss = sum(vm_memory_kib(env["PYRO_STATE_DIR"], "Rss").values())
+        pss = sum(vm_memory_kib(env["PYRO_STATE_DIR"], "Pss").values())
         for workspace in idle:
             pyro(binary, env, "workspace", "delete", workspace, "--json")
 

@@ -10,27 +10,13 @@
 Usage: scripts/bench_workspace.py [--runs N] [--pyro PATH]
 Build first: cargo build --release -p pyro-cli -p pyro-agent
 """
-import argparse
-import json
 import os
 import statistics
-import subprocess
-import sys
 import tarfile
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def pyro(binary, env, *args):
-    start = time.monotonic()
-    out = subprocess.run([binary, *args], capture_output=True, text=True, env=env)
-    elapsed = time.monotonic() - start
-    if out.returncode != 0:
-        sys.exit(f"pyro {' '.join(args)} failed ({out.returncode}): {out.stdout[-2000:]} {out.stderr[-2000:]}")
-    return elapsed, json.loads(out.stdout) if out.stdout.strip().startswith("{") else out.stdout
+from benchlib import arguments, pyro
 
 
 def make_seed(root: Path, files=2000, total_bytes=50 * 1024 * 1024):
@@ -43,13 +29,8 @@ def make_seed(root: Path, files=2000, total_bytes=50 * 1024 * 1024):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=15)
-    parser.add_argument("--pyro", default=str(ROOT / "target/x86_64-unknown-linux-gnu/release/pyro"))
-    args = parser.parse_args()
+    args = arguments(__doc__, runs=15)
     binary = args.pyro
-    if not Path(binary).exists():
-        sys.exit(f"{binary} is missing: cargo build --release -p pyro-cli -p pyro-agent")
     with tempfile.TemporaryDirectory(prefix="pyro-bench-ws-") as tmp:
         tmp = Path(tmp)
         env = dict(os.environ, PYRO_STATE_DIR=str(tmp / "state"))

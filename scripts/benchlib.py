@@ -1,0 +1,53 @@
+"""Helpers shared by the benchmark scripts: running pyro, finding its binary, measuring VM memory."""
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RELEASE_PYRO = ROOT / "target/x86_64-unknown-linux-gnu/release/pyro"
+
+
+def arguments(doc, runs):
+    """Parses --runs and --pyro, and checks that the binary exists."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=runs)
+    parser.add_argument("--pyro", default=str(RELEASE_PYRO))
+    args = parser.parse_args()
+    if not Path(args.pyro).exists():
+        sys.exit(f"{args.pyro} is missing: cargo build --release -p pyro-cli -p pyro-agent")
+    return args
+
+
+def pyro(binary, env, *args):
+    """Runs pyro; returns (seconds, parsed JSON or text). Exits on failure."""
+    start = time.monotonic()
+    out = subprocess.run([binary, *args], capture_output=True, text=True, env=env)
+    elapsed = time.monotonic() - start
+    if out.returncode != 0:
+        sys.exit(f"pyro {' '.join(args)} failed ({out.returncode}): {out.stdout[-1500:]} {out.stderr[-1500:]}")
+    return elapsed, (json.loads(out.stdout) if out.stdout.strip().startswith("{") else out.stdout)
+
+
+def vm_memory_kib(state_dir, field="Rss"):
+    """Sums `field` (Rss or Pss, from smaps_rollup) of the QEMU and supervisor processes of a state dir."""
+    totals = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            rollup = (entry / "smaps_rollup").read_text()
+        except OSError:
+            continue
+        if str(state_dir) not in cmdline:
+            continue
+        kind = "qemu" if "qemu-system" in cmdline else "supervisor" if "__supervise" in cmdline else None
+        if kind is None:
+            continue
+        for line in rollup.splitlines():
+            if line.startswith(field + ":"):
+                totals[kind] = totals.get(kind, 0) + int(line.split()[1])
+    return totals
