@@ -570,3 +570,141 @@ fn host_connect_and_repair_keep_everything_else() {
     let out = host(&["host", "connect", "vim"]);
     assert!(stderr_of(&out).contains("claude-code, codex, opencode, cursor, claude-desktop"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repo_url_is_cloned_on_first_use_and_seeds_the_workspace() {
+    let _slot = one_vm_slot();
+    let sb = Sandbox::new();
+    let origin = sb.scratch("origin");
+    fs::write(origin.join("README.md"), "from the repository\n").unwrap();
+    git(&origin, &["init", "-q"]);
+    git(&origin, &["add", "."]);
+    git(&origin, &["commit", "-qm", "init"]);
+    let url = format!("file://{}", origin.display());
+    let client = connect(&sb, &["--repo-url", &url], sb.root()).await;
+    let ws = ok(&client, "workspace_create", json!({})).await;
+    assert_eq!(
+        (
+            ws["workspace_seed"]["mode"].as_str(),
+            ws["workspace_seed"]["source"].as_str()
+        ),
+        (Some("repo_url"), Some(url.as_str()))
+    );
+    let id = ws["workspace_id"].as_str().unwrap().to_string();
+    let read = ok(
+        &client,
+        "workspace_file_read",
+        json!({"workspace_id": id, "path": "README.md"}),
+    )
+    .await;
+    assert_eq!(read["content"], "from the repository\n");
+    // An explicit seed_path wins over the project.
+    let seed = sb.scratch("explicit");
+    fs::write(seed.join("only-here.txt"), "x").unwrap();
+    let explicit = ok(
+        &client,
+        "workspace_create",
+        json!({"seed_path": seed.display().to_string()}),
+    )
+    .await;
+    assert_eq!(explicit["workspace_seed"]["mode"], "directory");
+    for workspace in [id, explicit["workspace_id"].as_str().unwrap().to_string()] {
+        ok(
+            &client,
+            "workspace_delete",
+            json!({"workspace_id": workspace}),
+        )
+        .await;
+    }
+    client.cancel().await.unwrap();
+}
+
+/// One HTTP request on a fresh connection; returns the status line, headers and body.
+fn http_post(port: u16, session: Option<&str>, body: &Value) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let body = body.to_string();
+    let session = session
+        .map(|s| format!("Mcp-Session-Id: {s}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\n{session}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let (head, rest) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (head.to_string(), rest.to_string())
+}
+
+#[test]
+fn the_http_transport_listens_on_loopback_only() {
+    let sb = Sandbox::new();
+    let mut server = sb
+        .pyro()
+        .args(["mcp", "serve", "--transport", "http"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = server.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("the server prints its address")
+            .unwrap();
+        if let Some(url) = line.split("listening on ").nth(1) {
+            break url.to_string();
+        }
+    };
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.ends_with("/mcp"),
+        "{url}"
+    );
+    let port: u16 = url
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches("/mcp")
+        .parse()
+        .unwrap();
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}});
+    // A client that goes away mid-request does not take the server down.
+    {
+        use std::io::Write;
+        let mut half = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        half.write_all(
+            b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 500\r\n\r\n{\"jsonrpc\"",
+        )
+        .unwrap();
+    }
+    let (head, body) = http_post(port, None, &initialize);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{body}");
+    assert!(body.contains("\"name\":\"pyro\""), "{body}");
+    let session = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("mcp-session-id:")
+                .then(|| l.split_once(':').unwrap().1.trim().to_string())
+        })
+        .expect("a session id");
+    http_post(
+        port,
+        Some(&session),
+        &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    );
+    let (_, tools) = http_post(
+        port,
+        Some(&session),
+        &json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
+    );
+    assert!(tools.contains("workspace_summary"), "{tools}");
+    let _ = server.kill();
+    let _ = server.wait();
+}
