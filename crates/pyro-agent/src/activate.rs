@@ -151,8 +151,12 @@ fn set_identity(hostname: &str, machine_id: &str) -> io::Result<()> {
 }
 
 fn write_file(path: &str, contents: &str) -> io::Result<()> {
-    // A symlink planted in the base image must not redirect the write: replace whatever is there.
-    let _ = fs::remove_file(path);
+    // Whatever the guest left there (a symlink, even a directory) is replaced, never followed.
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path)?,
+        Ok(_) => fs::remove_file(path)?,
+        Err(_) => {}
+    }
     fs::write(path, contents)
 }
 

@@ -46,7 +46,7 @@ pub fn extract(destination: &str, reader: impl Read) -> io::Result<ArchiveSummar
     dirs.get(&dest)?;
     let mut archive = tar::Archive::new(reader);
     let (mut entry_count, mut bytes_written) = (0u64, 0u64);
-    let mut buf = Vec::new();
+
     for entry in archive.entries()? {
         let mut entry = entry?;
         let raw_path = entry.path()?.into_owned();
@@ -64,23 +64,24 @@ pub fn extract(destination: &str, reader: impl Read) -> io::Result<ArchiveSummar
         match entry.header().entry_type() {
             tar::EntryType::Directory => {
                 let dir = dirs.get(&target)?;
-                // SAFETY: fchmod on a descriptor the cache owns.
-                unsafe { libc::fchmod(dir, mode) };
+                // The cached descriptor is O_PATH, which fchmod refuses: open the directory itself.
+                let opened = confine::open_beneath(dir, "", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+                // SAFETY: fchmod on a descriptor we own.
+                unsafe { libc::fchmod(opened.as_raw_fd(), mode) };
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let (parent, name) = split(&target);
                 let dir = dirs.get(parent)?;
-                let mut file =
-                    create_file(dir, name, mode).map_err(|e| match e.raw_os_error() {
-                        Some(libc::ELOOP) | Some(libc::EISDIR) => {
-                            refuse(format!("file conflicts with existing path: {member}"))
-                        }
-                        _ => e,
-                    })?;
-                buf.clear();
-                entry.read_to_end(&mut buf)?;
-                file.write_all(&buf)?;
-                bytes_written += buf.len() as u64;
+                let file = create_file(dir, name, mode).map_err(|e| match e.raw_os_error() {
+                    Some(libc::ELOOP) | Some(libc::EISDIR) => {
+                        refuse(format!("file conflicts with existing path: {member}"))
+                    }
+                    _ => e,
+                })?;
+                // Streamed: a member may be larger than the guest's memory.
+                let mut writer = io::BufWriter::with_capacity(256 << 10, file);
+                bytes_written += io::copy(&mut entry, &mut writer)?;
+                writer.flush()?;
             }
             tar::EntryType::Symlink => {
                 let link = entry
@@ -200,6 +201,8 @@ pub fn export(path: &str, writer: impl Write, max_bytes: u64) -> io::Result<Arch
         limit: max_bytes,
     });
     builder.follow_symlinks(false);
+    // Sparse members (GNU sparse headers) are not accepted on the other side: write files whole.
+    builder.sparse(false);
     let mut summary = ArchiveSummary {
         path: absolute(&rel),
         artifact_type: kind,

@@ -127,7 +127,8 @@ pub fn read(path: &str, offset: u64, max_bytes: u64) -> io::Result<(FileRead, Ve
     let root = Beneath::workspace()?;
     let rel = confine::relative(path)?;
     let fd = root
-        .open(&rel, libc::O_RDONLY, 0)
+        // Non-blocking: opening a FIFO for reading would otherwise wait for a writer for ever.
+        .open(&rel, libc::O_RDONLY | libc::O_NONBLOCK, 0)
         .map_err(|e| describe(e, &rel))?;
     let st = confine::fstat(fd.as_raw_fd())?;
     if !confine::is_file(&st) {

@@ -163,9 +163,13 @@ async fn dispatch(request: Request, stream: &mut StreamHandle) -> io::Result<Rep
         }
         Request::Manifest { path, max_entries } => {
             require_active()?;
-            blocking(move || files::manifest(&path, max_entries))
-                .await
-                .map(Reply::Manifest)
+            let manifest = blocking(move || files::manifest(&path, max_entries)).await?;
+            // The entries go as a payload: a large tree does not fit in one message frame.
+            pyro_proto::write_payload(stream, &serde_json::to_vec(&manifest.entries)?).await?;
+            Ok(Reply::Manifest(pyro_proto::Manifest {
+                entries: Vec::new(),
+                truncated: manifest.truncated,
+            }))
         }
         Request::ExtractArchive { destination } => {
             require_active()?;

@@ -14,15 +14,21 @@ use crate::{Error, Result};
 /// Writes `contents` to `path` through a temporary file and a rename: readers see all or nothing, and
 /// the data is on disk before the rename.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    write_via_rename(path, contents, true)
+    write_via_rename(path, contents, true, None)
+}
+
+/// Like [`write_atomic`], the new file getting permission bits `mode` from the start (for files that
+/// may hold secrets, which must never be readable by others, not even for a moment).
+pub fn write_atomic_mode(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    write_via_rename(path, contents, true, Some(mode))
 }
 
 /// Like [`write_atomic`] without waiting for the disk: for data that may be lost in a crash (logs).
 pub fn write_replace(path: &Path, contents: &[u8]) -> Result<()> {
-    write_via_rename(path, contents, false)
+    write_via_rename(path, contents, false, None)
 }
 
-fn write_via_rename(path: &Path, contents: &[u8], durable: bool) -> Result<()> {
+fn write_via_rename(path: &Path, contents: &[u8], durable: bool, mode: Option<u32>) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp-{}-{}",
@@ -33,7 +39,17 @@ fn write_via_rename(path: &Path, contents: &[u8], durable: bool) -> Result<()> {
         NEXT_TMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let write = || -> io::Result<()> {
-        let mut file = File::create(&tmp)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        if let Some(mode) = mode {
+            options.mode(mode);
+        }
+        let mut file = options.open(&tmp)?;
+        if let Some(mode) = mode {
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(fs::Permissions::from_mode(mode))?;
+        }
         file.write_all(contents)?;
         if durable {
             file.sync_all()?;

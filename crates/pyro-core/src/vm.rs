@@ -82,6 +82,8 @@ pub struct Vm {
     pub facts: BootFacts,
     pub ready: ReadyInfo,
     owner: OwnerChannel,
+    /// The directory goes with the VM (`pyro run`); a persistent VM's directory holds its disk.
+    ephemeral: bool,
 }
 
 /// Everything resolved before a boot: environment, agent, initramfs, accelerator.
@@ -251,6 +253,7 @@ async fn start(id: &str, dir: &Path, options: &VmOptions, prepared: Prepared) ->
         facts,
         ready,
         owner,
+        ephemeral: options.ephemeral,
     };
     let activation = Activate {
         unix_time_ns: SystemTime::now()
@@ -350,7 +353,8 @@ impl Vm {
     }
 
     /// Waits for the supervisor's `stopped` and returns its reason; `None` if the supervisor vanished
-    /// without one. Afterwards nothing of the VM is left: a dead supervisor's directory is removed here.
+    /// without one. Afterwards nothing of an ephemeral VM is left: a dead supervisor's directory is
+    /// removed here (a persistent VM's directory, which holds its disk, stays).
     pub async fn wait_stopped(&mut self) -> Result<Option<String>> {
         let reason = loop {
             match self.owner.next_event().await {
@@ -359,7 +363,9 @@ impl Vm {
                 Ok(None) | Err(_) => break None,
             }
         };
-        supervisor::remove_if_abandoned(&self.dir)?;
+        if self.ephemeral {
+            supervisor::remove_if_abandoned(&self.dir)?;
+        }
         Ok(reason)
     }
 

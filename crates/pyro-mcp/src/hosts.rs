@@ -380,10 +380,16 @@ fn write_entry(host: Host, entry: &ServerEntry) -> Result<Option<String>> {
         )
     };
     let backup = backup(&path)?;
-    if let Some(parent) = path.parent() {
+    // A symlinked dotfile keeps its link: write where it points. Keep the file's permissions (configs
+    // may hold other servers' tokens); a new file is private.
+    let target = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+    let mode = std::fs::metadata(&target)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
+        .unwrap_or(0o600);
+    if let Some(parent) = target.parent() {
         fsutil::create_dir_all(parent)?;
     }
-    fsutil::write_atomic(&path, text.as_bytes())?;
+    fsutil::write_atomic_mode(&target, text.as_bytes(), mode)?;
     Ok(backup)
 }
 

@@ -39,7 +39,8 @@ pub enum Request {
         files: Vec<FileWrite>,
         deletes: Vec<String>,
     },
-    /// Every entry under a path with its type, mode, size and (for files) sha256.
+    /// Every entry under a path with its type, mode, size and (for files) sha256. The entries come as one
+    /// JSON payload before the reply (a large tree does not fit in a message frame).
     Manifest { path: String, max_entries: u32 },
     /// Extract the tar archive that follows (one payload) into `destination`.
     ExtractArchive { destination: String },

@@ -646,3 +646,64 @@ fn a_malicious_seed_is_refused_before_any_vm_starts() {
     assert_eq!(sb.ok(&["workspace", "list"])["count"], 0);
     assert_eq!(sb.processes(), vec![]);
 }
+
+#[test]
+fn odd_things_a_guest_leaves_behind_do_not_break_the_host() {
+    let _slot = one_vm_slot();
+    let sb = Sandbox::new();
+    let id = sb.create_workspace(&[]);
+    let setup = "cd /workspace && mkfifo fifo && mkdir -p out/a && truncate -s 1M out/sparse && ln -s .. out/a/b && ln -s a/b/.. out/c \
+                 && rm -f /etc/hostname && mkdir -p /etc/hostname/x";
+    let (_, code) = sb.exec(&id, &["sh", "-c", setup]);
+    assert_eq!(code, 0);
+    // A FIFO is refused at once instead of waiting for a writer.
+    let err = sb.fails(&["workspace", "file", "read", &id, "fifo"], 1);
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a regular file"),
+        "{err}"
+    );
+    // A chain of links that leads out of the export is refused, and nothing is left behind.
+    let exports = sb.scratch("exports");
+    let err = sb.fails(
+        &[
+            "workspace",
+            "export",
+            &id,
+            "out",
+            "--output",
+            exports.join("out").to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(
+        err["message"].as_str().unwrap().contains("leads outside"),
+        "{err}"
+    );
+    assert!(!exports.join("out").exists());
+    // Sparse files export whole.
+    sb.exec(&id, &["rm", "-rf", "/workspace/out/a", "/workspace/out/c"]);
+    sb.ok(&[
+        "workspace",
+        "export",
+        &id,
+        "out",
+        "--output",
+        exports.join("out2").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        fs::metadata(exports.join("out2/sparse")).unwrap().len(),
+        1 << 20
+    );
+    // A directory where the guest's identity files go does not stop the next start.
+    sb.ok(&["workspace", "stop", &id]);
+    sb.ok(&["workspace", "start", &id]);
+    let (host, _) = sb.exec(&id, &["cat", "/etc/hostname"]);
+    assert!(
+        host["stdout"].as_str().unwrap().starts_with("pyro-"),
+        "{host}"
+    );
+    sb.ok(&["workspace", "delete", &id]);
+}

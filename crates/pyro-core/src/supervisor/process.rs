@@ -110,6 +110,8 @@ async fn supervise(vm_dir: PathBuf, owner: UnixStream) -> i32 {
             return 0;
         }
     };
+    // A supervisor that died uncleanly leaves its socket behind; this one holds the lock now.
+    let _ = std::fs::remove_file(SOCKET);
     let listener = match crate::unix_socket::bind(Path::new(SOCKET)).and_then(|l| {
         l.set_nonblocking(true)?;
         UnixListener::from_std(l)

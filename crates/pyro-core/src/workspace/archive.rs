@@ -88,6 +88,7 @@ pub fn build_tar(source: &Source, out: &Path) -> Result<Counts> {
     let file = File::create(out).map_err(|e| Error::io("create", out, e))?;
     let mut builder = tar::Builder::new(io::BufWriter::new(file));
     builder.follow_symlinks(false);
+    builder.sparse(false);
     let mut counts = Counts::default();
     match source {
         Source::Directory(dir) => add_dir(&mut builder, dir, "", &mut counts)?,
@@ -282,6 +283,53 @@ fn copy_members<R: Read, W: Write>(
 /// Extracts a tar produced by the guest into `output`, which must not exist yet. For a single file
 /// export (`single_file`), `output` becomes that file.
 pub fn extract_export(tar_path: &Path, output: &Path, single_file: bool) -> Result<Counts> {
+    let result = extract_export_into(tar_path, output, single_file).and_then(|counts| {
+        links_stay_inside(output, single_file)?;
+        Ok(counts)
+    });
+    if result.is_err() {
+        // Nothing half-written: the output did not exist before.
+        let _ = crate::fsutil::remove_tree(output);
+    }
+    result
+}
+
+/// Every symlink in a fresh export, resolved through the links beside it, must stay inside the output
+/// (each link was checked alone; a chain of links could still lead out).
+fn links_stay_inside(output: &Path, single_file: bool) -> Result<()> {
+    if single_file {
+        return Ok(());
+    }
+    let root = fs::canonicalize(output).map_err(|e| Error::io("resolve", output, e))?;
+    let mut stack = vec![output.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir)
+            .map_err(|e| Error::io("read", &dir, e))?
+            .flatten()
+        {
+            let path = entry.path();
+            let meta = fs::symlink_metadata(&path).map_err(|e| Error::io("inspect", &path, e))?;
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.file_type().is_symlink() {
+                if let Ok(resolved) = fs::canonicalize(&path) {
+                    if !resolved.starts_with(&root) {
+                        return Err(Error::new(
+                            ErrorKind::Guest,
+                            format!(
+                                "refused export: the link {} leads outside the export",
+                                path.display()
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn extract_export_into(tar_path: &Path, output: &Path, single_file: bool) -> Result<Counts> {
     let mut archive = tar::Archive::new(open(tar_path)?);
     let mut counts = Counts::default();
     let guest = |e: io::Error| {

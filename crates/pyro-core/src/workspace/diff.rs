@@ -25,6 +25,8 @@ use crate::{fsutil, Dirs, Error, ErrorKind, Result};
 /// Files larger than this are summarised, not patched.
 pub const MAX_PATCH_FILE_BYTES: u64 = 1 << 20;
 const MAX_MANIFEST_ENTRIES: u32 = 200_000;
+/// The manifest of that many entries, with long names, fits in this.
+const MAX_MANIFEST_BYTES: u64 = 256 << 20;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct DiffEntry {
@@ -80,10 +82,20 @@ pub async fn diff_as(dirs: &Dirs, reference: &str, purpose: Purpose) -> Result<D
         path: WORKSPACE_ROOT.into(),
         max_entries: MAX_MANIFEST_ENTRIES,
     };
-    let live = match agent_client::call_as(&dir, &request, purpose).await? {
+    let (reply, payload) = AgentCall::start_as(&dir, &request, purpose)
+        .await?
+        .collect(MAX_MANIFEST_BYTES)
+        .await?;
+    let live = match reply {
         Reply::Manifest(manifest) => manifest,
         other => return Err(agent_client::unexpected(other)),
     };
+    let entries: Vec<ManifestEntry> = serde_json::from_slice(&payload).map_err(|e| {
+        Error::new(
+            ErrorKind::Protocol,
+            format!("malformed manifest from the VM: {e}"),
+        )
+    })?;
     if live.truncated {
         return Err(Error::new(
             ErrorKind::Guest,
@@ -92,11 +104,8 @@ pub async fn diff_as(dirs: &Dirs, reference: &str, purpose: Purpose) -> Result<D
             ),
         ));
     }
-    let live: BTreeMap<String, ManifestEntry> = live
-        .entries
-        .into_iter()
-        .map(|e| (e.path.clone(), e))
-        .collect();
+    let live: BTreeMap<String, ManifestEntry> =
+        entries.into_iter().map(|e| (e.path.clone(), e)).collect();
     let changes = compare(&base, &live);
 
     // Contents for text patches: baseline side from the tar, live side from the guest.
@@ -244,6 +253,15 @@ fn render(
         lines_removed: 0,
         text_patch: None,
     };
+    // A name git would have to quote (control characters, quotes, backslashes, spaces at the ends) is
+    // listed but kept out of the patch, where it could pass for headers of another file.
+    if path
+        .chars()
+        .any(|c| c.is_control() || c == '"' || c == '\\')
+        || path.trim() != path
+    {
+        return entry;
+    }
     let both_files = |e: &Option<ManifestEntry>| {
         e.as_ref()
             .is_none_or(|e| e.artifact_type == ArtifactType::File)

@@ -252,12 +252,12 @@ async fn boot(
     progress: &dyn Progress,
 ) -> Result<vm::BootFacts> {
     let dir = vm_dir(dirs, &record.id);
-    if fresh {
-        let disk = dir.join(supervisor::DATA_DISK);
-        if disk.exists() {
-            std::fs::remove_file(&disk).map_err(|e| Error::io("remove", &disk, e))?;
-        }
+    let disk = dir.join(supervisor::DATA_DISK);
+    if fresh && disk.exists() {
+        std::fs::remove_file(&disk).map_err(|e| Error::io("remove", &disk, e))?;
     }
+    // A disk lost (say, to a reset that failed half-way) is recreated from the baseline, never empty.
+    let fresh = fresh || !disk.exists();
     let options = vm_options(record, cold);
     let prepared = tokio::task::block_in_place(|| vm::prepare(dirs, &options, progress))?;
     progress.phase("booting the VM");
@@ -306,7 +306,13 @@ pub async fn start(
         return store::view(db.conn(), &record);
     }
     let timer = journal::Timer::start();
-    let facts = boot(dirs, &record, false, cold, progress).await?;
+    let facts = match boot(dirs, &record, false, cold, progress).await {
+        Ok(facts) => facts,
+        Err(err) => {
+            let _ = vm::stop(&vm_dir(dirs, &record.id), "the start failed").await;
+            return Err(err);
+        }
+    };
     store::set_started(
         db.conn(),
         &record.id,
@@ -369,7 +375,19 @@ pub async fn reset(
     let timer = journal::Timer::start();
     vm::stop(&vm_dir(dirs, &record.id), "reset").await?;
     store::set_state(db.conn(), &record.id, "stopped", Some("being reset"))?;
-    let facts = boot(dirs, &record, true, cold, progress).await?;
+    let facts = match boot(dirs, &record, true, cold, progress).await {
+        Ok(facts) => facts,
+        Err(err) => {
+            let _ = vm::stop(&vm_dir(dirs, &record.id), "the reset failed").await;
+            store::set_state(
+                db.conn(),
+                &record.id,
+                "stopped",
+                Some(&format!("the reset failed: {err}")),
+            )?;
+            return Err(err);
+        }
+    };
     store::set_started(
         db.conn(),
         &record.id,

@@ -398,8 +398,13 @@ pub async fn apply(dirs: &Dirs, reference: &str, patch_text: &str) -> Result<Pat
     let files = parse(patch_text)?;
     let mut seen = BTreeMap::new();
     for file in &files {
-        for path in [&file.old_path, &file.new_path].into_iter().flatten() {
-            if seen.insert(path.clone(), ()).is_some() && file.old_path != file.new_path {
+        let mut paths: Vec<&String> = [&file.old_path, &file.new_path]
+            .into_iter()
+            .flatten()
+            .collect();
+        paths.dedup();
+        for path in paths {
+            if seen.insert(path.clone(), ()).is_some() {
                 return Err(Error::invalid(format!(
                     "the patch touches {path} more than once"
                 )));

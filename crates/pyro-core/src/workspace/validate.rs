@@ -109,6 +109,11 @@ pub fn workspace_path(path: &str) -> Result<String> {
         match part {
             "" | "." => {}
             ".." => return Err(escape()),
+            part if part.len() > 255 => {
+                return Err(Error::invalid(format!(
+                    "a name in the path is longer than 255 bytes: {path}"
+                )))
+            }
             part if part.contains('\0') => {
                 return Err(Error::invalid("workspace path must not contain NUL bytes"))
             }
