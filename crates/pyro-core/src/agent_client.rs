@@ -14,6 +14,9 @@ use tokio::net::UnixStream;
 use crate::supervisor::protocol::{ClientReply, ClientRequest};
 use crate::{supervisor, Error, ErrorKind, Result};
 
+/// How long a request without a timeout of its own (anything but exec) may wait for its reply.
+pub const REPLY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// One request in flight.
 pub struct AgentCall {
     stream: UnixStream,
@@ -116,9 +119,23 @@ impl AgentCall {
     }
 
     /// The reply, ignoring output and collecting at most `limit` payload bytes.
+    /// A guest that never answers must not hang the caller: file operations get [`REPLY_DEADLINE`].
     pub async fn collect(self, limit: u64) -> Result<(Reply, Vec<u8>)> {
         let mut data = Vec::new();
-        let reply = self.finish(&mut |_, _| {}, &mut data, limit).await?;
+        let reply = tokio::time::timeout(
+            REPLY_DEADLINE,
+            self.finish(&mut |_, _| {}, &mut data, limit),
+        )
+        .await
+        .map_err(|_| {
+            Error::new(
+                ErrorKind::Guest,
+                format!(
+                    "the VM did not answer within {} s",
+                    REPLY_DEADLINE.as_secs()
+                ),
+            )
+        })??;
         Ok((reply, data))
     }
 }

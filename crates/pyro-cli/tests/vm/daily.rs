@@ -214,15 +214,12 @@ fn stale_damaged_or_missing_templates_are_never_restored() {
     );
 
     // One flipped byte in the middle of the RAM image is caught by its digest.
-    let template = fs::read_dir(cache.join("templates"))
+    // The template this agent would restore (the cache may hold others, for other agents).
+    let in_use = readiness(&sb, &cache, &agent)["templates"][0]["template_id"]
+        .as_str()
         .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            fs::read_to_string(p.join("template.json"))
-                .is_ok_and(|t| t.contains("\"network\": false"))
-        })
-        .unwrap();
+        .to_string();
+    let template = cache.join("templates").join(in_use);
     let ram = template.join("ram");
     let mut file = fs::OpenOptions::new()
         .read(true)
