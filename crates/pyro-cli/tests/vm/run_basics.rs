@@ -129,9 +129,18 @@ fn with_network_the_guest_reaches_the_host() {
     let server = std::thread::spawn(move || {
         use std::io::{Read, Write};
         if let Ok((mut conn, _)) = listener.accept() {
+            // Read the whole request first: closing with unread bytes would reset the connection.
+            let mut request = Vec::new();
             let mut buf = [0u8; 1024];
-            let _ = conn.read(&mut buf);
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
             let _ = conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 8\r\n\r\nfromhost");
+            let _ = conn.shutdown(std::net::Shutdown::Write);
+            let _ = conn.read_to_end(&mut request);
         }
     });
     let script = format!(
