@@ -98,6 +98,10 @@ impl AgentCall {
                         .map_err(|e| Error::new(ErrorKind::Io, e.to_string()))?;
                 }
                 Some(Frame::Message(bytes)) => {
+                    // A file sink (tokio) may still hold the last chunk: it must be on disk first.
+                    sink.flush()
+                        .await
+                        .map_err(|e| Error::new(ErrorKind::Io, e.to_string()))?;
                     let reply: Reply = serde_json::from_slice(&bytes).map_err(|e| {
                         Error::new(ErrorKind::Protocol, format!("malformed agent reply: {e}"))
                     })?;

@@ -400,6 +400,12 @@ fn extract_export_into(tar_path: &Path, output: &Path, single_file: bool) -> Res
             break;
         }
     }
+    if single_file && counts.entry_count == 0 {
+        return Err(Error::new(
+            ErrorKind::Guest,
+            "the VM sent an empty archive for a file export",
+        ));
+    }
     Ok(counts)
 }
 
