@@ -91,3 +91,60 @@ fn doctor_reports_the_host() {
     assert_eq!(tools, ["qemu-system-x86", "mmdebstrap", "e2fsprogs"]);
     assert_eq!(report["environments"].as_array().unwrap().len(), 3);
 }
+
+#[test]
+fn prune_keeps_a_stale_base_image_that_a_workspace_uses() {
+    let sb = Sandbox::with_private_cache();
+    // Make sure the shared cache holds debian:12 (builds it if this test runs first).
+    let pulled = Sandbox::new().output(&["env", "pull", "debian:12"]);
+    assert!(
+        pulled.status.success(),
+        "{}",
+        crate::support::stderr_of(&pulled)
+    );
+    // A build of debian:12 from an older recipe (stale), hard-linked from the shared cache.
+    let shared = crate::support::shared_cache().join("environments/debian-12");
+    let env_dir = sb.cache.join("environments/debian-12");
+    std::fs::create_dir_all(sb.cache.join("environments")).unwrap();
+    let linked = std::process::Command::new("cp")
+        .arg("-al")
+        .arg(&shared)
+        .arg(&env_dir)
+        .status()
+        .unwrap();
+    assert!(
+        linked.success(),
+        "the shared cache holds debian:12 (other tests build it)"
+    );
+    let manifest_path = env_dir.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    manifest["recipe_digest"] = serde_json::json!("an-older-recipe");
+    std::fs::remove_file(&manifest_path).unwrap(); // a new file: never write through the hard link
+    std::fs::write(&manifest_path, manifest.to_string()).unwrap();
+    assert_eq!(
+        sb.json(&["env", "inspect", "debian:12", "--json"]).0["state"],
+        "stale"
+    );
+
+    // A workspace whose VM boots from it.
+    let vm = sb.state.join("workspaces/0123456789ab/vm");
+    std::fs::create_dir_all(&vm).unwrap();
+    let record = serde_json::json!({
+        "id": "0123456789ab", "environment": "debian:12", "ephemeral": false, "created_at_unix_ms": 0,
+        "config": {"vcpu_count": 1, "mem_mib": 1024, "network": false, "accelerator": "tcg", "tsc_khz": null,
+                   "kernel": env_dir.join("vmlinuz"), "initramfs": "/nonexistent", "base_image": env_dir.join("rootfs.ext4"),
+                   "data_disk": vm.join("disk.img")}
+    });
+    std::fs::write(vm.join("vm.json"), record.to_string()).unwrap();
+    let (report, code) = sb.json(&["env", "prune", "--json"]);
+    assert_eq!(code, 0);
+    assert!(
+        env_dir.join("rootfs.ext4").exists(),
+        "in use, so kept: {report}"
+    );
+
+    std::fs::remove_dir_all(sb.state.join("workspaces")).unwrap();
+    let (report, _) = sb.json(&["env", "prune", "--json"]);
+    assert!(!env_dir.exists(), "no longer in use, so pruned: {report}");
+}

@@ -183,6 +183,7 @@ pub struct PruneReport {
 /// Removes what no current environment uses: interrupted builds, stale or incomplete builds, unknown
 /// directories, and initramfs images of other kernels or agents than the installed ones.
 pub fn prune(dirs: &Dirs) -> Result<PruneReport> {
+    let in_use = base_images_in_use(dirs);
     let root = dirs.environments();
     let mut deleted = Vec::new();
     let entries: Vec<fs::DirEntry> = match fs::read_dir(&root) {
@@ -200,7 +201,9 @@ pub fn prune(dirs: &Dirs) -> Result<PruneReport> {
         let remove = match known {
             Some(spec) => {
                 let _lock = FileLock::acquire(&lock_path(dirs, spec))?;
+                // A base image an existing workspace boots from stays, stale or not.
                 !matches!(state(dirs, spec), State::Installed(_))
+                    && !in_use.contains(&path.join(ROOTFS_FILE))
             }
             None => staging_is_abandoned(dirs, &name),
         };
@@ -228,6 +231,21 @@ pub fn prune(dirs: &Dirs) -> Result<PruneReport> {
         deleted_initramfs,
         deleted_templates,
     })
+}
+
+/// The base images the state dir's workspaces boot from (their VM records name them).
+fn base_images_in_use(dirs: &Dirs) -> Vec<PathBuf> {
+    let workspaces = dirs.state().join("workspaces");
+    fs::read_dir(&workspaces)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            fs::read(entry.path().join("vm").join(crate::supervisor::RECORD_FILE)).ok()
+        })
+        .filter_map(|bytes| serde_json::from_slice::<crate::supervisor::VmRecord>(&bytes).ok())
+        .map(|record| record.config.base_image)
+        .collect()
 }
 
 /// A `.staging-<slug>-*` directory whose build is not running (its lock is free), or anything else.
