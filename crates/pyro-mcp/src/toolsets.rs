@@ -67,24 +67,8 @@ pub struct Mode {
 pub const MODES: &[Mode] = &[
     Mode {
         name: "repro-fix",
-        tools: &[
-            "workspace_create",
-            "workspace_list",
-            "workspace_update",
-            "workspace_status",
-            "workspace_sync_push",
-            "workspace_exec",
-            "workspace_logs",
-            "workspace_file_list",
-            "workspace_file_read",
-            "workspace_file_write",
-            "workspace_patch_apply",
-            "workspace_diff",
-            "workspace_export",
-            "workspace_reset",
-            "workspace_delete",
-            "workspace_summary",
-        ],
+        // The core set without vm_run: everything happens in the workspace.
+        tools: CORE.split_at(1).1,
         network_off: false,
         summary: "reproduce a failure, fix it, prove the fix",
         instructions: "Repro-fix mode: reproduce a failure in an isolated copy of the project, fix it, and prove the fix.\n\

@@ -217,8 +217,7 @@ pub async fn create(
         };
         vm_options(&record, false).validate()?;
         store::insert(&mut db, &record)?;
-        let facts = boot(dirs, &record, true, options.cold, progress).await?;
-        store::set_started(db.conn(), &id, facts.boot_mode, &facts.boot_mode_reason)?;
+        boot_recorded(dirs, &mut db, &record, true, options.cold, "create", progress).await?;
         let params = json!({"environment": record.environment, "seed_path": record.seed.seed_path, "name": record.name,
                             "labels": record.labels, "network": record.network, "ttl_seconds": ttl_seconds});
         let result = json!({"workspace_seed": record.seed});
@@ -285,6 +284,41 @@ async fn boot(
     Ok(facts)
 }
 
+/// Boots the workspace's VM and records the outcome: started (and how it booted), or stopped with why
+/// the `operation` failed, its VM gone.
+async fn boot_recorded(
+    dirs: &Dirs,
+    db: &mut Db,
+    record: &Record,
+    fresh: bool,
+    cold: bool,
+    operation: &str,
+    progress: &dyn Progress,
+) -> Result<()> {
+    match boot(dirs, record, fresh, cold, progress).await {
+        Ok(facts) => store::set_started(
+            db.conn(),
+            &record.id,
+            facts.boot_mode,
+            &facts.boot_mode_reason,
+        ),
+        Err(err) => {
+            let _ = vm::stop(
+                &vm_dir(dirs, &record.id),
+                &format!("the {operation} failed"),
+            )
+            .await;
+            store::set_state(
+                db.conn(),
+                &record.id,
+                "stopped",
+                Some(&format!("the {operation} failed: {err}")),
+            )?;
+            Err(err)
+        }
+    }
+}
+
 /// Journals a lifecycle operation and returns the workspace's view.
 fn finish(db: &mut Db, id: &str, kind: &str, timer: journal::Timer) -> Result<Workspace> {
     timer.record(db, id, kind, true, &json!({}), &json!({}))?;
@@ -306,19 +340,7 @@ pub async fn start(
         return store::view(db.conn(), &record);
     }
     let timer = journal::Timer::start();
-    let facts = match boot(dirs, &record, false, cold, progress).await {
-        Ok(facts) => facts,
-        Err(err) => {
-            let _ = vm::stop(&vm_dir(dirs, &record.id), "the start failed").await;
-            return Err(err);
-        }
-    };
-    store::set_started(
-        db.conn(),
-        &record.id,
-        facts.boot_mode,
-        &facts.boot_mode_reason,
-    )?;
+    boot_recorded(dirs, &mut db, &record, false, cold, "start", progress).await?;
     finish(&mut db, &record.id, "start", timer)
 }
 
@@ -375,25 +397,7 @@ pub async fn reset(
     let timer = journal::Timer::start();
     vm::stop(&vm_dir(dirs, &record.id), "reset").await?;
     store::set_state(db.conn(), &record.id, "stopped", Some("being reset"))?;
-    let facts = match boot(dirs, &record, true, cold, progress).await {
-        Ok(facts) => facts,
-        Err(err) => {
-            let _ = vm::stop(&vm_dir(dirs, &record.id), "the reset failed").await;
-            store::set_state(
-                db.conn(),
-                &record.id,
-                "stopped",
-                Some(&format!("the reset failed: {err}")),
-            )?;
-            return Err(err);
-        }
-    };
-    store::set_started(
-        db.conn(),
-        &record.id,
-        facts.boot_mode,
-        &facts.boot_mode_reason,
-    )?;
+    boot_recorded(dirs, &mut db, &record, true, cold, "reset", progress).await?;
     store::mark_reset(db.conn(), &record.id, timer.started_at_ms())?;
     let info = ResetInfo {
         snapshot_name: "baseline".into(),
