@@ -164,6 +164,25 @@ pub struct Selection {
     pub instructions: String,
 }
 
+/// The item called `name`, or an error listing the valid names.
+fn find<'a, T>(
+    what: &str,
+    name: &str,
+    items: &'a [T],
+    name_of: fn(&T) -> &'static str,
+) -> Result<&'a T> {
+    items
+        .iter()
+        .find(|item| name_of(item) == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = items.iter().map(name_of).collect();
+            Error::invalid(format!(
+                "unknown {what} '{name}'; expected one of: {}",
+                names.join(", ")
+            ))
+        })
+}
+
 /// Resolves `--profile` and `--mode` (mutually exclusive; the default profile when neither).
 pub fn select(profile: Option<&str>, mode: Option<&str>) -> Result<Selection> {
     match (profile, mode) {
@@ -171,13 +190,7 @@ pub fn select(profile: Option<&str>, mode: Option<&str>) -> Result<Selection> {
             "--profile and --mode cannot be used together: a mode picks its own tools",
         )),
         (_, Some(name)) => {
-            let mode = MODES.iter().find(|m| m.name == name).ok_or_else(|| {
-                let names: Vec<&str> = MODES.iter().map(|m| m.name).collect();
-                Error::invalid(format!(
-                    "unknown mode '{name}'; expected one of: {}",
-                    names.join(", ")
-                ))
-            })?;
+            let mode = find("mode", name, MODES, |m| m.name)?;
             Ok(Selection {
                 label: format!("mode {}", mode.name),
                 tools: mode.tools.to_vec(),
@@ -187,13 +200,7 @@ pub fn select(profile: Option<&str>, mode: Option<&str>) -> Result<Selection> {
         }
         (profile, None) => {
             let name = profile.unwrap_or(DEFAULT_PROFILE);
-            let profile = PROFILES.iter().find(|p| p.name == name).ok_or_else(|| {
-                let names: Vec<&str> = PROFILES.iter().map(|p| p.name).collect();
-                Error::invalid(format!(
-                    "unknown profile '{name}'; expected one of: {}",
-                    names.join(", ")
-                ))
-            })?;
+            let profile = find("profile", name, PROFILES, |p| p.name)?;
             Ok(Selection {
                 label: format!("profile {}", profile.name),
                 tools: profile.tools.to_vec(),

@@ -66,17 +66,7 @@ fn repro_fix_flow_on_the_base_environment() {
     let applied_copy = sb.scratch("git-apply");
     fs::create_dir_all(applied_copy.join("src")).unwrap();
     fs::copy(seed.join("src/calc.py"), applied_copy.join("src/calc.py")).unwrap();
-    fs::write(applied_copy.join("fix.patch"), patch).unwrap();
-    let git = std::process::Command::new("git")
-        .args(["apply", "fix.patch"])
-        .current_dir(&applied_copy)
-        .output()
-        .unwrap();
-    assert!(
-        git.status.success(),
-        "git apply: {}",
-        String::from_utf8_lossy(&git.stderr)
-    );
+    git_apply(&applied_copy, patch);
     assert_eq!(
         fs::read_to_string(applied_copy.join("src/calc.py")).unwrap(),
         "def add(a, b):\n    return a + b\n"
@@ -496,6 +486,22 @@ fn bad_input_is_refused_and_changes_nothing() {
     sb.ok(&["workspace", "delete", &id]);
 }
 
+/// Applies `patch` with git in `dir` and asserts that git took it.
+fn git_apply(dir: &Path, patch: &str) {
+    fs::write(dir.join("change.patch"), patch).unwrap();
+    let git = std::process::Command::new("git")
+        .args(["apply", "change.patch"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        git.status.success(),
+        "git apply: {}\n{patch}",
+        String::from_utf8_lossy(&git.stderr)
+    );
+    fs::remove_file(dir.join("change.patch")).unwrap();
+}
+
 /// Polls `status` until the workspace is stopped (or `limit` passes) and returns the last status.
 fn wait_until_stopped(sb: &Sandbox, id: &str, limit: Duration) -> Value {
     let deadline = Instant::now() + limit;
@@ -585,17 +591,7 @@ fn diff_covers_every_kind_and_both_git_and_pyro_apply_it() {
     for name in ["edit.txt", "gone.txt", "run.sh"] {
         fs::copy(seed.join(name), copy.join(name)).unwrap();
     }
-    fs::write(copy.join("p.patch"), &patch).unwrap();
-    let git = std::process::Command::new("git")
-        .args(["apply", "p.patch"])
-        .current_dir(&copy)
-        .output()
-        .unwrap();
-    assert!(
-        git.status.success(),
-        "git apply: {}\n{patch}",
-        String::from_utf8_lossy(&git.stderr)
-    );
+    git_apply(&copy, &patch);
     assert_eq!(
         fs::read_to_string(copy.join("edit.txt")).unwrap(),
         "one\n2\nthree"
