@@ -8,6 +8,7 @@ mod output;
 mod prepare_cmd;
 mod progress;
 mod run_cmd;
+mod terminal;
 mod workspace_cmd;
 
 use std::path::PathBuf;
@@ -61,6 +62,8 @@ enum Commands {
 }
 
 fn main() -> ExitCode {
+    // Everything pyro keeps (disks, baselines, outputs, sockets, tokens) is the user's alone.
+    pyro_core::fsutil::restrict_umask();
     let cli = Cli::parse();
     match cli.command {
         Commands::Supervise { vm_dir, owner_fd } => {

@@ -38,9 +38,10 @@ pub fn fail(err: &pyro_core::Error, json: bool, code: u8) -> ExitCode {
     if json {
         print_json(&serde_json::json!({ "error": err.to_json() }));
     } else {
-        let mut text = format!("error: {err}\n");
+        // Messages may quote the guest (its errors, file names): never raw on a terminal.
+        let mut text = format!("error: {}\n", crate::terminal::text(&err.to_string()));
         if let Some(hint) = err.hint() {
-            text.push_str(&format!("help: {hint}\n"));
+            text.push_str(&format!("help: {}\n", crate::terminal::text(hint)));
         }
         write_stderr(text.as_bytes());
     }

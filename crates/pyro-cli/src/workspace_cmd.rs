@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
+use pyro_core::workspace::diff::NotPatched;
 use pyro_core::workspace::{
     self, CreateOptions, ExecCommand, ExecOptions, UpdateOptions, Workspace,
 };
@@ -12,6 +13,7 @@ use serde::Serialize;
 
 use crate::output::{self, EXIT_FAILURE, EXIT_RUN_FAILURE};
 use crate::progress::StderrProgress;
+use crate::terminal;
 
 #[derive(Subcommand)]
 pub enum WorkspaceCommand {
@@ -104,6 +106,9 @@ pub struct CreateArgs {
     /// Give the workspace outbound networking
     #[arg(long)]
     network: bool,
+    /// Seed the directory's `.git` too (left out by default: its config may hold credentials)
+    #[arg(long)]
+    include_git: bool,
     /// Boot from the kernel even when a warm template exists
     #[arg(long)]
     cold: bool,
@@ -285,12 +290,19 @@ fn show<T: Serialize>(value: &T, json: bool, human: impl FnOnce(&T)) {
     }
 }
 
+/// A message on stderr; guest-controlled parts never reach the terminal raw.
 fn say(text: String) {
-    output::write_stderr(format!("{text}\n").as_bytes());
+    output::write_stderr(format!("{}\n", terminal::text(&text)).as_bytes());
 }
 
+/// Human-readable output on stdout (listings, descriptions), escaped like [`say`].
 fn print(text: String) {
-    output::write_stdout(text.as_bytes());
+    output::write_stdout(terminal::text(&text).as_bytes());
+}
+
+/// A product on stdout (patch, file content): exact unless stdout is a terminal.
+fn print_product(text: &str) {
+    output::write_stdout(terminal::product(text).as_bytes());
 }
 
 fn describe(ws: &Workspace) -> String {
@@ -377,6 +389,7 @@ async fn dispatch(
         WorkspaceCommand::Create(args) => {
             let options = CreateOptions {
                 seed_path: args.seed_path,
+                include_git: args.include_git,
                 name: args.name,
                 labels: args.labels,
                 vcpu_count: args.vcpu_count,
@@ -471,8 +484,11 @@ async fn dispatch(
                             e.params["command"].as_str().unwrap_or("")
                         ));
                         print(text);
-                        print(entry.stdout.clone().unwrap_or_default());
-                        output::write_stderr(entry.stderr.clone().unwrap_or_default().as_bytes());
+                        print_product(entry.stdout.as_deref().unwrap_or_default());
+                        output::write_stderr(
+                            terminal::product_stderr(entry.stderr.as_deref().unwrap_or_default())
+                                .as_bytes(),
+                        );
                     } else {
                         text.push_str(&format!(" {}\n", e.params));
                         print(text);
@@ -544,11 +560,14 @@ async fn dispatch(
                     let link = e
                         .link_target
                         .as_deref()
-                        .map(|t| format!(" -> {t}"))
+                        .map(|t| format!(" -> {}", terminal::field(t)))
                         .unwrap_or_default();
                     text.push_str(&format!(
                         "{} {:<9} {:>10} {}{link}\n",
-                        e.mode, kind, e.size_bytes, e.path
+                        e.mode,
+                        kind,
+                        e.size_bytes,
+                        terminal::field(&e.path)
                     ));
                 }
                 if r.truncated {
@@ -567,7 +586,7 @@ async fn dispatch(
         }) => {
             let result = workspace::file_read(dirs, &workspace, &path, offset, max_bytes).await?;
             show(&result, json, |r| {
-                print(r.content.clone());
+                print_product(&r.content);
                 if content_only {
                     return;
                 }
@@ -621,7 +640,7 @@ async fn dispatch(
         WorkspaceCommand::Diff(t) => {
             let result = workspace::diff(dirs, &t.workspace).await?;
             show(&result, json, |r| {
-                print(r.patch.clone());
+                print_product(&r.patch);
                 if !r.changed {
                     return say("No changes against the baseline.".into());
                 }
@@ -631,10 +650,20 @@ async fn dispatch(
                     s.total, s.added, s.modified, s.deleted, s.type_changed, s.mode_changed, s.non_text
                 ));
                 for e in r.entries.iter().filter(|e| !e.text) {
+                    let why = match e.not_patched {
+                        Some(NotPatched::TooLargeToDiff) => "too large to diff",
+                        Some(NotPatched::UnsafeName) => "name kept out of patches",
+                        Some(NotPatched::ChangedWhileReading) => "changed while the diff ran",
+                        _ => "binary or not text",
+                    };
                     say(format!(
-                        "  {} {} (not shown in the patch)",
-                        e.status, e.path
+                        "  {} {} (not shown in the patch: {why})",
+                        e.status,
+                        terminal::field(&e.path)
                     ));
+                }
+                if r.budget_exceeded {
+                    say("  the diff reached its size or time budget; the rest is only listed (see --json for sizes and digests)".into());
                 }
             });
         }
@@ -644,7 +673,14 @@ async fn dispatch(
                 say(format!(
                     "Exported {} to {} ({} entries, {} bytes)",
                     r.workspace_path, r.output_path, r.entry_count, r.bytes_written
-                ))
+                ));
+                for link in &r.skipped_links {
+                    say(format!(
+                        "  skipped symlink {} -> {} (it would lead outside the export)",
+                        terminal::field(&link.path),
+                        terminal::field(&link.target)
+                    ));
+                }
             });
         }
         WorkspaceCommand::Reset(args) => {
@@ -687,7 +723,11 @@ async fn dispatch(
                             } else {
                                 "binary or not text".into()
                             };
-                            text.push_str(&format!("  {:<12} {} ({lines})\n", f.status, f.path));
+                            text.push_str(&format!(
+                                "  {:<12} {} ({lines})\n",
+                                f.status,
+                                terminal::field(&f.path)
+                            ));
                         }
                     }
                     Some(_) => text.push_str("Changed files: none\n"),

@@ -4,22 +4,41 @@
 //! not fit the request is a protocol error.
 
 use std::path::Path;
+use std::time::Duration;
 
 use pyro_proto::{
     read_frame, write_data, write_message, Frame, GuestErrorKind, OutputStream, Reply, Request,
 };
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
+use tokio::time::Instant;
 
 use crate::supervisor::protocol::{ClientReply, ClientRequest};
 use crate::{supervisor, Error, ErrorKind, Result};
 
-/// How long a request without a timeout of its own (anything but exec) may wait for its reply.
-pub const REPLY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(600);
+/// How long one guest operation (request, payloads both ways, reply) may take in all, unless it is a
+/// command with a timeout of its own. `PYRO_GUEST_DEADLINE_SECONDS` changes it.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(600);
+/// Operations that move many bytes get extra time at this (slow) rate on top of the deadline.
+const SLOW_BYTES_PER_SECOND: u64 = 8 << 20;
 
-/// One request in flight.
+/// The deadline of a guest operation that may move up to `bytes` bytes.
+pub fn deadline_for(bytes: u64) -> Duration {
+    let base = std::env::var("PYRO_GUEST_DEADLINE_SECONDS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&s| s > 0)
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_DEADLINE);
+    base + Duration::from_secs(bytes / SLOW_BYTES_PER_SECOND)
+}
+
+/// One request in flight, with the deadline of the whole operation: every payload write and every
+/// read of the reply must finish before it, whatever the guest does.
 pub struct AgentCall {
     stream: UnixStream,
+    deadline: Instant,
+    limit: Duration,
 }
 
 fn lost(err: std::io::Error) -> Error {
@@ -30,117 +49,192 @@ fn lost(err: std::io::Error) -> Error {
 }
 
 impl AgentCall {
-    /// Opens a stream to the agent of the VM in `vm_dir` and sends `request`.
+    /// Opens a stream to the agent of the VM in `vm_dir` and sends `request`, with the default
+    /// deadline ([`deadline_for`] of no bytes).
     pub async fn start(vm_dir: &Path, request: &Request) -> Result<AgentCall> {
-        Self::start_as(vm_dir, request, Purpose::Activity).await
+        Self::start_with(vm_dir, request, Purpose::Activity, deadline_for(0)).await
     }
 
     /// Like [`AgentCall::start`], saying whether the call counts as activity.
     pub async fn start_as(vm_dir: &Path, request: &Request, purpose: Purpose) -> Result<AgentCall> {
-        let mut stream = connect(vm_dir, purpose).await?;
-        write_message(&mut stream, request).await.map_err(lost)?;
-        Ok(AgentCall { stream })
+        Self::start_with(vm_dir, request, purpose, deadline_for(0)).await
+    }
+
+    /// Opens a call that moves up to `bytes` bytes either way: its deadline grows with them.
+    pub async fn start_moving(vm_dir: &Path, request: &Request, bytes: u64) -> Result<AgentCall> {
+        Self::start_with(vm_dir, request, Purpose::Activity, deadline_for(bytes)).await
+    }
+
+    /// Opens the call with a deadline of `limit` for the whole operation. The supervisor is told too:
+    /// past it, the connection no longer keeps the VM from its idle TTL, and it is closed.
+    pub async fn start_with(
+        vm_dir: &Path,
+        request: &Request,
+        purpose: Purpose,
+        limit: Duration,
+    ) -> Result<AgentCall> {
+        let deadline = Instant::now() + limit;
+        let open = async {
+            let mut stream = connect(vm_dir, purpose, limit).await?;
+            write_message(&mut stream, request).await.map_err(lost)?;
+            Ok(stream)
+        };
+        let stream = tokio::time::timeout_at(deadline, open)
+            .await
+            .unwrap_or_else(|_| Err(late(limit)))?;
+        Ok(AgentCall {
+            stream,
+            deadline,
+            limit,
+        })
+    }
+
+    fn late(&self) -> Error {
+        late(self.limit)
     }
 
     /// Sends one payload (data frames and the end marker).
     pub async fn send_payload(&mut self, data: &[u8]) -> Result<()> {
-        pyro_proto::write_payload(&mut self.stream, data)
-            .await
-            .map_err(lost)
+        let deadline = self.deadline;
+        let stream = &mut self.stream;
+        let write = async { pyro_proto::write_payload(stream, data).await.map_err(lost) };
+        match tokio::time::timeout_at(deadline, write).await {
+            Ok(result) => result,
+            Err(_) => Err(self.late()),
+        }
     }
 
     /// Sends a file's contents as one payload.
     pub async fn send_file(&mut self, path: &Path) -> Result<u64> {
-        let mut file = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| Error::io("open", path, e))?;
-        let mut buf = vec![0u8; pyro_proto::MAX_CHUNK_BYTES];
-        let mut total = 0u64;
-        loop {
-            let n = file
-                .read(&mut buf)
+        let deadline = self.deadline;
+        let stream = &mut self.stream;
+        let send = async {
+            let mut file = tokio::fs::File::open(path)
                 .await
-                .map_err(|e| Error::io("read", path, e))?;
-            if n == 0 {
-                break;
+                .map_err(|e| Error::io("open", path, e))?;
+            let mut buf = vec![0u8; pyro_proto::MAX_CHUNK_BYTES];
+            let mut total = 0u64;
+            loop {
+                let n = file
+                    .read(&mut buf)
+                    .await
+                    .map_err(|e| Error::io("read", path, e))?;
+                if n == 0 {
+                    break;
+                }
+                write_data(stream, &buf[..n]).await.map_err(lost)?;
+                total += n as u64;
             }
-            write_data(&mut self.stream, &buf[..n])
-                .await
-                .map_err(lost)?;
-            total += n as u64;
+            write_data(stream, &[]).await.map_err(lost)?;
+            Ok(total)
+        };
+        match tokio::time::timeout_at(deadline, send).await {
+            Ok(result) => result,
+            Err(_) => Err(self.late()),
         }
-        write_data(&mut self.stream, &[]).await.map_err(lost)?;
-        Ok(total)
     }
 
-    /// Reads until the reply. Output chunks go to `on_output`; payload bytes go to `sink`, at most
-    /// `limit` of them.
+    /// Reads until the reply: a command's output chunks go to `on_output`; payload bytes go to `sink`,
+    /// at most `limit` of them.
     pub async fn finish(
         mut self,
         on_output: &mut (dyn FnMut(OutputStream, &[u8]) + Send),
         sink: &mut (dyn AsyncWrite + Unpin + Send),
         limit: u64,
     ) -> Result<Reply> {
-        let mut received = 0u64;
-        loop {
-            match read_frame(&mut self.stream).await.map_err(lost)? {
-                Some(Frame::Output(stream, data)) => on_output(stream, &data),
-                Some(Frame::Data(data)) => {
-                    received += data.len() as u64;
-                    if received > limit {
-                        return Err(Error::new(
-                            ErrorKind::Guest,
-                            format!("the VM sent more than the {limit}-byte limit"),
-                        ));
-                    }
-                    sink.write_all(&data)
-                        .await
-                        .map_err(|e| Error::new(ErrorKind::Io, e.to_string()))?;
-                }
-                Some(Frame::Message(bytes)) => {
-                    // A file sink (tokio) may still hold the last chunk: it must be on disk first.
-                    sink.flush()
-                        .await
-                        .map_err(|e| Error::new(ErrorKind::Io, e.to_string()))?;
-                    let reply: Reply = serde_json::from_slice(&bytes).map_err(|e| {
-                        Error::new(ErrorKind::Protocol, format!("malformed agent reply: {e}"))
-                    })?;
-                    return match reply {
-                        Reply::Error { message, kind } => Err(Error::new(
-                            match kind {
-                                GuestErrorKind::Invalid => ErrorKind::InvalidArgument,
-                                GuestErrorKind::NotFound => ErrorKind::NotFound,
-                                GuestErrorKind::Failed => ErrorKind::Guest,
-                            },
-                            message,
-                        )),
-                        reply => Ok(reply),
-                    };
-                }
-                None => return Err(lost(std::io::ErrorKind::UnexpectedEof.into())),
-            }
-        }
+        let stream = &mut self.stream;
+        let read = read_reply(stream, Some(on_output), sink, limit);
+        let result = tokio::time::timeout_at(self.deadline, read).await;
+        result.unwrap_or_else(|_| Err(self.late()))
     }
 
-    /// The reply, ignoring output and collecting at most `limit` payload bytes.
-    /// A guest that never answers must not hang the caller: file operations get [`REPLY_DEADLINE`].
+    /// Reads until the reply, payload bytes going to `sink` (at most `limit`). Command output has no
+    /// place in such a reply: a guest that sends some is refused.
+    pub async fn receive(
+        mut self,
+        sink: &mut (dyn AsyncWrite + Unpin + Send),
+        limit: u64,
+    ) -> Result<Reply> {
+        let stream = &mut self.stream;
+        let read = read_reply(stream, None, sink, limit);
+        let result = tokio::time::timeout_at(self.deadline, read).await;
+        result.unwrap_or_else(|_| Err(self.late()))
+    }
+
+    /// The reply, with at most `limit` payload bytes collected in memory.
     pub async fn collect(self, limit: u64) -> Result<(Reply, Vec<u8>)> {
         let mut data = Vec::new();
-        let reply = tokio::time::timeout(
-            REPLY_DEADLINE,
-            self.finish(&mut |_, _| {}, &mut data, limit),
-        )
-        .await
-        .map_err(|_| {
-            Error::new(
-                ErrorKind::Guest,
-                format!(
-                    "the VM did not answer within {} s",
-                    REPLY_DEADLINE.as_secs()
-                ),
-            )
-        })??;
+        let reply = self.receive(&mut data, limit).await?;
         Ok((reply, data))
+    }
+}
+
+fn late(limit: Duration) -> Error {
+    Error::new(
+        ErrorKind::Guest,
+        format!(
+            "the VM did not complete the operation within {} s",
+            limit.as_secs()
+        ),
+    )
+    .with_hint("the guest may be stuck or overloaded; stop and start the workspace if it stays so")
+}
+
+/// Where a command's output chunks go as they arrive.
+pub type OnOutput<'a> = dyn FnMut(OutputStream, &[u8]) + Send + 'a;
+
+async fn read_reply(
+    stream: &mut UnixStream,
+    mut on_output: Option<&mut OnOutput<'_>>,
+    sink: &mut (dyn AsyncWrite + Unpin + Send),
+    limit: u64,
+) -> Result<Reply> {
+    let mut received = 0u64;
+    loop {
+        match read_frame(stream).await.map_err(lost)? {
+            Some(Frame::Output(which, data)) => match on_output.as_mut() {
+                Some(on_output) => on_output(which, &data),
+                None => {
+                    return Err(Error::new(
+                        ErrorKind::Protocol,
+                        "the VM sent command output in reply to a file operation",
+                    ))
+                }
+            },
+            Some(Frame::Data(data)) => {
+                received += data.len() as u64;
+                if received > limit {
+                    return Err(Error::new(
+                        ErrorKind::Guest,
+                        format!("the VM sent more than the {limit}-byte limit"),
+                    ));
+                }
+                sink.write_all(&data).await.map_err(|e| {
+                    Error::new(ErrorKind::Io, format!("cannot store what the VM sent: {e}"))
+                })?;
+            }
+            Some(Frame::Message(bytes)) => {
+                // A file sink (tokio) may still hold the last chunk: it must be on disk first.
+                sink.flush().await.map_err(|e| {
+                    Error::new(ErrorKind::Io, format!("cannot store what the VM sent: {e}"))
+                })?;
+                let reply: Reply = serde_json::from_slice(&bytes).map_err(|e| {
+                    Error::new(ErrorKind::Protocol, format!("malformed agent reply: {e}"))
+                })?;
+                return match reply {
+                    Reply::Error { message, kind } => Err(Error::new(
+                        match kind {
+                            GuestErrorKind::Invalid => ErrorKind::InvalidArgument,
+                            GuestErrorKind::NotFound => ErrorKind::NotFound,
+                            GuestErrorKind::Failed => ErrorKind::Guest,
+                        },
+                        message,
+                    )),
+                    reply => Ok(reply),
+                };
+            }
+            None => return Err(lost(std::io::ErrorKind::UnexpectedEof.into())),
+        }
     }
 }
 
@@ -172,11 +266,13 @@ pub fn unexpected(reply: Reply) -> Error {
     )
 }
 
-/// Opens a new agent stream through the supervisor of the VM in `vm_dir`.
-pub async fn connect(vm_dir: &Path, purpose: Purpose) -> Result<UnixStream> {
+/// Opens a new agent stream through the supervisor of the VM in `vm_dir`, for an operation that ends
+/// within `limit`.
+pub async fn connect(vm_dir: &Path, purpose: Purpose, limit: Duration) -> Result<UnixStream> {
+    let deadline_ms = Some(limit.as_millis().min(u64::MAX as u128) as u64);
     let request = match purpose {
-        Purpose::Activity => ClientRequest::Agent,
-        Purpose::Inspection => ClientRequest::Inspect,
+        Purpose::Activity => ClientRequest::Agent { deadline_ms },
+        Purpose::Inspection => ClientRequest::Inspect { deadline_ms },
     };
     match supervisor::open(vm_dir, &request).await? {
         (stream, ClientReply::Attached) => Ok(stream),

@@ -56,6 +56,10 @@ pub fn sql_error(err: rusqlite::Error) -> Error {
 impl Db {
     pub fn open(dirs: &Dirs) -> Result<Db> {
         fsutil::create_dir_all(dirs.state())?;
+        fsutil::harden(
+            dirs.state(),
+            &["vms", "workspaces", "pyro.db", "pyro.db-wal", "pyro.db-shm"],
+        );
         let path = dirs.state().join("pyro.db");
         let conn = Connection::open(&path).map_err(|e| {
             Error::new(

@@ -65,8 +65,71 @@ fn write_via_rename(path: &Path, contents: &[u8], durable: bool, mode: Option<u3
 /// Distinguishes temporary files of concurrent writers within one process.
 static NEXT_TMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// Creates `path` and its missing parents, each new one private to the user (0700): everything pyro
+/// keeps (disks, baselines, command output, templates) sits below such a directory.
 pub fn create_dir_all(path: &Path) -> Result<()> {
-    fs::create_dir_all(path).map_err(|e| Error::io("create directory", path, e))
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(path)
+        .map_err(|e| Error::io("create directory", path, e))
+}
+
+/// The mode of every directory pyro creates for itself.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// The file-creation mask the process started with, before [`restrict_umask`]; files pyro writes for
+/// the user (exports) follow it, so they get the modes the user's own tools would give them.
+static USER_UMASK: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0o022);
+
+/// Makes every file and socket this process (and the engine it starts) creates private to the user:
+/// umask 077. Called first thing by the `pyro` binary.
+pub fn restrict_umask() {
+    // SAFETY: umask takes no pointers and cannot fail.
+    let old = unsafe { libc::umask(0o077) };
+    USER_UMASK.store(old as u32, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The user's own umask (see [`restrict_umask`]).
+pub fn user_umask() -> u32 {
+    USER_UMASK.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Runs `command` with umask 022: tools that build what a guest sees (root file systems, clones)
+/// must give its files their usual modes, whatever pyro's own mask.
+pub fn with_guest_umask(command: &mut std::process::Command) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: umask is async-signal-safe and takes no pointers.
+    unsafe {
+        command.pre_exec(|| {
+            libc::umask(0o022);
+            Ok(())
+        })
+    }
+}
+
+/// Tightens what older versions of pyro created with default modes: the given children of `dir` (the
+/// state or cache root) become 0700 (directories) or 0600 (files). The root itself is left alone, as
+/// the user may have pointed pyro at a directory it does not own; new roots are created 0700.
+pub fn harden(dir: &Path, children: &[&str]) {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |path: &Path, mode: u32| {
+        if let Ok(meta) = fs::symlink_metadata(path) {
+            if !meta.file_type().is_symlink() && meta.permissions().mode() & 0o777 != mode {
+                let _ = fs::set_permissions(path, fs::Permissions::from_mode(mode));
+            }
+        }
+    };
+    for child in children {
+        let path = dir.join(child);
+        let mode = if path.is_dir() {
+            PRIVATE_DIR_MODE
+        } else {
+            0o600
+        };
+        set(&path, mode);
+    }
 }
 
 /// The sha256 of a file, as lowercase hex.

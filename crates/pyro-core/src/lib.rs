@@ -37,5 +37,15 @@ pub use paths::Dirs;
 pub use progress::Progress;
 pub use pyro_proto::OutputStream;
 
+/// Runs CPU- or disk-bound work on tokio's blocking pool, off the async worker threads (an MCP server
+/// serves other calls meanwhile).
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::internal(format!("a background task failed: {e}")))?
+}
+
 /// pyro's own version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

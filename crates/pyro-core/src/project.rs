@@ -63,7 +63,7 @@ pub fn clone(dirs: &Dirs, url: &str) -> Result<ProjectSeed> {
     if !target.join(".git").exists() {
         let git = git_binary()?;
         let staging = repos.join(format!(".clone-{}-{}", &key[..16], fsutil::random_hex(4)?));
-        let out = Command::new(git)
+        let out = fsutil::with_guest_umask(&mut Command::new(git))
             .args(["clone", "--depth", "1", "--quiet", "--", url])
             .arg(&staging)
             .env("GIT_TERMINAL_PROMPT", "0")

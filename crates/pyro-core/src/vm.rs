@@ -291,7 +291,7 @@ fn user_network() -> NetworkConfig {
 /// A sparse ext4 file labelled for the agent to find.
 pub fn make_data_disk(path: &Path, gib: u32) -> Result<()> {
     let mke2fs = tools::MKE2FS.find()?;
-    let out = ProcessCommand::new(&mke2fs)
+    let out = fsutil::with_guest_umask(&mut ProcessCommand::new(&mke2fs))
         .args([
             "-q",
             "-F",
@@ -387,19 +387,16 @@ pub async fn exec(
     on_output: OutputSink<'_>,
 ) -> Result<ExecResult> {
     let cap = request.output_cap_bytes as usize;
-    let host_deadline = Duration::from_millis(request.timeout_ms) + Duration::from_secs(60);
-    let call = AgentCall::start(vm_dir, &Request::Exec(request)).await?;
-    let reply = tokio::time::timeout(
-        host_deadline,
-        call.finish(on_output, &mut tokio::io::sink(), 0),
+    // The guest enforces the timeout; the host gives it a minute more, then gives up on it.
+    let limit = Duration::from_millis(request.timeout_ms).saturating_add(Duration::from_secs(60));
+    let call = AgentCall::start_with(
+        vm_dir,
+        &Request::Exec(request),
+        agent_client::Purpose::Activity,
+        limit,
     )
-    .await
-    .map_err(|_| {
-        Error::new(
-            ErrorKind::Guest,
-            "the guest agent did not answer in time after the command's timeout",
-        )
-    })??;
+    .await?;
+    let reply = call.finish(on_output, &mut tokio::io::sink(), 0).await?;
     match reply {
         Reply::Exited(mut result) => {
             bound_output(&mut result.stdout, &mut result.stdout_truncated, cap);

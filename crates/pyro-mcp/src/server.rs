@@ -255,6 +255,7 @@ impl PyroServer {
                 let options = CreateOptions {
                     seed_path: a.seed_path.map(PathBuf::from),
                     project,
+                    include_git: a.include_git,
                     name: a.name,
                     labels: labels(a.labels),
                     vcpu_count: a.vcpu_count,

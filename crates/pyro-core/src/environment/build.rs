@@ -23,6 +23,10 @@ const KERNEL_PACKAGE: &str = "linux-image-cloud-amd64";
 pub fn pull(dirs: &Dirs, name: &str, force: bool, progress: &dyn Progress) -> Result<Installed> {
     let spec = catalog::lookup(name)?;
     fsutil::create_dir_all(&dirs.environments())?;
+    fsutil::harden(
+        dirs.cache(),
+        &["environments", "initramfs", "templates", "repos"],
+    );
     let _lock = FileLock::acquire(&store::lock_path(dirs, spec))?;
     if !force {
         if let Some(installed) = store::installed(dirs, spec) {
@@ -95,7 +99,7 @@ fn build_into(
     ));
     let kernel_tree = staging.join("kernel-tree");
     run_logged(
-        Command::new(mmdebstrap)
+        fsutil::with_guest_umask(&mut Command::new(mmdebstrap))
             .args(["--quiet", "--variant=extract", "--mode=auto"])
             .arg(format!("--include={KERNEL_PACKAGE}"))
             .arg(spec.suite)
@@ -121,7 +125,7 @@ fn build_into(
     ));
     let rootfs = staging.join("rootfs");
     let mut command = Command::new(mmdebstrap);
-    command.args(["--quiet", "--variant=apt", "--mode=auto"]);
+    fsutil::with_guest_umask(&mut command).args(["--quiet", "--variant=apt", "--mode=auto"]);
     if !spec.packages.is_empty() {
         command.arg(format!("--include={}", spec.packages.join(",")));
     }
@@ -136,7 +140,7 @@ fn build_into(
     let image = staging.join(ROOTFS_FILE);
     let size_mib = image_size_mib(&rootfs);
     run_logged(
-        Command::new(mke2fs)
+        fsutil::with_guest_umask(&mut Command::new(mke2fs))
             .args([
                 "-q",
                 "-F",

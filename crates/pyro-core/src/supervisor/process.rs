@@ -28,6 +28,10 @@ use serde_json::json;
 
 /// A boot that has not reached the agent by then is a failure, with the serial log attached.
 const BOOT_DEADLINE: Duration = Duration::from_secs(60);
+/// A client connection outlives the deadline its client announced by at most this much.
+const CONNECTION_GRACE: Duration = Duration::from_secs(5);
+/// The limit of a connection from a client that announced no deadline.
+const LEGACY_CONNECTION_LIMIT: Duration = Duration::from_secs(24 * 3600);
 /// The serial console is guest-controlled: keep at most this much of it.
 const SERIAL_LOG_CAP: u64 = 1 << 20;
 
@@ -388,8 +392,8 @@ async fn serve_client(
         _ => return,
     };
     match request {
-        ClientRequest::Agent | ClientRequest::Inspect => {
-            let counts_as_activity = matches!(request, ClientRequest::Agent);
+        ClientRequest::Agent { deadline_ms } | ClientRequest::Inspect { deadline_ms } => {
+            let counts_as_activity = matches!(request, ClientRequest::Agent { .. });
             let mut agent = match control.clone().open_stream().await {
                 Ok(agent) => agent,
                 Err(err) => {
@@ -403,13 +407,18 @@ async fn serve_client(
                     return;
                 }
             };
-            // An operation in progress keeps the VM alive; idle time counts from its end.
+            // An operation in progress keeps the VM alive and idle time counts from its end, but only
+            // until its deadline: a call the guest keeps hanging must not keep the VM from its TTL.
+            let limit = deadline_ms
+                .map(|ms| Duration::from_millis(ms).saturating_add(CONNECTION_GRACE))
+                .unwrap_or(LEGACY_CONNECTION_LIMIT);
             let _busy = counts_as_activity.then(|| activity.begin());
             if write_message(&mut stream, &ClientReply::Attached)
                 .await
                 .is_ok()
             {
-                let _ = tokio::io::copy_bidirectional(&mut stream, &mut agent).await;
+                let relay = tokio::io::copy_bidirectional(&mut stream, &mut agent);
+                let _ = tokio::time::timeout(limit, relay).await;
             }
         }
         ClientRequest::Status => {

@@ -9,10 +9,17 @@ use crate::ErrorKind;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientRequest {
     /// Carry this connection to the agent as a new stream; after the `attached` reply the connection is
-    /// a raw agent stream.
-    Agent,
+    /// a raw agent stream. It counts as activity until it ends or its deadline (from the client, which
+    /// gives up then too) passes; the supervisor closes it at that point.
+    Agent {
+        #[serde(default)]
+        deadline_ms: Option<u64>,
+    },
     /// Like `Agent`, for reading only: not counted as activity (the idle TTL keeps running).
-    Inspect,
+    Inspect {
+        #[serde(default)]
+        deadline_ms: Option<u64>,
+    },
     /// Report the VM's state.
     Status,
     /// Power the VM off and clean up.

@@ -1,17 +1,16 @@
-//! Host-side archives: building a validated tar from a seed directory or archive, and extracting an
-//! export from the guest into a fresh host directory without ever following a link.
+//! Host-side archives: building a validated tar from a seed directory or archive (exports come back
+//! through [`super::extract`]).
 //!
 //! Both directions refuse absolute names, `..`, links that escape, hard links and device nodes, and
 //! bound what they handle.
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use pyro_proto::archive_rules::{link_stays_inside, member_path};
 
-use crate::{Error, ErrorKind, Result};
+use crate::{Error, Result};
 
 /// The most one seed, sync or export may hold.
 pub const MAX_ARCHIVE_BYTES: u64 = 4 << 30;
@@ -24,7 +23,7 @@ pub struct Counts {
 }
 
 impl Counts {
-    fn add(&mut self, bytes: u64) -> Result<()> {
+    pub(crate) fn add(&mut self, bytes: u64) -> Result<()> {
         self.entry_count += 1;
         self.bytes_written += bytes;
         if self.entry_count > MAX_ARCHIVE_ENTRIES || self.bytes_written > MAX_ARCHIVE_BYTES {
@@ -39,7 +38,11 @@ impl Counts {
 
 /// What a seed or sync source is.
 pub enum Source {
-    Directory(PathBuf),
+    /// A host directory; its top-level `.git` only when asked (it may hold credentials in its config).
+    Directory {
+        path: PathBuf,
+        include_git: bool,
+    },
     Tar(PathBuf),
     TarGz(PathBuf),
     /// The files git would commit in a checkout (and `.git` itself when asked).
@@ -48,11 +51,14 @@ pub enum Source {
 
 impl Source {
     /// A host directory or a `.tar`, `.tar.gz` or `.tgz` file.
-    pub fn classify(path: &Path) -> Result<Source> {
+    pub fn classify(path: &Path, include_git: bool) -> Result<Source> {
         let meta = fs::metadata(path)
             .map_err(|_| Error::invalid(format!("{} does not exist", path.display())))?;
         if meta.is_dir() {
-            return Ok(Source::Directory(path.to_path_buf()));
+            return Ok(Source::Directory {
+                path: path.to_path_buf(),
+                include_git,
+            });
         }
         let name = path
             .file_name()
@@ -72,7 +78,7 @@ impl Source {
 
     pub fn mode(&self) -> &'static str {
         match self {
-            Source::Directory(_) => "directory",
+            Source::Directory { .. } => "directory",
             Source::Tar(_) | Source::TarGz(_) => "tar_archive",
             Source::Project(project) => project.mode,
         }
@@ -91,7 +97,10 @@ pub fn build_tar(source: &Source, out: &Path) -> Result<Counts> {
     builder.sparse(false);
     let mut counts = Counts::default();
     match source {
-        Source::Directory(dir) => add_dir(&mut builder, dir, "", &mut counts)?,
+        Source::Directory { path, include_git } => {
+            let keep = |name: &str| *include_git || name != ".git";
+            add_dir_filtered(&mut builder, path, "", &mut counts, &keep)?
+        }
         Source::Tar(path) => copy_members(&mut builder, open(path)?, &mut counts)?,
         Source::TarGz(path) => copy_members(
             &mut builder,
@@ -280,162 +289,6 @@ fn copy_members<R: Read, W: Write>(
     Ok(())
 }
 
-/// Extracts a tar produced by the guest into `output`, which must not exist yet. For a single file
-/// export (`single_file`), `output` becomes that file.
-pub fn extract_export(tar_path: &Path, output: &Path, single_file: bool) -> Result<Counts> {
-    let result = extract_export_into(tar_path, output, single_file).and_then(|counts| {
-        links_stay_inside(output, single_file)?;
-        Ok(counts)
-    });
-    if result.is_err() {
-        // Nothing half-written: the output did not exist before.
-        let _ = crate::fsutil::remove_tree(output);
-    }
-    result
-}
-
-/// Every symlink in a fresh export, resolved through the links beside it, must stay inside the output
-/// (each link was checked alone; a chain of links could still lead out).
-fn links_stay_inside(output: &Path, single_file: bool) -> Result<()> {
-    if single_file {
-        return Ok(());
-    }
-    let root = fs::canonicalize(output).map_err(|e| Error::io("resolve", output, e))?;
-    let mut stack = vec![output.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir)
-            .map_err(|e| Error::io("read", &dir, e))?
-            .flatten()
-        {
-            let path = entry.path();
-            let meta = fs::symlink_metadata(&path).map_err(|e| Error::io("inspect", &path, e))?;
-            if meta.is_dir() {
-                stack.push(path);
-            } else if meta.file_type().is_symlink() {
-                if let Ok(resolved) = fs::canonicalize(&path) {
-                    if !resolved.starts_with(&root) {
-                        return Err(Error::new(
-                            ErrorKind::Guest,
-                            format!(
-                                "refused export: the link {} leads outside the export",
-                                path.display()
-                            ),
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn extract_export_into(tar_path: &Path, output: &Path, single_file: bool) -> Result<Counts> {
-    let mut archive = tar::Archive::new(open(tar_path)?);
-    let mut counts = Counts::default();
-    let guest = |e: io::Error| {
-        Error::new(
-            ErrorKind::Guest,
-            format!("the VM sent a malformed archive: {e}"),
-        )
-    };
-    if !single_file {
-        fs::create_dir(output).map_err(|e| Error::io("create", output, e))?;
-    }
-    for entry in archive.entries().map_err(guest)? {
-        let mut entry = entry.map_err(guest)?;
-        let raw = entry.path().map_err(guest)?.into_owned();
-        let member = member_path(&raw)
-            .map_err(|e| Error::new(ErrorKind::Guest, format!("refused export member: {e}")))?;
-        let kind = entry.header().entry_type();
-        let mode = entry.header().mode().unwrap_or(0o644) & 0o777;
-        if member.is_empty() {
-            continue;
-        }
-        counts.add(if kind.is_file() { entry.size() } else { 0 })?;
-        let target = if single_file {
-            output.to_path_buf()
-        } else {
-            prepare_parents(output, &member)?
-        };
-        match kind {
-            tar::EntryType::Directory if !single_file => {
-                if !target.is_dir() {
-                    fs::create_dir(&target).map_err(|e| Error::io("create", &target, e))?;
-                }
-                let _ = fs::set_permissions(&target, fs::Permissions::from_mode(mode | 0o700));
-            }
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let mut file = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .mode(mode)
-                    .open(&target)
-                    .map_err(|e| Error::io("create", &target, e))?;
-                io::copy(&mut entry, &mut file).map_err(|e| Error::io("write", &target, e))?;
-            }
-            tar::EntryType::Symlink => {
-                let link = entry
-                    .link_name()
-                    .map_err(guest)?
-                    .map(|l| l.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                if !link_stays_inside(&member, &link) {
-                    return Err(Error::new(
-                        ErrorKind::Guest,
-                        format!("refused export member: symlink {member} escapes"),
-                    ));
-                }
-                std::os::unix::fs::symlink(&link, &target)
-                    .map_err(|e| Error::io("create", &target, e))?;
-            }
-            _ => {
-                return Err(Error::new(
-                    ErrorKind::Guest,
-                    format!("refused export member of an unsupported type: {member}"),
-                ))
-            }
-        }
-        if single_file {
-            break;
-        }
-    }
-    if single_file && counts.entry_count == 0 {
-        return Err(Error::new(
-            ErrorKind::Guest,
-            "the VM sent an empty archive for a file export",
-        ));
-    }
-    Ok(counts)
-}
-
-/// Creates the parent directories of `member` under `root`, refusing any that is a symlink.
-fn prepare_parents(root: &Path, member: &str) -> Result<PathBuf> {
-    let mut current = root.to_path_buf();
-    let parts: Vec<&str> = member.split('/').collect();
-    for part in &parts[..parts.len() - 1] {
-        current.push(part);
-        match fs::symlink_metadata(&current) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(_) => {
-                return Err(Error::new(
-                    ErrorKind::Guest,
-                    format!("refused export: {member} goes through a non-directory"),
-                ))
-            }
-            Err(_) => fs::create_dir(&current).map_err(|e| Error::io("create", &current, e))?,
-        }
-    }
-    current.push(parts[parts.len() - 1]);
-    if fs::symlink_metadata(&current).is_ok_and(|m| !m.is_dir()) {
-        return Err(Error::new(
-            ErrorKind::Guest,
-            format!("refused export: {member} appears twice"),
-        ));
-    }
-    Ok(current)
-}
-
 /// An empty tar (two zero blocks).
 pub fn write_empty_tar(out: &Path) -> Result<()> {
     fs::write(out, [0u8; 1024]).map_err(|e| Error::io("write", out, e))
@@ -452,12 +305,40 @@ mod tests {
         fs::create_dir(&seed).unwrap();
         fs::write(seed.join("a.txt"), "hi").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", seed.join("evil")).unwrap();
-        let err = build_tar(&Source::Directory(seed), &dir.path().join("out.tar")).unwrap_err();
+        let err = build_tar(
+            &Source::Directory {
+                path: seed,
+                include_git: false,
+            },
+            &dir.path().join("out.tar"),
+        )
+        .unwrap_err();
         assert!(
             err.message().contains("points outside"),
             "{}",
             err.message()
         );
+    }
+
+    #[test]
+    fn a_directory_seed_leaves_git_out_unless_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let seed = dir.path().join("seed");
+        fs::create_dir_all(seed.join(".git")).unwrap();
+        fs::write(
+            seed.join(".git/config"),
+            "[remote]\n url = https://token@host/x\n",
+        )
+        .unwrap();
+        fs::write(seed.join("a.txt"), "hi").unwrap();
+        for (include_git, entries) in [(false, 1), (true, 3)] {
+            let source = Source::Directory {
+                path: seed.clone(),
+                include_git,
+            };
+            let counts = build_tar(&source, &dir.path().join("out.tar")).unwrap();
+            assert_eq!(counts.entry_count, entries, "include_git={include_git}");
+        }
     }
 
     #[test]
@@ -488,11 +369,19 @@ mod tests {
         fs::create_dir_all(seed.join("src")).unwrap();
         fs::write(seed.join("src/a.txt"), "hello").unwrap();
         std::os::unix::fs::symlink("src/a.txt", seed.join("link")).unwrap();
-        let counts = build_tar(&Source::Directory(seed), &dir.path().join("out.tar")).unwrap();
+        let counts = build_tar(
+            &Source::Directory {
+                path: seed,
+                include_git: false,
+            },
+            &dir.path().join("out.tar"),
+        )
+        .unwrap();
         assert_eq!(counts.entry_count, 3);
         assert_eq!(counts.bytes_written, 5);
         let out = dir.path().join("export");
-        extract_export(&dir.path().join("out.tar"), &out, false).unwrap();
+        let shape = super::super::extract::Shape::Tree;
+        super::super::extract::extract(&dir.path().join("out.tar"), &out, &shape).unwrap();
         assert_eq!(fs::read_to_string(out.join("src/a.txt")).unwrap(), "hello");
         assert_eq!(
             fs::read_link(out.join("link")).unwrap(),

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use pyro_proto::archive_rules::member_path;
 use pyro_proto::{ArtifactType, Manifest, ManifestEntry, Reply, Request};
@@ -27,6 +28,29 @@ pub const MAX_PATCH_FILE_BYTES: u64 = 1 << 20;
 const MAX_MANIFEST_ENTRIES: u32 = 200_000;
 /// The manifest of that many entries, with long names, fits in this.
 const MAX_MANIFEST_BYTES: u64 = 256 << 20;
+/// File contents one diff reads (baseline and live sides together); past it, files are only listed.
+pub const CONTENT_BYTE_BUDGET: u64 = 64 << 20;
+/// Patch text one diff produces; past it, files are only listed.
+pub const PATCH_BYTE_BUDGET: u64 = 64 << 20;
+/// Host CPU time one diff spends comparing texts, and one file at most: a pair of texts that share
+/// nothing makes the line diff quadratic, so it stops early and falls back to a coarser patch.
+pub const TIME_BUDGET: Duration = Duration::from_secs(20);
+const FILE_TIME_BUDGET: Duration = Duration::from_secs(2);
+
+/// Why a changed file has no text patch.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum NotPatched {
+    /// A binary file (NUL bytes or not UTF-8), or a symlink, directory or other non-file.
+    NotText,
+    /// Larger than [`MAX_PATCH_FILE_BYTES`], or past the diff's byte or time budget.
+    TooLargeToDiff,
+    /// A name `git apply` would refuse or a patch could not carry safely (control characters,
+    /// quotes, a `.git` component).
+    UnsafeName,
+    /// The file changed between the manifest and its reading (or the guest sent something else).
+    ChangedWhileReading,
+}
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct DiffEntry {
@@ -40,6 +64,13 @@ pub struct DiffEntry {
     pub lines_added: u64,
     pub lines_removed: u64,
     pub text_patch: Option<String>,
+    /// Why the change is only listed (absent when it is in the patch).
+    pub not_patched: Option<NotPatched>,
+    /// Sizes and digests of both sides, so a change that is only listed can still be checked.
+    pub size_bytes_before: Option<u64>,
+    pub size_bytes_after: Option<u64>,
+    pub sha256_before: Option<String>,
+    pub sha256_after: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -65,6 +96,8 @@ pub struct DiffResult {
     pub summary: DiffSummary,
     pub entries: Vec<DiffEntry>,
     pub patch: String,
+    /// Some changes are only listed because the diff reached its byte or time budget.
+    pub budget_exceeded: bool,
     pub execution_mode: &'static str,
 }
 
@@ -77,25 +110,27 @@ pub async fn diff_as(dirs: &Dirs, reference: &str, purpose: Purpose) -> Result<D
     let (db, record, dir) = started(dirs, reference, "diff")?;
     let wdir = workspace_dir(dirs, &record.id);
     let baseline_path = wdir.join(BASELINE);
-    let base = tokio::task::block_in_place(|| baseline_manifest(&wdir))?;
+    let base = {
+        let wdir = wdir.clone();
+        crate::blocking(move || baseline_manifest(&wdir)).await?
+    };
     let request = Request::Manifest {
         path: WORKSPACE_ROOT.into(),
         max_entries: MAX_MANIFEST_ENTRIES,
     };
-    let (reply, payload) = AgentCall::start_as(&dir, &request, purpose)
-        .await?
-        .collect(MAX_MANIFEST_BYTES)
-        .await?;
+    let (reply, payload) = AgentCall::start_with(
+        &dir,
+        &request,
+        purpose,
+        agent_client::deadline_for(MAX_MANIFEST_BYTES),
+    )
+    .await?
+    .collect(MAX_MANIFEST_BYTES)
+    .await?;
     let live = match reply {
         Reply::Manifest(manifest) => manifest,
         other => return Err(agent_client::unexpected(other)),
     };
-    let entries: Vec<ManifestEntry> = serde_json::from_slice(&payload).map_err(|e| {
-        Error::new(
-            ErrorKind::Protocol,
-            format!("malformed manifest from the VM: {e}"),
-        )
-    })?;
     if live.truncated {
         return Err(Error::new(
             ErrorKind::Guest,
@@ -104,51 +139,96 @@ pub async fn diff_as(dirs: &Dirs, reference: &str, purpose: Purpose) -> Result<D
             ),
         ));
     }
-    let live: BTreeMap<String, ManifestEntry> =
-        entries.into_iter().map(|e| (e.path.clone(), e)).collect();
+    let live = crate::blocking(move || parse_manifest(&payload)).await?;
     let changes = compare(&base, &live);
+    drop(live);
 
-    // Contents for text patches: baseline side from the tar, live side from the guest.
+    // Which changes get a text patch: small files on both sides with safe names, in path order,
+    // until the content budget is spent.
+    let mut content_budget = CONTENT_BYTE_BUDGET;
+    let mut budget_exceeded = false;
+    let mut planned: Vec<Option<NotPatched>> = Vec::with_capacity(changes.len());
+    for change in &changes {
+        let verdict = patchability(change);
+        let verdict = match verdict {
+            None => {
+                let cost = side_size(&change.old) + side_size(&change.new);
+                if cost <= content_budget {
+                    content_budget -= cost;
+                    None
+                } else {
+                    budget_exceeded = true;
+                    Some(NotPatched::TooLargeToDiff)
+                }
+            }
+            other => other,
+        };
+        planned.push(verdict);
+    }
     let wanted_base: BTreeSet<String> = changes
         .iter()
-        .filter(|c| c.old.as_ref().is_some_and(is_small_file))
-        .map(|c| c.path.clone())
+        .zip(&planned)
+        .filter(|(c, verdict)| verdict.is_none() && c.old.is_some() && c.status != "mode_changed")
+        .map(|(c, _)| c.path.clone())
         .collect();
-    let old_contents = tokio::task::block_in_place(|| read_from_tar(&baseline_path, &wanted_base))?;
+    let mut old_contents =
+        crate::blocking(move || read_from_tar(&baseline_path, &wanted_base)).await?;
     let mut entries = Vec::new();
     let mut patch = String::new();
     let mut summary = DiffSummary::default();
-    for change in changes {
-        let old_text = change
-            .old
-            .as_ref()
-            .filter(|e| is_small_file(e))
-            .and_then(|_| old_contents.get(&change.path))
-            .and_then(|b| text(b));
-        let new_bytes = match &change.new {
-            Some(entry) if is_small_file(entry) => {
-                Some(read_live(&dir, &change.path, purpose).await?)
+    let started_rendering = Instant::now();
+    // One deadline for every read of the live side, not one each.
+    let op_deadline = Instant::now() + agent_client::deadline_for(CONTENT_BYTE_BUDGET);
+    for (change, verdict) in changes.into_iter().zip(planned) {
+        let mut verdict = verdict;
+        let spent = started_rendering.elapsed();
+        if verdict.is_none() && (spent >= TIME_BUDGET || patch.len() as u64 >= PATCH_BYTE_BUDGET) {
+            verdict = Some(NotPatched::TooLargeToDiff);
+            budget_exceeded = true;
+        }
+        let entry = match verdict {
+            Some(reason) => listed(&change, reason),
+            None => {
+                let new_bytes = match &change.new {
+                    Some(new) if change.status != "mode_changed" => {
+                        match read_live(&dir, new, purpose, op_deadline).await? {
+                            Some(bytes) => Some(bytes),
+                            None => {
+                                push_entry(
+                                    &mut entries,
+                                    &mut summary,
+                                    listed(&change, NotPatched::ChangedWhileReading),
+                                );
+                                continue;
+                            }
+                        }
+                    }
+                    _ => None,
+                };
+                let old_bytes = old_contents.remove(&change.path);
+                let file_budget = FILE_TIME_BUDGET.min(TIME_BUDGET.saturating_sub(spent));
+                let (entry, text) = crate::blocking(move || {
+                    let old = old_bytes.as_deref().map(text);
+                    let new = new_bytes.as_deref().map(text);
+                    Ok(render(&change, old, new, file_budget))
+                })
+                .await?;
+                if patch.len() as u64 + text.len() as u64 > PATCH_BYTE_BUDGET {
+                    budget_exceeded = true;
+                    let mut entry = entry;
+                    entry.text = false;
+                    entry.text_patch = None;
+                    entry.lines_added = 0;
+                    entry.lines_removed = 0;
+                    entry.not_patched = Some(NotPatched::TooLargeToDiff);
+                    entry
+                } else {
+                    patch.push_str(&text);
+                    entry
+                }
             }
-            _ => None,
         };
-        let new_text = new_bytes.as_deref().and_then(text);
-        let entry = render(&change, old_text, new_text, &mut patch);
-        summary.total += 1;
-        match entry.status.as_str() {
-            "added" => summary.added += 1,
-            "modified" => summary.modified += 1,
-            "deleted" => summary.deleted += 1,
-            "type_changed" => summary.type_changed += 1,
-            _ => summary.mode_changed += 1,
-        }
-        if entry.text {
-            summary.text_patched += 1;
-        } else if entry.status != "mode_changed" {
-            summary.non_text += 1;
-        }
-        summary.lines_added += entry.lines_added;
-        summary.lines_removed += entry.lines_removed;
-        entries.push(entry);
+        push_entry(&mut entries, &mut summary, entry);
     }
     if purpose == Purpose::Activity {
         store::touch(db.conn(), &record.id, now_ms())?;
@@ -160,8 +240,148 @@ pub async fn diff_as(dirs: &Dirs, reference: &str, purpose: Purpose) -> Result<D
         summary,
         entries,
         patch,
+        budget_exceeded,
         execution_mode: "guest",
     })
+}
+
+fn push_entry(entries: &mut Vec<DiffEntry>, summary: &mut DiffSummary, entry: DiffEntry) {
+    summary.total += 1;
+    match entry.status.as_str() {
+        "added" => summary.added += 1,
+        "modified" => summary.modified += 1,
+        "deleted" => summary.deleted += 1,
+        "type_changed" => summary.type_changed += 1,
+        _ => summary.mode_changed += 1,
+    }
+    if entry.text {
+        summary.text_patched += 1;
+    } else if entry.status != "mode_changed" {
+        summary.non_text += 1;
+    }
+    summary.lines_added += entry.lines_added;
+    summary.lines_removed += entry.lines_removed;
+    entries.push(entry);
+}
+
+/// The guest's manifest, checked: every path a plain relative name, none twice, no more entries than
+/// asked for. The guest is hostile; a manifest that breaks these rules is refused whole.
+fn parse_manifest(payload: &[u8]) -> Result<BTreeMap<String, ManifestEntry>> {
+    let entries: Vec<ManifestEntry> = serde_json::from_slice(payload).map_err(|e| {
+        Error::new(
+            ErrorKind::Protocol,
+            format!("malformed manifest from the VM: {e}"),
+        )
+    })?;
+    if entries.len() > MAX_MANIFEST_ENTRIES as usize {
+        return Err(Error::new(
+            ErrorKind::Guest,
+            format!(
+                "the VM sent {} manifest entries, more than the {MAX_MANIFEST_ENTRIES} asked for",
+                entries.len()
+            ),
+        ));
+    }
+    let mut live = BTreeMap::new();
+    for entry in entries {
+        let plain = !entry.path.is_empty()
+            && !entry.path.contains('\0')
+            && member_path(Path::new(&entry.path)).is_ok_and(|p| p == entry.path);
+        if !plain {
+            return Err(Error::new(
+                ErrorKind::Guest,
+                format!(
+                    "refused the VM's manifest: {:?} is not a plain relative path",
+                    entry.path
+                ),
+            ));
+        }
+        if let Some(previous) = live.insert(entry.path.clone(), entry) {
+            return Err(Error::new(
+                ErrorKind::Guest,
+                format!(
+                    "refused the VM's manifest: {:?} appears twice",
+                    previous.path
+                ),
+            ));
+        }
+    }
+    Ok(live)
+}
+
+fn side_size(side: &Option<ManifestEntry>) -> u64 {
+    side.as_ref().map(|e| e.size_bytes).unwrap_or(0)
+}
+
+/// Whether a change can get a text patch at all (before budgets): `None` if it can.
+fn patchability(change: &Change) -> Option<NotPatched> {
+    if !safe_in_patch(&change.path) {
+        return Some(NotPatched::UnsafeName);
+    }
+    let is_file = |e: &Option<ManifestEntry>| {
+        e.as_ref()
+            .is_none_or(|e| e.artifact_type == ArtifactType::File)
+    };
+    if !is_file(&change.old) || !is_file(&change.new) || change.status == "type_changed" {
+        return Some(NotPatched::NotText);
+    }
+    let small = |e: &Option<ManifestEntry>| {
+        e.as_ref()
+            .is_none_or(|e| e.size_bytes <= MAX_PATCH_FILE_BYTES)
+    };
+    if !small(&change.old) || !small(&change.new) {
+        return Some(NotPatched::TooLargeToDiff);
+    }
+    None
+}
+
+/// A name git would have to quote (control characters, quotes, backslashes, spaces at the ends) could
+/// pass for headers of another file, and a `.git` component would let a patch rewrite repository
+/// metadata (hooks, config) wherever it is applied: such changes are listed, never patched.
+fn safe_in_patch(path: &str) -> bool {
+    !path
+        .chars()
+        .any(|c| c.is_control() || c == '"' || c == '\\')
+        && path.trim() == path
+        && !path
+            .split('/')
+            .any(|part| part.eq_ignore_ascii_case(".git"))
+}
+
+/// An entry that is only listed, with sizes and digests of both sides.
+fn listed(change: &Change, reason: NotPatched) -> DiffEntry {
+    let mut entry = base_entry(change);
+    entry.not_patched = Some(reason);
+    entry
+}
+
+fn base_entry(change: &Change) -> DiffEntry {
+    let kind = change
+        .new
+        .as_ref()
+        .or(change.old.as_ref())
+        .map(|e| e.artifact_type)
+        .unwrap_or(ArtifactType::Other);
+    let file = |e: &Option<ManifestEntry>| {
+        e.as_ref()
+            .filter(|e| e.artifact_type == ArtifactType::File)
+            .cloned()
+    };
+    let (before, after) = (file(&change.old), file(&change.new));
+    DiffEntry {
+        path: change.path.clone(),
+        status: change.status.to_string(),
+        artifact_type: kind,
+        text: false,
+        lines_added: 0,
+        lines_removed: 0,
+        text_patch: None,
+        not_patched: None,
+        size_bytes_before: before.as_ref().map(|e| e.size_bytes),
+        size_bytes_after: after.as_ref().map(|e| e.size_bytes),
+        sha256_before: before.and_then(|e| e.sha256),
+        sha256_after: after.and_then(|e| e.sha256),
+    }
 }
 
 struct Change {
@@ -171,10 +391,7 @@ struct Change {
     new: Option<ManifestEntry>,
 }
 
-fn is_small_file(entry: &ManifestEntry) -> bool {
-    entry.artifact_type == ArtifactType::File && entry.size_bytes <= MAX_PATCH_FILE_BYTES
-}
-
+/// The bytes as text, or `None` for a binary file.
 fn text(bytes: &[u8]) -> Option<&str> {
     if bytes.contains(&0) {
         return None;
@@ -230,44 +447,20 @@ fn git_mode(entry: &ManifestEntry) -> &'static str {
     }
 }
 
-/// Builds the entry and appends its part of the patch.
+/// Builds the entry and its part of the patch. `old`/`new` are the sides' contents: `None` for a side
+/// that does not exist, `Some(None)` for one that is not text. The line diff stops refining after
+/// `time_budget`.
 fn render(
     change: &Change,
-    old_text: Option<&str>,
-    new_text: Option<&str>,
-    patch: &mut String,
-) -> DiffEntry {
+    old: Option<Option<&str>>,
+    new: Option<Option<&str>>,
+    time_budget: Duration,
+) -> (DiffEntry, String) {
     let path = &change.path;
-    let kind = change
-        .new
-        .as_ref()
-        .or(change.old.as_ref())
-        .map(|e| e.artifact_type)
-        .unwrap_or(ArtifactType::Other);
-    let mut entry = DiffEntry {
-        path: path.clone(),
-        status: change.status.to_string(),
-        artifact_type: kind,
-        text: false,
-        lines_added: 0,
-        lines_removed: 0,
-        text_patch: None,
-    };
-    // A name git would have to quote (control characters, quotes, backslashes, spaces at the ends) is
-    // listed but kept out of the patch, where it could pass for headers of another file.
-    if path
-        .chars()
-        .any(|c| c.is_control() || c == '"' || c == '\\')
-        || path.trim() != path
-    {
-        return entry;
-    }
-    let both_files = |e: &Option<ManifestEntry>| {
-        e.as_ref()
-            .is_none_or(|e| e.artifact_type == ArtifactType::File)
-    };
-    if !both_files(&change.old) || !both_files(&change.new) || change.status == "type_changed" {
-        return entry;
+    let mut entry = base_entry(change);
+    if let Some(reason) = patchability(change) {
+        entry.not_patched = Some(reason);
+        return (entry, String::new());
     }
     let mut header = format!("diff --git a/{path} b/{path}\n");
     let (old_label, new_label) = match (&change.old, &change.new) {
@@ -289,25 +482,30 @@ fn render(
             }
             (format!("a/{path}"), format!("b/{path}"))
         }
-        (None, None) => return entry,
+        (None, None) => return (entry, String::new()),
     };
     if change.status == "mode_changed" {
         entry.text = true;
         entry.text_patch = Some(header.clone());
-        patch.push_str(&header);
-        return entry;
+        return (entry, header);
     }
-    let old = match (&change.old, old_text) {
-        (None, _) => "",
-        (Some(_), Some(text)) => text,
-        (Some(_), None) => return entry,
+    let side = |exists: bool, content: Option<Option<&str>>| -> Option<String> {
+        match (exists, content) {
+            (false, _) => Some(String::new()),
+            (true, Some(Some(text))) => Some(text.to_string()),
+            _ => None,
+        }
     };
-    let new = match (&change.new, new_text) {
-        (None, _) => "",
-        (Some(_), Some(text)) => text,
-        (Some(_), None) => return entry,
+    let (Some(old_text), Some(new_text)) = (
+        side(change.old.is_some(), old),
+        side(change.new.is_some(), new),
+    ) else {
+        entry.not_patched = Some(NotPatched::NotText);
+        return (entry, String::new());
     };
-    let diff = TextDiff::from_lines(old, new);
+    let diff = TextDiff::configure()
+        .timeout(time_budget)
+        .diff_lines(old_text.as_str(), new_text.as_str());
     let mut body = String::new();
     let mut unified = diff.unified_diff();
     unified.context_radius(3).missing_newline_hint(true);
@@ -327,25 +525,35 @@ fn render(
         format!("{header}--- {old_label}\n+++ {new_label}\n{body}")
     };
     entry.text = true;
-    patch.push_str(&text_patch);
-    entry.text_patch = Some(text_patch);
-    entry
+    entry.text_patch = Some(text_patch.clone());
+    (entry, text_patch)
 }
 
-async fn read_live(dir: &Path, rel: &str, purpose: Purpose) -> Result<Vec<u8>> {
+/// The live side of a changed file: exactly the size the manifest claimed, and that content (a file
+/// that changed since, or a guest that lies, gets `None`: the change is listed without a patch).
+async fn read_live(
+    dir: &Path,
+    entry: &ManifestEntry,
+    purpose: Purpose,
+    deadline: Instant,
+) -> Result<Option<Vec<u8>>> {
+    let size = entry.size_bytes.min(MAX_PATCH_FILE_BYTES);
     let request = Request::ReadFile {
-        path: format!("{WORKSPACE_ROOT}/{rel}"),
+        path: format!("{WORKSPACE_ROOT}/{}", entry.path),
         offset: 0,
-        max_bytes: MAX_PATCH_FILE_BYTES,
+        max_bytes: size.max(1),
     };
-    let (reply, bytes) = AgentCall::start_as(dir, &request, purpose)
+    let left = deadline.saturating_duration_since(Instant::now());
+    let (reply, bytes) = AgentCall::start_with(dir, &request, purpose, left)
         .await?
-        .collect(MAX_PATCH_FILE_BYTES)
+        .collect(size)
         .await?;
     match reply {
-        Reply::FileRead(_) => Ok(bytes),
-        other => Err(agent_client::unexpected(other)),
+        Reply::FileRead(_) => {}
+        other => return Err(agent_client::unexpected(other)),
     }
+    let digest = hex::encode(Sha256::digest(&bytes));
+    Ok((entry.sha256.as_deref() == Some(digest.as_str())).then_some(bytes))
 }
 
 /// The baseline's manifest, computed once from `baseline.tar` and cached beside it.
@@ -500,6 +708,8 @@ mod tests {
         }
     }
 
+    const T: Duration = FILE_TIME_BUDGET;
+
     #[test]
     fn a_modified_text_file_gets_a_git_style_patch() {
         let change = Change {
@@ -508,8 +718,7 @@ mod tests {
             old: Some(file("a.txt", "one\ntwo\n", 0o644)),
             new: Some(file("a.txt", "one\n2\n", 0o644)),
         };
-        let mut patch = String::new();
-        let entry = render(&change, Some("one\ntwo\n"), Some("one\n2\n"), &mut patch);
+        let (entry, patch) = render(&change, Some(Some("one\ntwo\n")), Some(Some("one\n2\n")), T);
         assert_eq!(patch, "diff --git a/a.txt b/a.txt\n--- a/a.txt\n+++ b/a.txt\n@@ -1,2 +1,2 @@\n one\n-two\n+2\n");
         assert_eq!((entry.lines_added, entry.lines_removed), (1, 1));
     }
@@ -522,8 +731,7 @@ mod tests {
             old: None,
             new: Some(file("n", "x", 0o755)),
         };
-        let mut patch = String::new();
-        render(&change, None, Some("x"), &mut patch);
+        let (_, patch) = render(&change, None, Some(Some("x")), T);
         assert_eq!(patch, "diff --git a/n b/n\nnew file mode 100755\n--- /dev/null\n+++ b/n\n@@ -0,0 +1 @@\n+x\n\\ No newline at end of file\n");
     }
 
@@ -535,9 +743,66 @@ mod tests {
             old: Some(file("b", "\0", 0o644)),
             new: Some(file("b", "\0\0", 0o644)),
         };
-        let mut patch = String::new();
-        let entry = render(&change, None, None, &mut patch);
+        let (entry, patch) = render(&change, Some(None), Some(None), T);
         assert!(!entry.text);
+        assert_eq!(entry.not_patched, Some(NotPatched::NotText));
         assert!(patch.is_empty());
+    }
+
+    #[test]
+    fn git_metadata_and_odd_names_stay_out_of_the_patch() {
+        for path in [
+            ".git/config",
+            "sub/.GIT/hooks/pre-commit",
+            "a\x1b[2Kb",
+            " lead",
+            "q\"uote",
+        ] {
+            let change = Change {
+                path: path.into(),
+                status: "added",
+                old: None,
+                new: Some(file(path, "x\n", 0o755)),
+            };
+            let (entry, patch) = render(&change, None, Some(Some("x\n")), T);
+            assert_eq!(entry.not_patched, Some(NotPatched::UnsafeName), "{path:?}");
+            assert!(patch.is_empty());
+        }
+    }
+
+    #[test]
+    fn texts_that_share_nothing_finish_within_the_budget() {
+        let old = "a\n".repeat(1 << 19);
+        let new = "b\n".repeat(1 << 19);
+        let change = Change {
+            path: "lock".into(),
+            status: "modified",
+            old: Some(file("lock", &old, 0o644)),
+            new: Some(file("lock", &new, 0o644)),
+        };
+        let (entry, patch) = render(
+            &change,
+            Some(Some(&old)),
+            Some(Some(&new)),
+            Duration::from_millis(200),
+        );
+        assert!(entry.text);
+        assert_eq!((entry.lines_added, entry.lines_removed), (1 << 19, 1 << 19));
+        assert!(patch.len() > 2 * old.len());
+    }
+
+    #[test]
+    fn manifests_with_unsafe_or_duplicate_paths_are_refused() {
+        let bad = |paths: &[&str]| {
+            let entries: Vec<ManifestEntry> = paths.iter().map(|p| file(p, "x", 0o644)).collect();
+            parse_manifest(&serde_json::to_vec(&entries).unwrap()).is_err()
+        };
+        assert!(bad(&["../etc/passwd"]));
+        assert!(bad(&["/etc/passwd"]));
+        assert!(bad(&["a//b"]));
+        assert!(bad(&["./a"]));
+        assert!(bad(&[""]));
+        assert!(bad(&["a", "a"]));
+        assert!(!bad(&["a", "b/c"]));
     }
 }

@@ -47,6 +47,8 @@ pub struct CreateOptions {
     pub seed_path: Option<PathBuf>,
     /// Where to seed from when there is no `seed_path` (project-aware startup).
     pub project: Option<crate::project::ProjectSeed>,
+    /// Seed a directory's (or project's) `.git` too. Off by default: its config may hold credentials.
+    pub include_git: bool,
     pub name: Option<String>,
     pub labels: Vec<(String, String)>,
     pub vcpu_count: u8,
@@ -64,6 +66,7 @@ impl CreateOptions {
             environment: environment.to_string(),
             seed_path: None,
             project: None,
+            include_git: false,
             name: None,
             labels: Vec::new(),
             vcpu_count: crate::run::DEFAULT_VCPU_COUNT,
@@ -157,7 +160,7 @@ pub async fn create(
     crate::catalog::lookup(&options.environment)?;
     // An explicit seed path wins over the server's project.
     let source = match (&options.seed_path, &options.project) {
-        (Some(path), _) => Some(Source::classify(path)?),
+        (Some(path), _) => Some(Source::classify(path, options.include_git)?),
         (None, Some(project)) => Some(Source::Project(project.clone())),
         (None, None) => None,
     };
@@ -267,15 +270,19 @@ async fn boot(
         .clone();
     progress.finish();
     if fresh {
-        let mut call = AgentCall::start(
+        let baseline = workspace_dir(dirs, &record.id).join(BASELINE);
+        let size = std::fs::metadata(&baseline)
+            .map_err(|e| Error::io("inspect", &baseline, e))?
+            .len();
+        let mut call = AgentCall::start_moving(
             &dir,
             &Request::ExtractArchive {
                 destination: validate::WORKSPACE_ROOT.into(),
             },
+            size,
         )
         .await?;
-        call.send_file(&workspace_dir(dirs, &record.id).join(BASELINE))
-            .await?;
+        call.send_file(&baseline).await?;
         match call.collect(0).await?.0 {
             Reply::Extracted(_) => {}
             other => return Err(agent_client::unexpected(other)),

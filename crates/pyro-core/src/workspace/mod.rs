@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod diff;
+pub mod extract;
 pub mod journal;
 pub mod lifecycle;
 pub mod model;

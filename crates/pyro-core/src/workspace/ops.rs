@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::archive::{self, Source};
+use super::extract::{self, Shape, SkippedLink};
 use super::journal;
 use super::lifecycle::{self, now_ms, vm_dir, workspace_dir};
 use super::model::JournalEntry;
@@ -303,12 +304,17 @@ pub(crate) async fn write_files(
             mode: *mode,
         })
         .collect();
-    let mut call = AgentCall::start(
+    let bytes = files
+        .iter()
+        .map(|(_, content, _)| content.len() as u64)
+        .sum();
+    let mut call = AgentCall::start_moving(
         dir,
         &Request::WriteFiles {
             files: specs,
             deletes: deletes.to_vec(),
         },
+        bytes,
     )
     .await?;
     for (_, content, _) in files {
@@ -383,18 +389,23 @@ pub async fn sync_push(
     destination: Option<&str>,
 ) -> Result<SyncResult> {
     let destination = validate::workspace_path(destination.unwrap_or(validate::WORKSPACE_ROOT))?;
-    let kind = Source::classify(source)?;
+    // A sync is an explicit copy of what the user names: `.git` included.
+    let kind = Source::classify(source, true)?;
     let (mut db, record, dir) = started(dirs, reference, "sync push")?;
     let timer = journal::Timer::start();
     let tmp = workspace_dir(dirs, &record.id)
         .join(format!(".sync-{}.tar", crate::fsutil::random_hex(4)?));
     let outcome = async {
         let counts = tokio::task::block_in_place(|| archive::build_tar(&kind, &tmp))?;
-        let mut call = AgentCall::start(
+        let size = std::fs::metadata(&tmp)
+            .map_err(|e| Error::io("inspect", &tmp, e))?
+            .len();
+        let mut call = AgentCall::start_moving(
             &dir,
             &Request::ExtractArchive {
                 destination: destination.clone(),
             },
+            size,
         )
         .await?;
         call.send_file(&tmp).await?;
@@ -436,6 +447,8 @@ pub struct ExportResult {
     pub artifact_type: ArtifactType,
     pub entry_count: u64,
     pub bytes_written: u64,
+    /// Symlinks that were not written because they would lead outside the export on the host.
+    pub skipped_links: Vec<SkippedLink>,
     pub execution_mode: &'static str,
 }
 
@@ -470,9 +483,9 @@ pub async fn export(
             path: path.clone(),
             max_bytes: archive::MAX_ARCHIVE_BYTES,
         };
-        let reply = AgentCall::start(&dir, &request)
+        let reply = AgentCall::start_moving(&dir, &request, archive::MAX_ARCHIVE_BYTES)
             .await?
-            .finish(&mut |_, _| {}, &mut file, archive::MAX_ARCHIVE_BYTES)
+            .receive(&mut file, archive::MAX_ARCHIVE_BYTES)
             .await?;
         drop(file);
         let summary = match reply {
@@ -480,22 +493,32 @@ pub async fn export(
             other => return Err(agent_client::unexpected(other)),
         };
         if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
-            crate::fsutil::create_dir_all(parent)?;
+            create_user_dirs(parent)?;
         }
-        let single = summary.artifact_type != ArtifactType::Directory;
-        let counts = tokio::task::block_in_place(|| archive::extract_export(&tmp, output, single))?;
-        Ok((summary.artifact_type, counts))
+        // The guest's reply says what it sent; the host decides what it accepts: a file export must
+        // carry exactly the one regular file that was asked for.
+        let name = path.rsplit('/').next().unwrap_or_default();
+        let shape = match summary.artifact_type {
+            ArtifactType::Directory => Shape::Tree,
+            _ => Shape::File {
+                name: name.to_string(),
+            },
+        };
+        let (tar, to) = (tmp.clone(), output.clone());
+        let extracted = crate::blocking(move || extract::extract(&tar, &to, &shape)).await?;
+        Ok((summary.artifact_type, extracted))
     }
     .await;
     let _ = std::fs::remove_file(&tmp);
-    let (artifact_type, counts) = outcome?;
+    let (artifact_type, extracted) = outcome?;
     let result = ExportResult {
         workspace_id: record.id.clone(),
         workspace_path: path,
         output_path: output.display().to_string(),
         artifact_type,
-        entry_count: counts.entry_count,
-        bytes_written: counts.bytes_written,
+        entry_count: extracted.counts.entry_count,
+        bytes_written: extracted.counts.bytes_written,
+        skipped_links: extracted.skipped_links,
         execution_mode: "guest",
     };
     timer.record(
@@ -507,6 +530,22 @@ pub async fn export(
         &serde_json::to_value(&result).unwrap_or_default(),
     )?;
     Ok(result)
+}
+
+/// Creates missing parents of an export with the modes the user's own tools would give them.
+fn create_user_dirs(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let missing: Vec<&Path> = path
+        .ancestors()
+        .take_while(|p| !p.as_os_str().is_empty() && std::fs::symlink_metadata(p).is_err())
+        .collect();
+    for dir in missing.into_iter().rev() {
+        std::fs::create_dir(dir).map_err(|e| Error::io("create directory", dir, e))?;
+        let mode = 0o777 & !crate::fsutil::user_umask();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io("set the mode of", dir, e))?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Serialize)]
