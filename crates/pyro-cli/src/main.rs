@@ -4,6 +4,7 @@ mod doctor_cmd;
 mod env_cmd;
 mod host_cmd;
 mod mcp_cmd;
+mod network_args;
 mod output;
 mod prepare_cmd;
 mod progress;

@@ -7,6 +7,7 @@ use pyro_core::run::{self, RunOptions};
 use pyro_core::vm::OutputSink;
 use pyro_core::OutputStream;
 
+use crate::network_args::NetworkArgs;
 use crate::output::{self, EXIT_RUN_FAILURE};
 use crate::progress::StderrProgress;
 
@@ -34,9 +35,8 @@ pub struct RunArgs {
     /// Working directory inside the VM
     #[arg(long, default_value = "/")]
     cwd: String,
-    /// Give the guest outbound networking (QEMU user-mode networking; no root needed)
-    #[arg(long)]
-    network: bool,
+    #[command(flatten)]
+    network: NetworkArgs,
     /// Boot from the kernel even when a warm template exists (for debugging and benchmarks)
     #[arg(long)]
     cold: bool,
@@ -53,11 +53,15 @@ pub fn main(args: RunArgs) -> ExitCode {
         Ok(dirs) => dirs,
         Err(code) => return code,
     };
+    let network = match args.network.network() {
+        Ok(network) => network,
+        Err(err) => return output::fail(&err, args.json, EXIT_RUN_FAILURE),
+    };
     let options = RunOptions {
         vcpu_count: args.vcpu_count,
         mem_mib: args.mem_mib,
         timeout_seconds: args.timeout_seconds,
-        network: args.network,
+        network,
         env: args.env.iter().cloned().collect(),
         cwd: args.cwd.clone(),
         cold: args.cold,

@@ -11,6 +11,7 @@ use pyro_core::workspace::{
 use pyro_core::{Dirs, OutputStream};
 use serde::Serialize;
 
+use crate::network_args::NetworkArgs;
 use crate::output::{self, EXIT_FAILURE, EXIT_RUN_FAILURE};
 use crate::progress::StderrProgress;
 use crate::terminal;
@@ -103,9 +104,8 @@ pub struct CreateArgs {
     /// Idle seconds before the workspace is stopped (never deleted)
     #[arg(long, default_value_t = workspace::validate::DEFAULT_TTL_SECONDS, value_parser = clap::value_parser!(u64).range(10..=604800))]
     ttl_seconds: u64,
-    /// Give the workspace outbound networking
-    #[arg(long)]
-    network: bool,
+    #[command(flatten)]
+    network: NetworkArgs,
     /// Seed the directory's `.git` too (left out by default: its config may hold credentials)
     #[arg(long)]
     include_git: bool,
@@ -395,7 +395,7 @@ async fn dispatch(
                 vcpu_count: args.vcpu_count,
                 mem_mib: args.mem_mib,
                 ttl_seconds: args.ttl_seconds,
-                network: args.network,
+                network: args.network.network()?,
                 cold: args.cold,
                 ..CreateOptions::new(&args.environment)
             };

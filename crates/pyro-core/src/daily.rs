@@ -70,7 +70,7 @@ pub async fn prepare(
         environment: String::new(),
         vcpu_count: options.vcpu_count,
         mem_mib: options.mem_mib,
-        network: false,
+        network: crate::network::Network::off(),
         disk_gib: DEFAULT_DISK_GIB,
         ephemeral: true,
         idle_timeout_seconds: None,

@@ -43,6 +43,9 @@ const MIGRATIONS: &[&str] = &[
     // 2: how each workspace's VM last booted.
     "ALTER TABLE workspaces ADD COLUMN boot_mode TEXT;
      ALTER TABLE workspaces ADD COLUMN boot_mode_reason TEXT;",
+    // 3: network policies with allow lists (`network` stays: whether the VM has a device).
+    "ALTER TABLE workspaces ADD COLUMN network_policy TEXT;
+     ALTER TABLE workspaces ADD COLUMN allow_hosts TEXT;",
 ];
 
 pub struct Db {

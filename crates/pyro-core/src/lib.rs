@@ -22,6 +22,7 @@ pub mod error;
 pub mod fsutil;
 pub mod host;
 pub mod initramfs;
+pub mod network;
 pub mod paths;
 pub mod progress;
 pub mod project;

@@ -8,6 +8,7 @@ use pyro_proto::{Command, ExecRequest, ExecResult, OutputStream};
 use serde::Serialize;
 
 use crate::host::accel::Accelerator;
+use crate::network::Network;
 use crate::vm::{self, OutputSink, VmOptions};
 use crate::{Dirs, Error, ErrorKind, Progress, Result};
 
@@ -23,7 +24,7 @@ pub struct RunOptions {
     pub vcpu_count: u8,
     pub mem_mib: u32,
     pub timeout_seconds: u64,
-    pub network: bool,
+    pub network: Network,
     /// The command's argv, run directly (no shell)...
     pub argv: Vec<String>,
     /// ...or, when set, a string run by `/bin/sh -lc` (`argv` is then ignored).
@@ -44,7 +45,7 @@ impl RunOptions {
             vcpu_count: DEFAULT_VCPU_COUNT,
             mem_mib: DEFAULT_MEM_MIB,
             timeout_seconds: DEFAULT_TIMEOUT_SECONDS,
-            network: false,
+            network: Network::off(),
             argv,
             shell_command: None,
             env: BTreeMap::new(),
@@ -59,7 +60,7 @@ impl RunOptions {
             environment: self.environment.clone(),
             vcpu_count: self.vcpu_count,
             mem_mib: self.mem_mib,
-            network: self.network,
+            network: self.network.clone(),
             disk_gib: vm::DEFAULT_DISK_GIB,
             ephemeral: true,
             idle_timeout_seconds: None,

@@ -453,6 +453,26 @@ async fn snapshot(
     };
     let backend = Qemu::locate()?;
     let mut command = backend.command(&config)?;
+    // The template's NIC needs a peer; the guest sends nothing before it is activated, so none
+    // serves it. It stays open until QEMU is gone.
+    let _nic_peer = if key.network {
+        let (engine_end, peer) = std::os::unix::net::UnixStream::pair().map_err(|e| {
+            Error::new(
+                ErrorKind::Engine,
+                format!("cannot create the NIC socket: {e}"),
+            )
+        })?;
+        crate::engine::inherit_fds(
+            &mut command,
+            vec![(
+                std::os::fd::OwnedFd::from(engine_end),
+                crate::engine::NIC_FD,
+            )],
+        )?;
+        Some(peer)
+    } else {
+        None
+    };
     let log = fs::File::create(dir.join("engine.log"))
         .map_err(|e| Error::io("create", &dir.join("engine.log"), e))?;
     let serial = fs::File::create(dir.join("serial.log"))
@@ -494,11 +514,13 @@ async fn snapshot(
         json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
     )
     .await?;
-    qmp.execute(
-        "migrate",
-        json!({"uri": format!("exec:cat > {STATE_FILE}")}),
-    )
-    .await?;
+    // QEMU may not spawn (`-sandbox spawn=deny`): it writes the state to a descriptor pyro opened.
+    let state_path = dir.join(STATE_FILE);
+    let state = fs::File::create(&state_path).map_err(|e| Error::io("create", &state_path, e))?;
+    qmp.send_fd("state", std::os::fd::AsFd::as_fd(&state))
+        .await?;
+    drop(state);
+    qmp.execute("migrate", json!({"uri": "fd:state"})).await?;
     qmp.wait_for_migration(Duration::from_secs(120)).await?;
     let _ = qmp.execute("quit", json!({})).await;
     let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;

@@ -13,6 +13,7 @@ use crate::environment::{self, Installed};
 use crate::host::accel::{self, Accelerator};
 use crate::host::tools;
 use crate::initramfs::{self, Agent};
+use crate::network::Network;
 use crate::supervisor::protocol::{ReadyInfo, SupervisorEvent};
 use crate::supervisor::{self, OwnerChannel, VmRecord, DATA_DISK, RECORD_FILE};
 use crate::template;
@@ -33,7 +34,7 @@ pub struct VmOptions {
     pub environment: String,
     pub vcpu_count: u8,
     pub mem_mib: u32,
-    pub network: bool,
+    pub network: Network,
     pub disk_gib: u32,
     /// Tear the VM down when this process goes away (`pyro run`).
     pub ephemeral: bool,
@@ -132,7 +133,7 @@ pub fn prepare(dirs: &Dirs, options: &VmOptions, progress: &dyn Progress) -> Res
             accelerator.accelerator,
             options.vcpu_count,
             options.mem_mib,
-            options.network,
+            options.network.has_device(),
             options.disk_gib,
         )?;
         match template::check(dirs, &key) {
@@ -191,7 +192,7 @@ async fn start(id: &str, dir: &Path, options: &VmOptions, prepared: Prepared) ->
     let config = VmConfig {
         vcpu_count: options.vcpu_count,
         mem_mib: options.mem_mib,
-        network: options.network,
+        network: options.network.has_device(),
         accelerator: prepared.accelerator.accelerator,
         tsc_khz: accel::tsc_khz(),
         kernel: prepared.environment.kernel(),
@@ -206,6 +207,7 @@ async fn start(id: &str, dir: &Path, options: &VmOptions, prepared: Prepared) ->
         config,
         ephemeral: options.ephemeral,
         idle_timeout_seconds: options.idle_timeout_seconds,
+        egress: options.network.rules(),
         created_at_unix_ms: now_unix_ms(),
     };
     let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::internal(e.to_string()))?;
@@ -263,7 +265,7 @@ async fn start(id: &str, dir: &Path, options: &VmOptions, prepared: Prepared) ->
         entropy_hex: fsutil::random_hex(32)?,
         hostname: format!("pyro-{id}"),
         machine_id: fsutil::random_hex(16)?,
-        network: options.network.then(user_network),
+        network: options.network.has_device().then(guest_network),
     };
     match vm.request(&Request::Activate(activation)).await {
         Ok(Reply::Activated(_)) => Ok(vm),
@@ -278,13 +280,15 @@ async fn start(id: &str, dir: &Path, options: &VmOptions, prepared: Prepared) ->
     }
 }
 
-/// QEMU user networking: the guest is 10.0.2.15, the host's loopback is reachable as 10.0.2.2.
-fn user_network() -> NetworkConfig {
+/// The guest's side of pyro's gateway (10.0.2.15, gateway 10.0.2.2, resolver 10.0.2.3): the
+/// gateway is pyro's own, and no address maps to the host.
+fn guest_network() -> NetworkConfig {
+    let a = pyro_net::GUEST_ADDRESSING;
     NetworkConfig {
-        address: "10.0.2.15".into(),
-        prefix_len: 24,
-        gateway: "10.0.2.2".into(),
-        dns: vec!["10.0.2.3".into()],
+        address: a.guest.to_string(),
+        prefix_len: a.prefix_len,
+        gateway: a.gateway.to_string(),
+        dns: vec![a.dns.to_string()],
     }
 }
 

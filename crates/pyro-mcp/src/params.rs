@@ -45,9 +45,12 @@ pub struct VmRun {
     /// Accepted for compatibility; the VM lives only for this call.
     #[serde(default)]
     pub ttl_seconds: Option<u64>,
-    /// Outbound networking for the VM.
+    /// Outbound networking for the VM (to public addresses, or only to allow_hosts).
     #[serde(default)]
     pub network: bool,
+    /// The only destinations the VM may reach, as HOST or HOST:PORT (turns on networking).
+    #[serde(default)]
+    pub allow_hosts: Option<Vec<String>>,
     /// Must be false: pyro never runs guest work on the host.
     #[serde(default)]
     pub allow_host_compat: bool,
@@ -79,9 +82,13 @@ pub struct WorkspaceCreate {
     /// Must be false: pyro never runs guest work on the host.
     #[serde(default)]
     pub allow_host_compat: bool,
-    /// `off` (no network device, the default) or `egress` (outbound networking). Only in workspace-full.
+    /// `off` (no network device, the default), `egress` (outbound TCP to public addresses and DNS) or
+    /// `egress+published-ports`. The host itself is never reachable. Only where the server offers it.
     #[serde(default)]
     pub network_policy: Option<String>,
+    /// The only destinations the workspace may reach, as HOST or HOST:PORT (implies egress).
+    #[serde(default)]
+    pub allow_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

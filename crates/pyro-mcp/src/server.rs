@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use pyro_core::network::{Network, NetworkPolicy};
 use pyro_core::project::{self, ProjectSeed};
 use pyro_core::workspace::{self, CreateOptions, ExecCommand, ExecOptions, UpdateOptions};
 use pyro_core::{run, Dirs, Error, Progress};
@@ -63,6 +64,7 @@ fn create_schema_without_network() -> Arc<JsonObject> {
     let mut schema = (*schema::<WorkspaceCreate>()).clone();
     if let Some(Value::Object(props)) = schema.get_mut("properties") {
         props.remove("network_policy");
+        props.remove("allow_hosts");
     }
     Arc::new(schema)
 }
@@ -195,6 +197,23 @@ fn labels(map: Option<std::collections::BTreeMap<String, String>>) -> Vec<(Strin
 }
 
 impl PyroServer {
+    /// The network a tool call asks for, within what this server offers.
+    fn network(
+        &self,
+        policy: Option<NetworkPolicy>,
+        allow_hosts: Option<Vec<String>>,
+    ) -> Result<Network, Error> {
+        let allow_hosts = Network::parse_allow_hosts(&allow_hosts.unwrap_or_default())?;
+        let network = Network::choose(policy, allow_hosts)?;
+        if network.has_device() && !self.offers_network() {
+            return Err(Error::invalid(format!(
+                "this server ({}) gives VMs no network",
+                self.inner.selection.label
+            )));
+        }
+        Ok(network)
+    }
+
     async fn dispatch(
         &self,
         name: &str,
@@ -202,7 +221,6 @@ impl PyroServer {
         context: &RequestContext<RoleServer>,
     ) -> Result<CallToolResult, Error> {
         let dirs = &self.inner.dirs;
-        let network_off = self.inner.selection.network_off;
         Ok(match name {
             "vm_run" => {
                 let a: VmRun = parse(name, args)?;
@@ -216,7 +234,8 @@ impl PyroServer {
                     vcpu_count: a.vcpu_count,
                     mem_mib: a.mem_mib,
                     timeout_seconds: a.timeout_seconds,
-                    network: a.network && !network_off,
+                    network: self
+                        .network(a.network.then_some(NetworkPolicy::Egress), a.allow_hosts)?,
                     shell_command: Some(a.command),
                     ..run::RunOptions::new(&a.environment, Vec::new())
                 };
@@ -230,21 +249,13 @@ impl PyroServer {
             "workspace_create" => {
                 let a: WorkspaceCreate = parse(name, args)?;
                 no_host_compat(a.allow_host_compat)?;
-                let network = match a.network_policy.as_deref() {
-                    None | Some("off") => false,
-                    Some("egress") if self.offers_network() => true,
-                    Some("egress") => {
-                        return Err(Error::invalid(format!(
-                            "this server ({}) gives workspaces no network",
-                            self.inner.selection.label
-                        )))
-                    }
-                    Some(other) => {
-                        return Err(Error::invalid(format!(
-                            "network_policy must be one of: off, egress (got '{other}')"
-                        )))
-                    }
-                };
+                let policy = a
+                    .network_policy
+                    .as_deref()
+                    .map(str::parse::<NetworkPolicy>)
+                    .transpose()
+                    .map_err(Error::invalid)?;
+                let network = self.network(policy, a.allow_hosts)?;
                 let project = match &a.seed_path {
                     Some(_) => None,
                     None => self.project()?.map(|p| ProjectSeed {

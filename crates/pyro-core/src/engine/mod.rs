@@ -4,6 +4,7 @@
 mod qemu;
 pub mod qmp;
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -16,7 +17,46 @@ use crate::Result;
 
 /// Bumped whenever the engine command line or device list changes (a memory snapshot is only valid for
 /// the exact device layout it was taken with).
-pub const VM_SHAPE_VERSION: u32 = 1;
+pub const VM_SHAPE_VERSION: u32 = 2;
+
+/// The descriptor the engine finds its NIC on: one end of a stream socket pair whose other end is
+/// the VM's gateway (see `pyro-net`).
+pub const NIC_FD: RawFd = 3;
+/// The descriptor a restoring engine reads the template's device state from.
+pub const INCOMING_FD: RawFd = 4;
+
+/// Hands each descriptor to the engine at the given number (and no others: all other descriptors
+/// pyro holds are close-on-exec).
+pub fn inherit_fds(command: &mut Command, fds: Vec<(OwnedFd, RawFd)>) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    // Move every source above the targets first, so a source never sits on another's target.
+    let mut moved = Vec::with_capacity(fds.len());
+    for (fd, target) in fds {
+        // SAFETY: F_DUPFD_CLOEXEC on an fd we own returns a new fd we then own.
+        let high = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 64) };
+        if high < 0 {
+            return Err(crate::Error::io(
+                "duplicate a descriptor for",
+                Path::new("the engine"),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: `high` is a fresh descriptor owned by nothing else.
+        moved.push((unsafe { OwnedFd::from_raw_fd(high) }, target));
+    }
+    // SAFETY: dup2 is async-signal-safe; the closure only uses descriptors it owns.
+    unsafe {
+        command.pre_exec(move || {
+            for (fd, target) in &moved {
+                if libc::dup2(fd.as_raw_fd(), *target) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
 
 /// File names inside a VM's directory. The engine runs with that directory as its working directory,
 /// so socket paths stay short whatever the state dir's length.

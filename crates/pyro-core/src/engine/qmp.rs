@@ -10,6 +10,40 @@ use tokio::net::UnixStream;
 
 use crate::{unix_socket, Error, ErrorKind, Result};
 
+/// Sends `bytes` (whole, in one message) with one descriptor attached.
+fn send_with_fd(socket: i32, bytes: &[u8], fd: i32) -> std::io::Result<()> {
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) } as usize;
+    let mut control = vec![0u8; space];
+    // SAFETY: msghdr is plain data; every pointer in it points at live buffers above.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: the control buffer has room for one header carrying one int (CMSG_SPACE above).
+    unsafe {
+        let header = libc::CMSG_FIRSTHDR(&msg);
+        (*header).cmsg_level = libc::SOL_SOCKET;
+        (*header).cmsg_type = libc::SCM_RIGHTS;
+        (*header).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<i32>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(header).cast::<i32>(), fd);
+    }
+    // SAFETY: a valid socket and a fully initialised msghdr.
+    let sent = unsafe { libc::sendmsg(socket, &msg, libc::MSG_NOSIGNAL) };
+    if sent < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if sent as usize != bytes.len() {
+        return Err(std::io::Error::other("short write to the QEMU monitor"));
+    }
+    Ok(())
+}
+
 pub struct Qmp {
     reader: BufReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
@@ -83,6 +117,36 @@ impl Qmp {
                 return Err(failed(command, error["desc"].as_str().unwrap_or("failed")));
             }
             return Ok(message.get("return").cloned().unwrap_or(Value::Null));
+        }
+    }
+
+    /// Hands QEMU an open descriptor under `name` (QMP `getfd`, the descriptor passed with
+    /// SCM_RIGHTS), for commands that take `fd:NAME`.
+    pub async fn send_fd(&mut self, name: &str, fd: std::os::fd::BorrowedFd<'_>) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        let mut text = json!({"execute": "getfd", "arguments": {"fdname": name}}).to_string();
+        text.push('\n');
+        let stream: &UnixStream = self.writer.as_ref();
+        loop {
+            stream.writable().await.map_err(|e| failed("getfd", e))?;
+            let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
+                send_with_fd(stream.as_raw_fd(), text.as_bytes(), fd.as_raw_fd())
+            });
+            match sent {
+                Ok(()) => break,
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(err) => return Err(failed("getfd", err)),
+            }
+        }
+        loop {
+            let message = self.read_message().await?;
+            if message.get("event").is_some() {
+                continue;
+            }
+            if let Some(error) = message.get("error") {
+                return Err(failed("getfd", error["desc"].as_str().unwrap_or("failed")));
+            }
+            return Ok(());
         }
     }
 

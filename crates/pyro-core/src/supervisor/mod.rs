@@ -41,6 +41,9 @@ pub struct VmRecord {
     /// Stop the VM after this many idle seconds (no client connected).
     #[serde(default)]
     pub idle_timeout_seconds: Option<u64>,
+    /// What the guest may reach when it has a network device (its gateway enforces it).
+    #[serde(default)]
+    pub egress: crate::network::EgressRules,
     pub created_at_unix_ms: u64,
 }
 

@@ -21,7 +21,7 @@ use super::{
     StopRecord, VmRecord, ENGINE_LOG, LOCK, RECORD_FILE, SERIAL_LOG, SOCKET, STOPPED_FILE,
 };
 use crate::engine::qmp::Qmp;
-use crate::engine::{Backend, Memory, Qemu, AGENT_SOCKET, QMP_SOCKET};
+use crate::engine::{Backend, Memory, Qemu, AGENT_SOCKET, INCOMING_FD, NIC_FD, QMP_SOCKET};
 use crate::fsutil::{self, FileLock};
 use crate::{Error, ErrorKind, Result};
 use serde_json::json;
@@ -185,6 +185,25 @@ async fn supervise(vm_dir: PathBuf, owner: UnixStream) -> i32 {
 async fn boot(backend: &Qemu, record: &VmRecord) -> Result<Running> {
     let started = Instant::now();
     let mut command = backend.command(&record.config)?;
+    let mut fds = Vec::new();
+    let nic = if record.config.network {
+        let (engine_end, gateway_end) = std::os::unix::net::UnixStream::pair().map_err(|e| {
+            Error::new(
+                ErrorKind::Engine,
+                format!("cannot create the NIC socket: {e}"),
+            )
+        })?;
+        fds.push((std::os::fd::OwnedFd::from(engine_end), NIC_FD));
+        Some(gateway_end)
+    } else {
+        None
+    };
+    if let Memory::Restore { state, .. } = &record.config.memory {
+        // QEMU may not spawn (`-sandbox spawn=deny`): it reads the device state from a descriptor.
+        let file = std::fs::File::open(state).map_err(|e| Error::io("open", state, e))?;
+        fds.push((std::os::fd::OwnedFd::from(file), INCOMING_FD));
+    }
+    crate::engine::inherit_fds(&mut command, fds)?;
     let engine_log = std::fs::File::create(ENGINE_LOG)
         .map_err(|e| Error::io("create", Path::new(ENGINE_LOG), e))?;
     command
@@ -204,12 +223,19 @@ async fn boot(backend: &Qemu, record: &VmRecord) -> Result<Running> {
             SERIAL_LOG_CAP,
         ));
     }
+    if let Some(nic) = nic {
+        let gateway = pyro_net::Gateway::new(record.egress.clone());
+        let nic = nic
+            .set_nonblocking(true)
+            .and_then(|_| UnixStream::from_std(nic))
+            .map_err(|e| Error::new(ErrorKind::Engine, format!("cannot serve the NIC: {e}")))?;
+        tokio::spawn(async move {
+            let _ = gateway.run(nic).await;
+        });
+    }
     let handshake = async {
-        if let Memory::Restore {
-            state, disk_bytes, ..
-        } = &record.config.memory
-        {
-            restore(state, *disk_bytes, &record.config.data_disk).await?;
+        if let Memory::Restore { disk_bytes, .. } = &record.config.memory {
+            restore(*disk_bytes, &record.config.data_disk).await?;
         }
         let mut stream = connect_agent_socket().await?;
         start_session(&mut stream).await?;
@@ -258,19 +284,16 @@ async fn connect_agent_socket() -> Result<UnixStream> {
 
 /// Brings a VM started with `-incoming defer` to life: migrates the template's device state in (its RAM
 /// is the mapped template file), fits the data disk, and resumes it.
-async fn restore(state: &Path, template_disk_bytes: u64, data_disk: &Path) -> Result<()> {
+async fn restore(template_disk_bytes: u64, data_disk: &Path) -> Result<()> {
     let mut qmp = Qmp::connect(Path::new(QMP_SOCKET), Duration::from_secs(10)).await?;
     qmp.execute(
         "migrate-set-capabilities",
         json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
     )
     .await?;
-    let source = shlex::try_quote(&state.to_string_lossy())
-        .map(|q| q.into_owned())
-        .unwrap_or_default();
     qmp.execute(
         "migrate-incoming",
-        json!({"uri": format!("exec:cat {source}")}),
+        json!({"uri": format!("fd:{INCOMING_FD}")}),
     )
     .await?;
     qmp.wait_for_status(&["paused", "postmigrate"], Duration::from_secs(30))

@@ -17,6 +17,7 @@ use super::validate;
 use crate::agent_client::{self, AgentCall};
 use crate::db::Db;
 use crate::fsutil::{self, FileLock};
+use crate::network::Network;
 use crate::vm::{self, VmOptions};
 use crate::{supervisor, Dirs, Error, ErrorKind, Progress, Result};
 use pyro_proto::{Reply, Request};
@@ -55,7 +56,7 @@ pub struct CreateOptions {
     pub mem_mib: u32,
     pub disk_gib: u32,
     pub ttl_seconds: u64,
-    pub network: bool,
+    pub network: Network,
     /// Boot from the kernel even when a warm template exists.
     pub cold: bool,
 }
@@ -73,7 +74,7 @@ impl CreateOptions {
             mem_mib: crate::run::DEFAULT_MEM_MIB,
             disk_gib: vm::DEFAULT_DISK_GIB,
             ttl_seconds: validate::DEFAULT_TTL_SECONDS,
-            network: false,
+            network: Network::off(),
             cold: false,
         }
     }
@@ -84,7 +85,7 @@ fn vm_options(record: &Record, cold: bool) -> VmOptions {
         environment: record.environment.clone(),
         vcpu_count: record.vcpu_count,
         mem_mib: record.mem_mib,
-        network: record.network,
+        network: record.network.clone(),
         disk_gib: record.disk_gib,
         ephemeral: false,
         idle_timeout_seconds: Some(record.ttl_seconds),
@@ -205,7 +206,7 @@ pub async fn create(
             vcpu_count: options.vcpu_count,
             mem_mib: options.mem_mib,
             disk_gib: options.disk_gib,
-            network: options.network,
+            network: options.network.clone(),
             ttl_seconds,
             state: "creating".into(),
             stop_reason: None,
@@ -222,7 +223,9 @@ pub async fn create(
         store::insert(&mut db, &record)?;
         boot_recorded(dirs, &mut db, &record, true, options.cold, "create", progress).await?;
         let params = json!({"environment": record.environment, "seed_path": record.seed.seed_path, "name": record.name,
-                            "labels": record.labels, "network": record.network, "ttl_seconds": ttl_seconds});
+                            "labels": record.labels, "network": record.network.has_device(),
+                            "network_policy": record.network.policy.as_str(),
+                            "allow_hosts": record.network.allow_host_names(), "ttl_seconds": ttl_seconds});
         let result = json!({"workspace_seed": record.seed});
         timer.record(&mut db, &id, "create", true, &params, &result)?;
         Ok::<_, Error>(())

@@ -49,6 +49,8 @@ pub struct Workspace {
     pub expires_at: Option<f64>,
     pub network_policy: String,
     pub network_enabled: bool,
+    /// The only destinations the workspace reaches (empty: any public address, under `egress`).
+    pub allow_hosts: Vec<String>,
     pub execution_mode: String,
     pub workspace_path: String,
     pub workspace_seed: WorkspaceSeed,

@@ -7,6 +7,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::model::{seconds, LastCommand, Workspace, WorkspaceSeed};
 use super::validate;
 use crate::db::{sql_error, Db};
+use crate::network::{Network, NetworkPolicy};
 use crate::{Error, ErrorKind, Result};
 
 /// A workspace row as stored.
@@ -18,7 +19,7 @@ pub struct Record {
     pub vcpu_count: u8,
     pub mem_mib: u32,
     pub disk_gib: u32,
-    pub network: bool,
+    pub network: Network,
     pub ttl_seconds: u64,
     pub state: String,
     pub stop_reason: Option<String>,
@@ -33,7 +34,8 @@ pub struct Record {
 }
 
 const COLUMNS: &str = "id, name, environment, vcpu_count, mem_mib, disk_gib, network, ttl_seconds, state, stop_reason, \
-                       labels, seed, created_at, last_activity_at, reset_count, last_reset_at, boot_mode, boot_mode_reason";
+                       labels, seed, created_at, last_activity_at, reset_count, last_reset_at, boot_mode, boot_mode_reason, \
+                       network_policy, allow_hosts";
 
 fn from_row(row: &Row) -> rusqlite::Result<Record> {
     let labels: String = row.get(10)?;
@@ -45,7 +47,7 @@ fn from_row(row: &Row) -> rusqlite::Result<Record> {
         vcpu_count: row.get(3)?,
         mem_mib: row.get(4)?,
         disk_gib: row.get(5)?,
-        network: row.get(6)?,
+        network: network_from_row(row)?,
         ttl_seconds: row.get::<_, i64>(7)?.max(0) as u64,
         state: row.get(8)?,
         stop_reason: row.get(9)?,
@@ -67,13 +69,33 @@ fn from_row(row: &Row) -> rusqlite::Result<Record> {
     })
 }
 
+/// The network of a row; rows from before policies had only the device flag (on meant egress).
+fn network_from_row(row: &Row) -> rusqlite::Result<Network> {
+    let device: bool = row.get(6)?;
+    let policy: Option<String> = row.get(18)?;
+    let allow_hosts: Option<String> = row.get(19)?;
+    let policy = policy
+        .and_then(|p| p.parse::<NetworkPolicy>().ok())
+        .unwrap_or(if device {
+            NetworkPolicy::Egress
+        } else {
+            NetworkPolicy::Off
+        });
+    Ok(Network {
+        policy,
+        allow_hosts: allow_hosts
+            .and_then(|a| serde_json::from_str(&a).ok())
+            .unwrap_or_default(),
+    })
+}
+
 pub fn insert(db: &mut Db, record: &Record) -> Result<()> {
     db.write(|tx| {
         if let Some(name) = &record.name {
             ensure_name_free(tx, name, &record.id)?;
         }
         tx.execute(
-            &format!("INSERT INTO workspaces ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"),
+            &format!("INSERT INTO workspaces ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"),
             params![
                 record.id,
                 record.name,
@@ -81,7 +103,7 @@ pub fn insert(db: &mut Db, record: &Record) -> Result<()> {
                 record.vcpu_count,
                 record.mem_mib,
                 record.disk_gib,
-                record.network,
+                record.network.has_device(),
                 record.ttl_seconds as i64,
                 record.state,
                 record.stop_reason,
@@ -93,6 +115,8 @@ pub fn insert(db: &mut Db, record: &Record) -> Result<()> {
                 record.last_reset_at,
                 record.boot_mode,
                 record.boot_mode_reason,
+                record.network.policy.as_str(),
+                serde_json::to_string(&record.network.allow_hosts).unwrap_or_default(),
             ],
         )
         .map_err(sql_error)?;
@@ -303,8 +327,9 @@ pub fn view(conn: &Connection, record: &Record) -> Result<Workspace> {
         created_at: seconds(record.created_at),
         last_activity_at: seconds(record.last_activity_at),
         expires_at: started.then(|| seconds(record.last_activity_at) + record.ttl_seconds as f64),
-        network_policy: if record.network { "egress" } else { "off" }.into(),
-        network_enabled: record.network,
+        network_policy: record.network.policy.as_str().into(),
+        network_enabled: record.network.has_device(),
+        allow_hosts: record.network.allow_host_names(),
         execution_mode: "guest".into(),
         workspace_path: validate::WORKSPACE_ROOT.into(),
         workspace_seed: record.seed.clone(),
