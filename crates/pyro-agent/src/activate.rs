@@ -98,10 +98,24 @@ fn mount_root() -> io::Result<()> {
     );
     sys::mount("overlay", ROOT, "overlay", 0, &options)?;
     let nosuid_nodev = libc::MS_NOSUID | libc::MS_NODEV;
+    // Commands see a /dev of their own with only the usual character devices: no disks and no
+    // agent channel (and without CAP_MKNOD they cannot make them). /sys is read-only.
     let mounts: [(&str, &str, &str, libc::c_ulong, &str); 7] = [
         ("proc", "proc", "proc", nosuid_nodev | libc::MS_NOEXEC, ""),
-        ("sysfs", "sys", "sysfs", nosuid_nodev | libc::MS_NOEXEC, ""),
-        ("devtmpfs", "dev", "devtmpfs", libc::MS_NOSUID, "mode=0755"),
+        (
+            "sysfs",
+            "sys",
+            "sysfs",
+            nosuid_nodev | libc::MS_NOEXEC | libc::MS_RDONLY,
+            "",
+        ),
+        (
+            "tmpfs",
+            "dev",
+            "tmpfs",
+            libc::MS_NOSUID | libc::MS_NOEXEC,
+            "mode=0755",
+        ),
         (
             "devpts",
             "dev/pts",
@@ -114,13 +128,72 @@ fn mount_root() -> io::Result<()> {
         ("tmpfs", "tmp", "tmpfs", nosuid_nodev, "mode=1777"),
     ];
     for (source, target, fstype, flags, data) in mounts {
+        if target == "dev/pts" {
+            make_devices(&format!("{ROOT}/dev"))?;
+        }
         sys::mount(source, &format!("{ROOT}/{target}"), fstype, flags, data)?;
     }
+    protect_proc(&format!("{ROOT}/proc"))?;
     sys::mount(
         &format!("{DATA_MOUNT}/workspace"),
         &format!("{ROOT}/workspace"),
         "",
         libc::MS_BIND,
+        "",
+    )
+}
+
+/// The character devices commands get, as (name, major, minor, mode).
+const DEVICES: [(&str, u32, u32, u32); 6] = [
+    ("null", 1, 3, 0o666),
+    ("zero", 1, 5, 0o666),
+    ("full", 1, 7, 0o666),
+    ("random", 1, 8, 0o666),
+    ("urandom", 1, 9, 0o666),
+    ("tty", 5, 0, 0o666),
+];
+
+fn make_devices(dev: &str) -> io::Result<()> {
+    for (name, major, minor, mode) in DEVICES {
+        sys::mknod_char(&format!("{dev}/{name}"), major, minor, mode)?;
+    }
+    for (name, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(target, format!("{dev}/{name}"))?;
+    }
+    Ok(())
+}
+
+/// Kernel knobs under /proc are the kernel's, not a command's: `/proc/sys` (core_pattern and
+/// modprobe would run a program outside the overlay root) becomes read-only, and the SysRq trigger
+/// goes away.
+fn protect_proc(proc: &str) -> io::Result<()> {
+    let sys_dir = format!("{proc}/sys");
+    sys::mount(&sys_dir, &sys_dir, "", libc::MS_BIND | libc::MS_REC, "")?;
+    sys::mount(
+        "",
+        &sys_dir,
+        "",
+        libc::MS_BIND
+            | libc::MS_REMOUNT
+            | libc::MS_RDONLY
+            | libc::MS_NOSUID
+            | libc::MS_NODEV
+            | libc::MS_NOEXEC,
+        "",
+    )?;
+    let trigger = format!("{proc}/sysrq-trigger");
+    sys::mount("/dev/null", &trigger, "", libc::MS_BIND, "")?;
+    sys::mount(
+        "",
+        &trigger,
+        "",
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
         "",
     )
 }

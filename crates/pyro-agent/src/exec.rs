@@ -164,7 +164,7 @@ fn build(request: &ExecRequest, root: &Path) -> io::Result<std::process::Command
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }
-            Ok(())
+            crate::privileges::drop_for_command()
         });
     }
     Ok(command)

@@ -4,7 +4,8 @@
 //! environment's read-only base image and then serves requests on the virtio-serial port: the guest is
 //! *ready*. An `activate` request makes it one VM's own (clock, entropy, identity, its writable disk and the
 //! overlay root commands run in); `exec` runs commands; `power_off` ends the VM. The agent itself stays
-//! outside the overlay root, so nothing a command does can replace it.
+//! outside the overlay root, and commands run without the capabilities that could reach it
+//! (see [`privileges`]).
 
 mod activate;
 mod archive;
@@ -16,12 +17,14 @@ mod init;
 mod net;
 mod payload;
 mod port;
+mod privileges;
 mod reaper;
 mod serve;
 mod sys;
 
 fn main() {
     let is_init = std::process::id() == 1;
+    privileges::protect_agent();
     std::panic::set_hook(Box::new(|info| {
         log(&format!("panic: {info}"));
     }));

@@ -24,7 +24,9 @@ pub fn mount(
     flags: libc::c_ulong,
     data: &str,
 ) -> io::Result<()> {
-    std::fs::create_dir_all(target)?;
+    if std::fs::symlink_metadata(target).is_err() {
+        std::fs::create_dir_all(target)?;
+    }
     let (source_c, target_c, fstype_c, data_c) = (
         cstring(source)?,
         cstring(target)?,
@@ -42,6 +44,24 @@ pub fn mount(
         )
     };
     check(ret, &format!("mount {fstype} {source} on {target}"))
+}
+
+/// Creates a character device node (the agent runs with every capability; commands do not).
+pub fn mknod_char(path: &str, major: u32, minor: u32, mode: u32) -> io::Result<()> {
+    let path_c = cstring(path)?;
+    // SAFETY: a valid NUL-terminated path; makedev and mknod take plain integers besides.
+    let ret = unsafe {
+        libc::mknod(
+            path_c.as_ptr(),
+            libc::S_IFCHR | mode,
+            libc::makedev(major, minor),
+        )
+    };
+    check(ret, &format!("mknod {path}"))?;
+    // The umask may have trimmed the mode.
+    // SAFETY: a valid NUL-terminated path.
+    let ret = unsafe { libc::chmod(path_c.as_ptr(), mode) };
+    check(ret, &format!("chmod {path}"))
 }
 
 pub fn is_mount_point(path: &str) -> bool {
