@@ -47,9 +47,14 @@ pub struct ServeArgs {
     repo_url: Option<String>,
     #[arg(long, value_enum, default_value = "stdio")]
     transport: Transport,
-    /// Port for --transport http on 127.0.0.1 (0: a free one, printed on stderr)
+    /// Port for --transport http on 127.0.0.1 (0: a free one, printed on stderr). Clients must send
+    /// the bearer token printed at start (also written, 0600, under the state dir)
     #[arg(long, default_value_t = 0)]
     port: u16,
+    /// Let tools use host paths (seed_path, source_path, output_path) under DIR, besides the project
+    /// (repeatable)
+    #[arg(long = "allow-host-path", value_name = "DIR")]
+    allow_host_paths: Vec<PathBuf>,
 }
 
 pub fn main(command: McpCommand) -> ExitCode {
@@ -80,6 +85,7 @@ pub fn main(command: McpCommand) -> ExitCode {
                 project_path: args.project_path,
                 repo_url: args.repo_url,
                 http_port: matches!(args.transport, Transport::Http).then_some(args.port),
+                allow_host_paths: args.allow_host_paths,
             };
             match output::runtime().block_on(serve::serve(dirs, &options)) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -21,6 +21,7 @@ pub mod environment;
 pub mod error;
 pub mod fsutil;
 pub mod host;
+pub mod host_paths;
 pub mod initramfs;
 pub mod network;
 pub mod paths;

@@ -2,6 +2,7 @@
 //! use-case modes), and the onramp that connects a chat host to it (`pyro host ...`).
 
 pub mod hosts;
+pub mod http;
 mod params;
 pub mod probe;
 pub mod serve;

@@ -1,11 +1,10 @@
 //! Running the server: stdio (what chat hosts start) or streamable HTTP on 127.0.0.1.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
+use pyro_core::host_paths::HostRoots;
 use pyro_core::{project, Dirs, Error, ErrorKind, Result};
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
-use rmcp::transport::{stdio, StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::transport::stdio;
 use rmcp::ServiceExt;
 
 use crate::server::{ProjectSource, PyroServer};
@@ -19,6 +18,23 @@ pub struct ServeOptions {
     pub repo_url: Option<String>,
     /// `None` for stdio; `Some(port)` for HTTP on 127.0.0.1 (0 picks a free port).
     pub http_port: Option<u16>,
+    /// Directories tools may name host paths in, besides the project.
+    pub allow_host_paths: Vec<PathBuf>,
+}
+
+/// The host paths tools may use: the project (when it is a local directory) and the allowed roots;
+/// relative paths are taken from the project, else the working directory.
+pub fn host_roots(dirs: &Dirs, project: &ProjectSource, allowed: &[PathBuf]) -> Result<HostRoots> {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let mut roots = allowed.to_vec();
+    let base = match project {
+        ProjectSource::Path(seed) => {
+            roots.push(seed.root.clone());
+            seed.root.clone()
+        }
+        _ => cwd,
+    };
+    HostRoots::new(&roots, &base, dirs)
 }
 
 /// Validates the options and resolves the project source (cheap: a clone waits for the first create).
@@ -61,9 +77,11 @@ pub fn describe_project(project: &ProjectSource) -> String {
 
 pub async fn serve(dirs: Dirs, options: &ServeOptions) -> Result<()> {
     let (selection, project) = prepare(options)?;
+    let roots = host_roots(&dirs, &project, &options.allow_host_paths)?;
     let label = selection.label.clone();
     eprintln!("pyro mcp serve: {label}; {}", describe_project(&project));
-    let server = PyroServer::new(dirs, selection, project);
+    let state = dirs.state().to_path_buf();
+    let server = PyroServer::new(dirs, selection, project, roots);
     match options.http_port {
         None => {
             let running = server.serve(stdio()).await.map_err(|e| {
@@ -78,44 +96,6 @@ pub async fn serve(dirs: Dirs, options: &ServeOptions) -> Result<()> {
                 .map_err(|e| Error::internal(format!("the MCP server stopped: {e}")))?;
             Ok(())
         }
-        Some(port) => serve_http(server, port).await,
-    }
-}
-
-async fn serve_http(server: PyroServer, port: u16) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Io,
-                format!("cannot listen on 127.0.0.1:{port}: {e}"),
-            )
-        })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::new(ErrorKind::Io, e.to_string()))?;
-    eprintln!("pyro mcp serve: listening on http://{addr}/mcp");
-    let service = StreamableHttpService::new(
-        move || Ok(server.clone()),
-        Arc::new(LocalSessionManager::default()),
-        StreamableHttpServerConfig::default(),
-    );
-    loop {
-        let (stream, _) = listener
-            .accept()
-            .await
-            .map_err(|e| Error::new(ErrorKind::Io, e.to_string()))?;
-        let service = service.clone();
-        tokio::spawn(async move {
-            let handler = hyper::service::service_fn(
-                move |request: hyper::Request<hyper::body::Incoming>| {
-                    let service = service.clone();
-                    async move { Ok::<_, std::convert::Infallible>(service.handle(request).await) }
-                },
-            );
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), handler)
-                .await;
-        });
+        Some(port) => crate::http::serve(server, port, &state).await,
     }
 }

@@ -4,9 +4,10 @@
 //! rendering; failures are tool errors whose message says what to do. Slow work (VM boots, clones) happens
 //! only inside tool calls, so `initialize` is answered at once.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use pyro_core::host_paths::{Access, HostRoots};
 use pyro_core::network::{Network, NetworkPolicy};
 use pyro_core::project::{self, ProjectSeed};
 use pyro_core::workspace::{self, CreateOptions, ExecCommand, ExecOptions, UpdateOptions};
@@ -37,6 +38,8 @@ struct Inner {
     dirs: Dirs,
     selection: Selection,
     project: Mutex<ProjectSource>,
+    /// Where tool arguments may name host paths.
+    roots: HostRoots,
 }
 
 #[derive(Clone)]
@@ -92,14 +95,25 @@ const TOOLS: &[ToolDef] = &[
 ];
 
 impl PyroServer {
-    pub fn new(dirs: Dirs, selection: Selection, project: ProjectSource) -> PyroServer {
+    pub fn new(
+        dirs: Dirs,
+        selection: Selection,
+        project: ProjectSource,
+        roots: HostRoots,
+    ) -> PyroServer {
         PyroServer {
             inner: Arc::new(Inner {
                 dirs,
                 selection,
                 project: Mutex::new(project),
+                roots,
             }),
         }
+    }
+
+    /// A host path from a tool argument, confined to the roots the user allowed.
+    fn host_path(&self, path: &str, access: Access) -> Result<PathBuf, Error> {
+        self.inner.roots.check(Path::new(path), access)
     }
 
     fn offered(&self, name: &str) -> bool {
@@ -264,7 +278,10 @@ impl PyroServer {
                     }),
                 };
                 let options = CreateOptions {
-                    seed_path: a.seed_path.map(PathBuf::from),
+                    seed_path: a
+                        .seed_path
+                        .map(|p| self.host_path(&p, Access::Read))
+                        .transpose()?,
                     project,
                     include_git: a.include_git,
                     name: a.name,
@@ -331,7 +348,7 @@ impl PyroServer {
                 ok(&workspace::sync_push(
                     dirs,
                     &a.workspace_id,
-                    &PathBuf::from(a.source_path),
+                    &self.host_path(&a.source_path, Access::Read)?,
                     Some(&a.dest),
                 )
                 .await?)
@@ -371,7 +388,7 @@ impl PyroServer {
                     dirs,
                     &a.workspace_id,
                     &a.path,
-                    &PathBuf::from(a.output_path),
+                    &self.host_path(&a.output_path, Access::Create)?,
                 )
                 .await?)
             }

@@ -88,18 +88,18 @@ pub const MODES: &[Mode] = &[
             "workspace_file_list",
             "workspace_file_read",
             "workspace_exec",
-            "workspace_export",
             "workspace_summary",
             "workspace_delete",
         ],
         network_off: true,
         summary: "look at untrusted code without network and without changing the host",
-        instructions: "Inspect mode: examine untrusted code safely. Workspaces have no network; nothing is written to the host \
-            except files you export.\n\
+        instructions: "Inspect mode: examine untrusted code safely. Workspaces have no network and nothing is written to the \
+            host.\n\
             1. workspace_create with seed_path (or none, for the current project).\n\
             2. Survey with workspace_file_list (recursive) and workspace_file_read; search with workspace_exec (grep, find).\n\
             3. Do not run the code's own scripts unless asked; the VM is isolated, but keep the report factual.\n\
-            4. Write findings with workspace_exec (e.g. a report file) and workspace_export it; then workspace_delete.",
+            4. Write findings with workspace_exec (e.g. a report file) and read it back with workspace_file_read to \
+            give it to the user; then workspace_delete.",
     },
     Mode {
         name: "cold-start",

@@ -1,6 +1,7 @@
 //! The MCP server, driven by a real MCP client (rmcp), and the chat-host onramp.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -126,7 +127,6 @@ async fn profiles_and_modes_expose_exactly_their_tools() {
             "workspace_file_list",
             "workspace_file_read",
             "workspace_exec",
-            "workspace_export",
             "workspace_summary",
             "workspace_delete"
         ]
@@ -541,7 +541,7 @@ fn host_connect_and_repair_keep_everything_else() {
     assert_eq!(status["problems"], json!([]), "{status}");
     assert_eq!(
         status["probe"]["tools"].as_array().unwrap().len(),
-        9,
+        8,
         "{status}"
     );
     let cursor: Value =
@@ -581,7 +581,18 @@ async fn a_repo_url_is_cloned_on_first_use_and_seeds_the_workspace() {
     git(&origin, &["add", "."]);
     git(&origin, &["commit", "-qm", "init"]);
     let url = format!("file://{}", origin.display());
-    let client = connect(&sb, &["--repo-url", &url], sb.root()).await;
+    let scratch = sb.scratch("allowed");
+    let client = connect(
+        &sb,
+        &[
+            "--repo-url",
+            &url,
+            "--allow-host-path",
+            scratch.to_str().unwrap(),
+        ],
+        sb.root(),
+    )
+    .await;
     let ws = ok(&client, "workspace_create", json!({})).await;
     assert_eq!(
         (
@@ -599,7 +610,8 @@ async fn a_repo_url_is_cloned_on_first_use_and_seeds_the_workspace() {
     .await;
     assert_eq!(read["content"], "from the repository\n");
     // An explicit seed_path wins over the project.
-    let seed = sb.scratch("explicit");
+    let seed = scratch.join("explicit");
+    fs::create_dir(&seed).unwrap();
     fs::write(seed.join("only-here.txt"), "x").unwrap();
     let explicit = ok(
         &client,
@@ -620,7 +632,23 @@ async fn a_repo_url_is_cloned_on_first_use_and_seeds_the_workspace() {
 }
 
 /// One HTTP request on a fresh connection; returns the status line, headers and body.
-fn http_post(port: u16, session: Option<&str>, body: &Value) -> (String, String) {
+fn http_post(port: u16, token: &str, session: Option<&str>, body: &Value) -> (String, String) {
+    http_request(
+        port,
+        &format!("127.0.0.1:{port}"),
+        Some(token),
+        session,
+        body,
+    )
+}
+
+fn http_request(
+    port: u16,
+    host: &str,
+    token: Option<&str>,
+    session: Option<&str>,
+    body: &Value,
+) -> (String, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
@@ -630,9 +658,12 @@ fn http_post(port: u16, session: Option<&str>, body: &Value) -> (String, String)
     let session = session
         .map(|s| format!("Mcp-Session-Id: {s}\r\n"))
         .unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let request = format!(
-        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
-         Accept: application/json, text/event-stream\r\n{session}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST /mcp HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\n{auth}{session}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).unwrap();
@@ -643,7 +674,7 @@ fn http_post(port: u16, session: Option<&str>, body: &Value) -> (String, String)
 }
 
 #[test]
-fn the_http_transport_listens_on_loopback_only() {
+fn the_http_transport_listens_on_loopback_only_behind_a_token() {
     let sb = Sandbox::new();
     let mut server = sb
         .pyro()
@@ -672,6 +703,19 @@ fn the_http_transport_listens_on_loopback_only() {
         .trim_end_matches("/mcp")
         .parse()
         .unwrap();
+    let token_line = lines.next().expect("the token line").unwrap();
+    let token = token_line
+        .split("Bearer ")
+        .nth(1)
+        .and_then(|t| t.split('`').next())
+        .expect("the server prints its token")
+        .to_string();
+    let token_file = sb.state.join(format!("mcp/http-{port}.token"));
+    assert_eq!(fs::read_to_string(&token_file).unwrap().trim(), token);
+    assert_eq!(
+        fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}});
     // A client that goes away mid-request does not take the server down.
@@ -683,7 +727,23 @@ fn the_http_transport_listens_on_loopback_only() {
         )
         .unwrap();
     }
-    let (head, body) = http_post(port, None, &initialize);
+    // Without the token (or with a wrong one) nothing but 401; another Host (a guest would send its
+    // gateway's address) or a foreign Origin: 403.
+    for token in [None, Some("0000")] {
+        let (head, body) =
+            http_request(port, &format!("127.0.0.1:{port}"), token, None, &initialize);
+        assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+        assert!(body.is_empty(), "{body}");
+    }
+    let (head, _) = http_request(
+        port,
+        &format!("10.0.2.2:{port}"),
+        Some(&token),
+        None,
+        &initialize,
+    );
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    let (head, body) = http_post(port, &token, None, &initialize);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{body}");
     assert!(body.contains("\"name\":\"pyro\""), "{body}");
     let session = head
@@ -696,11 +756,13 @@ fn the_http_transport_listens_on_loopback_only() {
         .expect("a session id");
     http_post(
         port,
+        &token,
         Some(&session),
         &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
     );
     let (_, tools) = http_post(
         port,
+        &token,
         Some(&session),
         &json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
     );
