@@ -22,13 +22,15 @@ fi
 command -v cargo >/dev/null 2>&1 || die "cargo is not installed.
 help: install the stable Rust toolchain with rustup (https://rustup.rs), open a new shell, and run this again"
 
-# 2. Host packages: QEMU (the engine), mmdebstrap (builds environments), e2fsprogs (disk images), git.
+# 2. Host packages: QEMU (the engine), mmdebstrap (builds environments), e2fsprogs (disk images), git,
+#    iproute2 (the test suite's network namespaces).
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
 missing=()
 have qemu-system-x86_64 || missing+=(qemu-system-x86)
 have mmdebstrap || missing+=(mmdebstrap)
 have mke2fs || missing+=(e2fsprogs)
 have git || missing+=(git)  # lists a project's files for project-aware seeding
+have ip || missing+=(iproute2)  # the network tests' own test hosts, in network namespaces
 if [ "$(id -u)" != 0 ] && ! have newuidmap; then missing+=(uidmap); fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then sudo=(); else
@@ -41,7 +43,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   # No recommends: they pull in a desktop stack and may conflict with a backported qemu-utils.
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-for tool in qemu-system-x86_64 mmdebstrap mke2fs git; do
+for tool in qemu-system-x86_64 mmdebstrap mke2fs git ip; do
   have "$tool" || die "$tool is still missing after the install; install it by hand and run this again"
 done
 $deps_only && exit 0

@@ -62,6 +62,23 @@ const MAX_WRITE_BYTES: u64 = 64 << 20;
 /// Reads are served in chunks of at most this much.
 const MAX_READ_BYTES: u64 = 16 << 20;
 
+/// Answers some requests in place of the agent, as a hostile guest would. Only a test build of the
+/// agent (`pyro-test-agent`) sets one; the shipped agent has none.
+pub trait Forger: Send + Sync {
+    /// Handles `request` on `stream` itself (`None`), or hands it back to the agent.
+    fn forge<'a>(
+        &'a self,
+        request: Request,
+        stream: &'a mut StreamHandle,
+    ) -> futures::future::BoxFuture<'a, Option<Request>>;
+}
+
+static FORGER: std::sync::OnceLock<&'static dyn Forger> = std::sync::OnceLock::new();
+
+pub fn set_forger(forger: &'static dyn Forger) {
+    let _ = FORGER.set(forger);
+}
+
 async fn handle(mut stream: StreamHandle) {
     let request: Request = match pyro_proto::read_frame(&mut stream).await {
         Ok(Some(frame)) => match frame.into_message() {
@@ -69,6 +86,16 @@ async fn handle(mut stream: StreamHandle) {
             Err(err) => return reply(&mut stream, error(err)).await,
         },
         _ => return,
+    };
+    let request = match FORGER.get() {
+        Some(forger) => match forger.forge(request, &mut stream).await {
+            Some(request) => request,
+            None => {
+                let _ = stream.shutdown().await;
+                return;
+            }
+        },
+        None => request,
     };
     let power_off = matches!(request, Request::PowerOff);
     let answer = match dispatch(request, &mut stream).await {

@@ -37,8 +37,13 @@ pub fn deadline_for(bytes: u64) -> Duration {
 /// read of the reply must finish before it, whatever the guest does.
 pub struct AgentCall {
     stream: UnixStream,
+    /// No part of the operation goes on past this.
     deadline: Instant,
     limit: Duration,
+    /// While receiving, the time allowed before the bytes that have come in earn more: a guest that
+    /// sends nothing fails after this, however large the allowed payload.
+    patience: Duration,
+    started: Instant,
 }
 
 fn lost(err: std::io::Error) -> Error {
@@ -62,7 +67,16 @@ impl AgentCall {
 
     /// Opens a call that moves up to `bytes` bytes either way: its deadline grows with them.
     pub async fn start_moving(vm_dir: &Path, request: &Request, bytes: u64) -> Result<AgentCall> {
-        Self::start_with(vm_dir, request, Purpose::Activity, deadline_for(bytes)).await
+        let mut call =
+            Self::start_with(vm_dir, request, Purpose::Activity, deadline_for(bytes)).await?;
+        call.be_patient_for(deadline_for(0));
+        Ok(call)
+    }
+
+    /// While receiving, fail once `patience` passes without the payload earning more time (see
+    /// [`deadline_for`]); the overall deadline stays.
+    pub fn be_patient_for(&mut self, patience: Duration) {
+        self.patience = patience.min(self.limit);
     }
 
     /// Opens the call with a deadline of `limit` for the whole operation. The supervisor is told too:
@@ -73,7 +87,8 @@ impl AgentCall {
         purpose: Purpose,
         limit: Duration,
     ) -> Result<AgentCall> {
-        let deadline = Instant::now() + limit;
+        let started = Instant::now();
+        let deadline = started + limit;
         let open = async {
             let mut stream = connect(vm_dir, purpose, limit).await?;
             write_message(&mut stream, request).await.map_err(lost)?;
@@ -86,6 +101,8 @@ impl AgentCall {
             stream,
             deadline,
             limit,
+            patience: limit,
+            started,
         })
     }
 
@@ -142,10 +159,16 @@ impl AgentCall {
         sink: &mut (dyn AsyncWrite + Unpin + Send),
         limit: u64,
     ) -> Result<Reply> {
-        let stream = &mut self.stream;
-        let read = read_reply(stream, Some(on_output), sink, limit);
-        let result = tokio::time::timeout_at(self.deadline, read).await;
-        result.unwrap_or_else(|_| Err(self.late()))
+        let clock = self.clock();
+        read_reply(&mut self.stream, Some(on_output), sink, limit, clock).await
+    }
+
+    fn clock(&self) -> Clock {
+        Clock {
+            started: self.started,
+            patience: self.patience,
+            deadline: self.deadline,
+        }
     }
 
     /// Reads until the reply, payload bytes going to `sink` (at most `limit`). Command output has no
@@ -155,10 +178,8 @@ impl AgentCall {
         sink: &mut (dyn AsyncWrite + Unpin + Send),
         limit: u64,
     ) -> Result<Reply> {
-        let stream = &mut self.stream;
-        let read = read_reply(stream, None, sink, limit);
-        let result = tokio::time::timeout_at(self.deadline, read).await;
-        result.unwrap_or_else(|_| Err(self.late()))
+        let clock = self.clock();
+        read_reply(&mut self.stream, None, sink, limit, clock).await
     }
 
     /// The reply, with at most `limit` payload bytes collected in memory.
@@ -183,15 +204,34 @@ fn late(limit: Duration) -> Error {
 /// Where a command's output chunks go as they arrive.
 pub type OnOutput<'a> = dyn FnMut(OutputStream, &[u8]) + Send + 'a;
 
+/// The deadlines of a reply being read.
+struct Clock {
+    started: Instant,
+    patience: Duration,
+    deadline: Instant,
+}
+
+impl Clock {
+    /// When the next frame must have arrived, given the payload bytes received so far.
+    fn next(&self, received: u64) -> Instant {
+        let earned = Duration::from_secs(received / SLOW_BYTES_PER_SECOND);
+        (self.started + self.patience + earned).min(self.deadline)
+    }
+}
+
 async fn read_reply(
     stream: &mut UnixStream,
     mut on_output: Option<&mut OnOutput<'_>>,
     sink: &mut (dyn AsyncWrite + Unpin + Send),
     limit: u64,
+    clock: Clock,
 ) -> Result<Reply> {
     let mut received = 0u64;
     loop {
-        match read_frame(stream).await.map_err(lost)? {
+        let frame = tokio::time::timeout_at(clock.next(received), read_frame(stream))
+            .await
+            .map_err(|_| late(clock.started.elapsed()))?;
+        match frame.map_err(lost)? {
             Some(Frame::Output(which, data)) => match on_output.as_mut() {
                 Some(on_output) => on_output(which, &data),
                 None => {

@@ -295,7 +295,7 @@ fn guest_network() -> NetworkConfig {
 /// A sparse ext4 file labelled for the agent to find.
 pub fn make_data_disk(path: &Path, gib: u32) -> Result<()> {
     let mke2fs = tools::MKE2FS.find()?;
-    let out = fsutil::with_guest_umask(&mut ProcessCommand::new(&mke2fs))
+    let out = ProcessCommand::new(&mke2fs)
         .args([
             "-q",
             "-F",

@@ -181,7 +181,10 @@ mod tests {
             hosts: ["127.0.0.1:5".into(), "localhost:5".into()],
             origins: ["http://127.0.0.1:5".into(), "http://localhost:5".into()],
         };
-        type Case<'a> = (&'a [(&'a str, &'a str)], std::result::Result<(), StatusCode>);
+        type Case<'a> = (
+            &'a [(&'a str, &'a str)],
+            std::result::Result<(), StatusCode>,
+        );
         let cases: &[Case] = &[
             (
                 &[("host", "127.0.0.1:5"), ("authorization", "Bearer t0k")],

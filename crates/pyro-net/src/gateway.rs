@@ -239,6 +239,8 @@ enum HostEvent {
     Connected,
     Failed,
     Data(Vec<u8>),
+    /// The destination finished sending (a half-close, passed on to the guest as a FIN).
+    Finished,
 }
 
 struct Connection {
@@ -466,6 +468,10 @@ impl Stack {
                         return;
                     }
                     Ok(HostEvent::Data(data)) => conn.pending = Some((data, 0)),
+                    Ok(HostEvent::Finished) => {
+                        conn.host_finished = true;
+                        continue;
+                    }
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => {
                         conn.host_finished = true;
@@ -634,7 +640,11 @@ async fn relay(
         let mut buf = vec![0u8; RELAY_CHUNK];
         loop {
             match read.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
+                Ok(0) | Err(_) => {
+                    let _ = to_guest.send(HostEvent::Finished).await;
+                    wake.notify_one();
+                    break;
+                }
                 Ok(n) => {
                     if to_guest
                         .send(HostEvent::Data(buf[..n].to_vec()))

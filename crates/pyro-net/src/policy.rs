@@ -146,9 +146,9 @@ pub struct EgressRules {
 /// Why a destination is refused (`None`: allowed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// The host itself: loopback, or one of its own addresses or networks.
+    /// The host itself: loopback, or one of its own addresses.
     Host,
-    /// Link-local, private and other special-purpose ranges.
+    /// Link-local, private and other special-purpose ranges, and the networks the host is on.
     SpecialRange,
     /// Not in the caller's allow list.
     NotAllowed,
@@ -169,8 +169,8 @@ pub fn is_special(ip: Ipv4Addr) -> bool {
         || (a == 198 && (18..20).contains(&b))
 }
 
-/// Addresses that are the host itself, which no guest ever reaches: `0.0.0.0/8` and loopback always,
-/// plus the host's interface addresses and the networks they are on.
+/// Addresses that are the host itself, which no guest ever reaches, allowed or not: `0.0.0.0/8`,
+/// loopback, and the host's own interface addresses.
 fn is_loopback_or_unspecified(ip: Ipv4Addr) -> bool {
     ip.is_loopback() || ip.octets()[0] == 0
 }
@@ -255,11 +255,12 @@ impl Policy {
     /// Whether the guest may open a TCP connection to `dst`.
     pub fn check(&self, dst: SocketAddrV4) -> Option<Refusal> {
         let ip = *dst.ip();
-        if is_loopback_or_unspecified(ip) || self.is_host(ip) {
+        let (own, on_link) = self.host_relation(ip);
+        if is_loopback_or_unspecified(ip) || own {
             return Some(Refusal::Host);
         }
         if self.rules.allow.is_empty() {
-            return is_special(ip).then_some(Refusal::SpecialRange);
+            return (is_special(ip) || on_link).then_some(Refusal::SpecialRange);
         }
         let state = self.state();
         let allowed = self.rules.allow.iter().any(|allow| {
@@ -275,16 +276,22 @@ impl Policy {
         (!allowed).then_some(Refusal::NotAllowed)
     }
 
-    fn is_host(&self, ip: Ipv4Addr) -> bool {
+    /// Whether `ip` is one of the host's own addresses, and whether it is on a network the host is on.
+    fn host_relation(&self, ip: Ipv4Addr) -> (bool, bool) {
         let mut state = self.state();
         if state.looked_at.is_none_or(|at| at.elapsed() > REFRESH) {
             state.host_networks = host_networks();
             state.looked_at = Some(Instant::now());
         }
-        state
+        let own = state
             .host_networks
             .iter()
-            .any(|&(network, prefix)| ip == network || in_network(ip, network, prefix))
+            .any(|&(address, _)| ip == address);
+        let on_link = state
+            .host_networks
+            .iter()
+            .any(|&(network, prefix)| in_network(ip, network, prefix));
+        (own, on_link)
     }
 
     /// Whether DNS questions about `name` are answered: every name without an allow list; with

@@ -7,7 +7,9 @@
 mod daily;
 mod env_cache;
 mod mcp;
+mod nethost;
 mod run_basics;
 mod run_failures;
 mod support;
+mod trust;
 mod workspaces;

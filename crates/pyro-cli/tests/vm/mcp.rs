@@ -770,3 +770,66 @@ fn the_http_transport_listens_on_loopback_only_behind_a_token() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_paths_outside_the_allowed_roots_are_refused() {
+    let sb = Sandbox::new();
+    let project = sb.scratch("project");
+    let allowed = sb.scratch("allowed");
+    let elsewhere = sb.scratch("elsewhere");
+    let client = connect(
+        &sb,
+        &[
+            "--profile",
+            "workspace-full",
+            "--project-path",
+            project.to_str().unwrap(),
+            "--allow-host-path",
+            allowed.to_str().unwrap(),
+        ],
+        sb.root(),
+    )
+    .await;
+    let outside = elsewhere.display().to_string();
+    for (tool, args) in [
+        ("workspace_create", json!({"seed_path": outside})),
+        ("workspace_create", json!({"seed_path": "/etc"})),
+        (
+            "workspace_sync_push",
+            json!({"workspace_id": "nothere", "source_path": outside}),
+        ),
+        (
+            "workspace_export",
+            json!({"workspace_id": "nothere", "path": "a", "output_path": format!("{outside}/a")}),
+        ),
+        (
+            "workspace_export",
+            json!({"workspace_id": "nothere", "path": "a", "output_path": "../elsewhere/a"}),
+        ),
+    ] {
+        let err = tool_error(&client, tool, args.clone()).await;
+        let text = format!("{} {}", err["message"], err["hint"]);
+        assert!(
+            text.contains("--allow-host-path") || text.contains(".."),
+            "{tool} {args}: {err}"
+        );
+        if text.contains("outside") {
+            assert!(
+                text.contains(&*allowed.to_string_lossy()),
+                "names the roots: {err}"
+            );
+        }
+    }
+    // Inside a root the path passes the check (and the call fails further on, on the workspace).
+    let err = tool_error(
+        &client,
+        "workspace_sync_push",
+        json!({"workspace_id": "nothere", "source_path": allowed.display().to_string()}),
+    )
+    .await;
+    assert!(
+        err["message"].as_str().unwrap().contains("nothere"),
+        "{err}"
+    );
+    client.cancel().await.unwrap();
+}

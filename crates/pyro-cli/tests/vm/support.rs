@@ -57,28 +57,50 @@ pub fn agent_bin() -> PathBuf {
     static CHECKED: OnceLock<PathBuf> = OnceLock::new();
     CHECKED
         .get_or_init(|| {
-            let agent = pyro_bin().with_file_name("pyro-agent");
-            let built = std::fs::metadata(&agent)
-                .and_then(|m| m.modified())
-                .unwrap_or_else(|_| {
-                    panic!(
-                        "{} is missing: run `cargo build` first (scripts/test.sh does)",
-                        agent.display()
-                    )
-                });
-            let root = workspace_root();
-            let newest = newest_mtime(&[
-                root.join("crates/pyro-agent/src"),
-                root.join("crates/pyro-proto/src"),
-            ]);
-            assert!(
-                built >= newest,
-                "{} is older than its sources: run `cargo build` first (scripts/test.sh does)",
-                agent.display()
-            );
-            agent
+            fresh_binary(
+                "pyro-agent",
+                &["crates/pyro-agent/src", "crates/pyro-proto/src"],
+            )
         })
         .clone()
+}
+
+/// The test-only hostile agent (crates/pyro-test-agent), built by the same `cargo build`.
+pub fn hostile_agent_bin() -> PathBuf {
+    static CHECKED: OnceLock<PathBuf> = OnceLock::new();
+    CHECKED
+        .get_or_init(|| {
+            fresh_binary(
+                "pyro-hostile-agent",
+                &[
+                    "crates/pyro-test-agent/src",
+                    "crates/pyro-agent/src",
+                    "crates/pyro-proto/src",
+                ],
+            )
+        })
+        .clone()
+}
+
+/// A binary beside `pyro`, refused when older than any of its sources.
+fn fresh_binary(name: &str, sources: &[&str]) -> PathBuf {
+    let binary = pyro_bin().with_file_name(name);
+    let built = std::fs::metadata(&binary)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} is missing: run `cargo build` first (scripts/test.sh does)",
+                binary.display()
+            )
+        });
+    let root = workspace_root();
+    let dirs: Vec<PathBuf> = sources.iter().map(|s| root.join(s)).collect();
+    assert!(
+        built >= newest_mtime(&dirs),
+        "{} is older than its sources: run `cargo build` first (scripts/test.sh does)",
+        binary.display()
+    );
+    binary
 }
 
 fn newest_mtime(dirs: &[PathBuf]) -> SystemTime {
@@ -108,6 +130,10 @@ pub struct Sandbox {
     root: tempfile::TempDir,
     pub state: PathBuf,
     pub cache: PathBuf,
+    /// The guest agent VMs boot with (the real one unless a test asks for the hostile one).
+    pub agent: PathBuf,
+    /// More environment for every pyro this sandbox starts.
+    pub extra_env: Vec<(&'static str, String)>,
 }
 
 impl Sandbox {
@@ -121,6 +147,8 @@ impl Sandbox {
             state,
             cache: shared_cache(),
             root,
+            agent: agent_bin(),
+            extra_env: Vec::new(),
         }
     }
 
@@ -142,13 +170,26 @@ impl Sandbox {
         sandbox
     }
 
+    /// A sandbox whose VMs boot the hostile test agent, and whose guest operations give up after
+    /// `deadline_seconds` without progress.
+    pub fn hostile(deadline_seconds: u64) -> Sandbox {
+        let mut sandbox = Sandbox::new();
+        sandbox.agent = hostile_agent_bin();
+        sandbox
+            .extra_env
+            .push(("PYRO_GUEST_DEADLINE_SECONDS", deadline_seconds.to_string()));
+        sandbox
+    }
+
     /// The environment every pyro this sandbox starts gets.
     pub fn envs(&self) -> Vec<(&'static str, PathBuf)> {
-        vec![
+        let mut envs = vec![
             ("PYRO_STATE_DIR", self.state.clone()),
             ("PYRO_CACHE_DIR", self.cache.clone()),
-            ("PYRO_AGENT", agent_bin()),
-        ]
+            ("PYRO_AGENT", self.agent.clone()),
+        ];
+        envs.extend(self.extra_env.iter().map(|(k, v)| (*k, PathBuf::from(v))));
+        envs
     }
 
     pub fn pyro(&self) -> Command {

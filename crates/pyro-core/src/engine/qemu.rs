@@ -58,6 +58,15 @@ impl Backend for Qemu {
             machine.push_str(",memory-backend=mem");
         }
         let mut command = Command::new(&self.binary);
+        // The sockets QEMU creates (QMP, the agent channel) are the user's alone: QMP is as good as
+        // a shell as the user.
+        // SAFETY: umask is async-signal-safe and takes no pointers.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                libc::umask(0o177);
+                Ok(())
+            });
+        }
         command
             .args(["-M", &machine])
             .args(["-smp", &config.vcpu_count.to_string()])

@@ -118,15 +118,30 @@ pub async fn diff_as(dirs: &Dirs, reference: &str, purpose: Purpose) -> Result<D
         path: WORKSPACE_ROOT.into(),
         max_entries: MAX_MANIFEST_ENTRIES,
     };
-    let (reply, payload) = AgentCall::start_with(
-        &dir,
-        &request,
-        purpose,
-        agent_client::deadline_for(MAX_MANIFEST_BYTES),
-    )
-    .await?
-    .collect(MAX_MANIFEST_BYTES)
-    .await?;
+    // The manifest goes to a file, not memory: only what parses into entries is held.
+    let spool = wdir.join(format!(".manifest-{}.json", fsutil::random_hex(4)?));
+    let received = async {
+        let mut file = tokio::fs::File::create(&spool)
+            .await
+            .map_err(|e| Error::io("create", &spool, e))?;
+        let mut call = AgentCall::start_with(
+            &dir,
+            &request,
+            purpose,
+            agent_client::deadline_for(MAX_MANIFEST_BYTES),
+        )
+        .await?;
+        call.be_patient_for(agent_client::deadline_for(0));
+        call.receive(&mut file, MAX_MANIFEST_BYTES).await
+    }
+    .await;
+    let reply = match received {
+        Ok(reply) => reply,
+        Err(err) => {
+            let _ = std::fs::remove_file(&spool);
+            return Err(err);
+        }
+    };
     let live = match reply {
         Reply::Manifest(manifest) => manifest,
         other => return Err(agent_client::unexpected(other)),
@@ -139,7 +154,12 @@ pub async fn diff_as(dirs: &Dirs, reference: &str, purpose: Purpose) -> Result<D
             ),
         ));
     }
-    let live = crate::blocking(move || parse_manifest(&payload)).await?;
+    let parsed = {
+        let spool = spool.clone();
+        crate::blocking(move || parse_manifest_file(&spool)).await
+    };
+    let _ = std::fs::remove_file(&spool);
+    let live = parsed?;
     let changes = compare(&base, &live);
     drop(live);
 
@@ -264,10 +284,15 @@ fn push_entry(entries: &mut Vec<DiffEntry>, summary: &mut DiffSummary, entry: Di
     entries.push(entry);
 }
 
+fn parse_manifest_file(path: &Path) -> Result<BTreeMap<String, ManifestEntry>> {
+    let file = File::open(path).map_err(|e| Error::io("read", path, e))?;
+    parse_manifest(BufReader::new(file))
+}
+
 /// The guest's manifest, checked: every path a plain relative name, none twice, no more entries than
 /// asked for. The guest is hostile; a manifest that breaks these rules is refused whole.
-fn parse_manifest(payload: &[u8]) -> Result<BTreeMap<String, ManifestEntry>> {
-    let entries: Vec<ManifestEntry> = serde_json::from_slice(payload).map_err(|e| {
+fn parse_manifest(payload: impl Read) -> Result<BTreeMap<String, ManifestEntry>> {
+    let entries: Vec<ManifestEntry> = serde_json::from_reader(payload).map_err(|e| {
         Error::new(
             ErrorKind::Protocol,
             format!("malformed manifest from the VM: {e}"),
@@ -795,7 +820,7 @@ mod tests {
     fn manifests_with_unsafe_or_duplicate_paths_are_refused() {
         let bad = |paths: &[&str]| {
             let entries: Vec<ManifestEntry> = paths.iter().map(|p| file(p, "x", 0o644)).collect();
-            parse_manifest(&serde_json::to_vec(&entries).unwrap()).is_err()
+            parse_manifest(&serde_json::to_vec(&entries).unwrap()[..]).is_err()
         };
         assert!(bad(&["../etc/passwd"]));
         assert!(bad(&["/etc/passwd"]));

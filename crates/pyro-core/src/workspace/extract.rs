@@ -234,6 +234,11 @@ fn extract_file(tar_path: &Path, target: &Path, name: &str) -> Result<Extracted>
                 "refused export: the VM sent more than one member for a single file",
             ));
         }
+        if member != name {
+            return Err(guest(format!(
+                "refused export: asked for {name}, the VM sent {member}"
+            )));
+        }
         let kind = entry.header().entry_type();
         if kind == tar::EntryType::Symlink {
             let link = entry
@@ -250,11 +255,6 @@ fn extract_file(tar_path: &Path, target: &Path, name: &str) -> Result<Extracted>
         if !matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous) {
             return Err(guest(format!(
                 "refused export: {member} is not a regular file"
-            )));
-        }
-        if member != name {
-            return Err(guest(format!(
-                "refused export: asked for {name}, the VM sent {member}"
             )));
         }
         extracted.counts.add(entry.size())?;
@@ -353,7 +353,11 @@ fn extract_tree(tar_path: &Path, root: &Path) -> Result<Extracted> {
             target,
         });
     }
-    // Deepest first, so a directory made read-only does not stop its children getting theirs.
+    // The export's own directory gets the mode the user's tools would give it (the archive does not
+    // carry one); then members, deepest first, so a directory made read-only does not stop its
+    // children getting theirs.
+    fs::set_permissions(root, fs::Permissions::from_mode(host_mode(0o755, true)))
+        .map_err(|e| Error::io("set the mode of", root, e))?;
     dir_modes.sort_by_key(|(member, _)| std::cmp::Reverse(member.matches('/').count()));
     for (member, mode) in dir_modes {
         let path = root.join(&member);
