@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::engine::qmp::Qmp;
-use crate::engine::{Backend, Memory, Qemu, VmConfig, AGENT_SOCKET, QMP_SOCKET, VM_SHAPE_VERSION};
+use crate::engine::{Memory, Qemu, VmConfig, AGENT_SOCKET, QMP_SOCKET, VM_SHAPE_VERSION};
 use crate::environment::Installed;
 use crate::host::accel::{self, Accelerator};
 use crate::initramfs::Agent;
@@ -452,37 +452,15 @@ async fn snapshot(
         },
     };
     let backend = Qemu::locate()?;
-    let mut command = backend.command(&config)?;
     // The template's NIC needs a peer; the guest sends nothing before it is activated, so none
     // serves it. It stays open until QEMU is gone.
-    let _nic_peer = if key.network {
-        let (engine_end, peer) = std::os::unix::net::UnixStream::pair().map_err(|e| {
-            Error::new(
-                ErrorKind::Engine,
-                format!("cannot create the NIC socket: {e}"),
-            )
-        })?;
-        crate::engine::inherit_fds(
-            &mut command,
-            vec![(
-                std::os::fd::OwnedFd::from(engine_end),
-                crate::engine::NIC_FD,
-            )],
-        )?;
-        Some(peer)
-    } else {
-        None
-    };
+    let launch = crate::engine::launch::prepare(&backend, &config, dir)?;
+    let (mut command, _nic_peer) = (launch.command, launch.nic);
     let log = fs::File::create(dir.join("engine.log"))
         .map_err(|e| Error::io("create", &dir.join("engine.log"), e))?;
     let serial = fs::File::create(dir.join("serial.log"))
         .map_err(|e| Error::io("create", &dir.join("serial.log"), e))?;
-    command
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(serial)
-        .stderr(log);
-    fsutil::die_with_parent(&mut command, libc::SIGKILL);
+    command.stdin(Stdio::null()).stdout(serial).stderr(log);
     let mut child = tokio::process::Command::from(command)
         .kill_on_drop(true)
         .spawn()

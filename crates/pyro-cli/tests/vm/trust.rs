@@ -334,6 +334,23 @@ fn commands_cannot_reach_the_agent_and_pyro_keeps_its_files_private() {
         json.to_string().contains("x\\u001b]0;PWNED\\u0007y"),
         "{json}"
     );
+    // Run by root, QEMU is an unprivileged user of its own that owns only the VM's disk.
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        let qemu: Vec<i32> = sb
+            .processes()
+            .into_iter()
+            .filter(|(_, cmdline)| cmdline.contains("qemu-system"))
+            .map(|(pid, _)| pid)
+            .collect();
+        assert_eq!(qemu.len(), 1, "{:?}", sb.processes());
+        let status = fs::read_to_string(format!("/proc/{}/status", qemu[0])).unwrap();
+        let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        assert!(
+            uid_line.split_whitespace().skip(1).all(|uid| uid != "0"),
+            "{uid_line}"
+        );
+    }
     // Everything pyro keeps is the user's alone.
     let ws = sb.state.join("workspaces").join(&id);
     let vm = ws.join("vm");

@@ -1,6 +1,7 @@
 //! Engines turn a [`VmConfig`] into a running VM process. QEMU `microvm` is the one engine today; the
 //! [`Backend`] trait is the seam a Firecracker backend would implement.
 
+pub mod launch;
 mod qemu;
 pub mod qmp;
 
@@ -24,6 +25,14 @@ pub const VM_SHAPE_VERSION: u32 = 2;
 pub const NIC_FD: RawFd = 3;
 /// The descriptor a restoring engine reads the template's device state from.
 pub const INCOMING_FD: RawFd = 4;
+/// The descriptors of the files and listening sockets the engine uses (see [`launch`]).
+pub const KERNEL_FD: RawFd = 5;
+pub const INITRD_FD: RawFd = 6;
+pub const BASE_FD: RawFd = 7;
+pub const DATA_FD: RawFd = 8;
+pub const RAM_FD: RawFd = 9;
+pub const AGENT_CHANNEL_FD: RawFd = 10;
+pub const QMP_FD: RawFd = 11;
 
 /// Hands each descriptor to the engine at the given number (and no others: all other descriptors
 /// pyro holds are close-on-exec).

@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::{Backend, Memory, VmConfig, AGENT_SOCKET, QMP_SOCKET};
+use super::{
+    Backend, Memory, VmConfig, AGENT_CHANNEL_FD, BASE_FD, DATA_FD, INITRD_FD, KERNEL_FD, QMP_FD,
+    QMP_SOCKET, RAM_FD,
+};
 use crate::host::accel::Accelerator;
 use crate::host::tools;
 use crate::{unix_socket, Error, ErrorKind, Result};
@@ -37,22 +40,14 @@ impl Backend for Qemu {
             Accelerator::Kvm => "kvm",
             Accelerator::Tcg => "tcg",
         };
-        let path = |p: &Path| -> Result<String> {
-            let text = p
-                .to_str()
-                .ok_or_else(|| Error::invalid(format!("path is not UTF-8: {}", p.display())))?;
-            if text.contains(',') {
-                return Err(Error::invalid(format!(
-                    "QEMU cannot take a path with a comma: {text}"
-                )));
-            }
-            Ok(text.to_string())
-        };
+        // Every file and socket arrives as a descriptor (see `launch`): QEMU opens nothing by a
+        // path of its own, so it needs no access to pyro's directories.
+        let fd = |n: i32| format!("/proc/self/fd/{n}");
         let mut machine = format!("microvm,accel={accel},acpi=on");
         let memory_backend = match &config.memory {
             Memory::Anonymous => None,
-            Memory::TemplateFile { ram } => Some((path(ram)?, "on")),
-            Memory::Restore { ram, .. } => Some((path(ram)?, "off")),
+            Memory::TemplateFile { .. } => Some((fd(RAM_FD), "on")),
+            Memory::Restore { .. } => Some((fd(RAM_FD), "off")),
         };
         if memory_backend.is_some() {
             machine.push_str(",memory-backend=mem");
@@ -85,14 +80,14 @@ impl Backend for Qemu {
                 "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
             ])
             .args(["-serial", "stdio"])
-            .args(["-kernel", &path(&config.kernel)?])
-            .args(["-initrd", &path(&config.initramfs)?])
+            .args(["-kernel", &fd(KERNEL_FD)])
+            .args(["-initrd", &fd(INITRD_FD)])
             .args(["-append", &cmdline])
             .args([
                 "-drive",
                 &format!(
                     "id=base,file={},format=raw,if=none,readonly=on",
-                    path(&config.base_image)?
+                    fd(BASE_FD)
                 ),
                 "-device",
                 "virtio-blk-device,drive=base",
@@ -101,7 +96,7 @@ impl Backend for Qemu {
                 "-drive",
                 &format!(
                     "id=data,file={},format=raw,if=none,discard=unmap",
-                    path(&config.data_disk)?
+                    fd(DATA_FD)
                 ),
                 "-device",
                 "virtio-blk-device,drive=data",
@@ -109,7 +104,7 @@ impl Backend for Qemu {
             .args(["-device", "virtio-serial-device"])
             .args([
                 "-chardev",
-                &format!("socket,id=agent,path={AGENT_SOCKET},server=on,wait=off"),
+                &format!("socket,id=agent,fd={AGENT_CHANNEL_FD},server=on,wait=off"),
             ])
             .args([
                 "-device",
@@ -118,7 +113,12 @@ impl Backend for Qemu {
                     pyro_proto::AGENT_PORT_NAME
                 ),
             ])
-            .args(["-qmp", &format!("unix:{QMP_SOCKET},server=on,wait=off")]);
+            .args([
+                "-chardev",
+                &format!("socket,id=qmp,fd={QMP_FD},server=on,wait=off"),
+                "-mon",
+                "chardev=qmp,mode=control",
+            ]);
         if config.network {
             // The NIC's frames go to pyro's gateway over an inherited socket: QEMU itself opens
             // no connection and maps no host address for the guest.

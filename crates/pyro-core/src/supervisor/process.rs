@@ -21,7 +21,7 @@ use super::{
     StopRecord, VmRecord, ENGINE_LOG, LOCK, RECORD_FILE, SERIAL_LOG, SOCKET, STOPPED_FILE,
 };
 use crate::engine::qmp::Qmp;
-use crate::engine::{Backend, Memory, Qemu, AGENT_SOCKET, INCOMING_FD, NIC_FD, QMP_SOCKET};
+use crate::engine::{Backend, Memory, Qemu, AGENT_SOCKET, INCOMING_FD, QMP_SOCKET};
 use crate::fsutil::{self, FileLock};
 use crate::{Error, ErrorKind, Result};
 use serde_json::json;
@@ -184,34 +184,16 @@ async fn supervise(vm_dir: PathBuf, owner: UnixStream) -> i32 {
 
 async fn boot(backend: &Qemu, record: &VmRecord) -> Result<Running> {
     let started = Instant::now();
-    let mut command = backend.command(&record.config)?;
-    let mut fds = Vec::new();
-    let nic = if record.config.network {
-        let (engine_end, gateway_end) = std::os::unix::net::UnixStream::pair().map_err(|e| {
-            Error::new(
-                ErrorKind::Engine,
-                format!("cannot create the NIC socket: {e}"),
-            )
-        })?;
-        fds.push((std::os::fd::OwnedFd::from(engine_end), NIC_FD));
-        Some(gateway_end)
-    } else {
-        None
-    };
-    if let Memory::Restore { state, .. } = &record.config.memory {
-        // QEMU may not spawn (`-sandbox spawn=deny`): it reads the device state from a descriptor.
-        let file = std::fs::File::open(state).map_err(|e| Error::io("open", state, e))?;
-        fds.push((std::os::fd::OwnedFd::from(file), INCOMING_FD));
-    }
-    crate::engine::inherit_fds(&mut command, fds)?;
+    // The supervisor runs in its VM's directory.
+    let vm_dir = std::env::current_dir().map_err(|e| Error::io("resolve", Path::new("."), e))?;
+    let launch = crate::engine::launch::prepare(backend, &record.config, &vm_dir)?;
+    let (mut command, nic) = (launch.command, launch.nic);
     let engine_log = std::fs::File::create(ENGINE_LOG)
         .map_err(|e| Error::io("create", Path::new(ENGINE_LOG), e))?;
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(engine_log);
-    // The engine dies with its supervisor, never orphaned.
-    fsutil::die_with_parent(&mut command, libc::SIGKILL);
     let mut child = tokio::process::Command::from(command)
         .kill_on_drop(true)
         .spawn()

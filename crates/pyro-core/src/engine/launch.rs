@@ -1,0 +1,198 @@
+//! Starting the engine, the one way both a VM's supervisor and `pyro prepare` do it.
+//!
+//! pyro opens every file QEMU needs (kernel, initramfs, disks, RAM file, incoming state) and binds its
+//! sockets (the agent channel, QMP; 0600), and hands them over as descriptors at fixed numbers: QEMU
+//! opens nothing by a path of its own. So when pyro runs as root, QEMU can run as an unprivileged user
+//! of its VM's own (a uid of a reserved range, derived from the VM directory; no account is needed) that
+//! owns nothing but the VM's disk: it reaches neither pyro's directories nor other VMs' processes.
+//! The privilege drop happens before `exec`, as QEMU's own `-runas` would need the very system calls
+//! its `-sandbox` denies. The shared read-only inputs (kernel, initramfs, base image, RAM templates)
+//! are given to the engines' group, inside pyro's 0700 cache.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::{
+    inherit_fds, Backend, Memory, Qemu, VmConfig, AGENT_CHANNEL_FD, AGENT_SOCKET, BASE_FD, DATA_FD,
+    INCOMING_FD, INITRD_FD, KERNEL_FD, NIC_FD, QMP_FD, QMP_SOCKET, RAM_FD,
+};
+use crate::host::accel::Accelerator;
+use crate::{fsutil, unix_socket, Error, ErrorKind, Result};
+
+/// The group every engine run by root belongs to (it may read the shared inputs).
+pub const ENGINE_GID: u32 = 0x7e00_0000;
+/// Engine uids are `ENGINE_GID + 1 + n` for `n` below this.
+const ENGINE_UIDS: u32 = 1 << 20;
+
+/// A prepared engine command, and the gateway end of its NIC when it has one.
+pub struct Launch {
+    pub command: Command,
+    pub nic: Option<std::os::unix::net::UnixStream>,
+}
+
+/// Who the engine runs as when pyro is root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineUser {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl EngineUser {
+    /// The engine user of the VM in `vm_dir`, when this process is root (else the engine runs as the
+    /// invoking user, who owns everything already).
+    pub fn for_vm(vm_dir: &Path) -> Option<EngineUser> {
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return None;
+        }
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(vm_dir.as_os_str().as_encoded_bytes());
+        let n = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % ENGINE_UIDS;
+        Some(EngineUser {
+            uid: ENGINE_GID + 1 + n,
+            gid: ENGINE_GID,
+        })
+    }
+}
+
+fn open_read(path: &Path) -> Result<OwnedFd> {
+    File::open(path)
+        .map(OwnedFd::from)
+        .map_err(|e| Error::io("open", path, e))
+}
+
+fn open_write(path: &Path) -> Result<OwnedFd> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map(OwnedFd::from)
+        .map_err(|e| Error::io("open", path, e))
+}
+
+/// Binds a fresh listening socket at `path` (0600) for the engine to serve.
+fn listen(path: &Path) -> Result<OwnedFd> {
+    let _ = fs::remove_file(path);
+    unix_socket::bind(path)
+        .map(OwnedFd::from)
+        .map_err(|e| Error::io("listen on", path, e))
+}
+
+/// Lets the engines' group read (and, for `writable`, write) a shared input, which stays inside
+/// pyro's private cache. Unchanged when it is so already (a change would make templates re-hash).
+fn share_with_engines(path: &Path, writable: bool) -> Result<()> {
+    let meta = fs::metadata(path).map_err(|e| Error::io("inspect", path, e))?;
+    let wanted = meta.mode() & 0o700 | if writable { 0o060 } else { 0o040 };
+    if meta.gid() != ENGINE_GID {
+        std::os::unix::fs::chown(path, None, Some(ENGINE_GID))
+            .map_err(|e| Error::io("give the engines' group", path, e))?;
+    }
+    if meta.mode() & 0o777 != wanted {
+        fs::set_permissions(path, fs::Permissions::from_mode(wanted))
+            .map_err(|e| Error::io("set the mode of", path, e))?;
+    }
+    Ok(())
+}
+
+/// The group that may use `/dev/kvm`, for an engine that runs with KVM.
+fn kvm_gid() -> Option<u32> {
+    fs::metadata("/dev/kvm").ok().map(|m| m.gid())
+}
+
+/// Builds the command that starts the VM described by `config` in `vm_dir` (its working directory,
+/// where the sockets are bound). The engine dies with the calling thread.
+pub fn prepare(backend: &Qemu, config: &VmConfig, vm_dir: &Path) -> Result<Launch> {
+    let mut command = backend.command(config)?;
+    command.current_dir(vm_dir);
+    let user = EngineUser::for_vm(vm_dir);
+    let mut fds: Vec<(OwnedFd, i32)> = vec![
+        (open_read(&config.kernel)?, KERNEL_FD),
+        (open_read(&config.initramfs)?, INITRD_FD),
+        (open_read(&config.base_image)?, BASE_FD),
+        (open_write(&config.data_disk)?, DATA_FD),
+        (listen(&vm_dir.join(AGENT_SOCKET))?, AGENT_CHANNEL_FD),
+        (listen(&vm_dir.join(QMP_SOCKET))?, QMP_FD),
+    ];
+    let ram: Option<&PathBuf> = match &config.memory {
+        Memory::Anonymous => None,
+        Memory::TemplateFile { ram } | Memory::Restore { ram, .. } => Some(ram),
+    };
+    if let Some(ram) = ram {
+        // QEMU maps the RAM file read-write even when the mapping is private; a template's is new
+        // (QEMU sizes it).
+        let file = match &config.memory {
+            Memory::TemplateFile { .. } => OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(ram)
+                .map(OwnedFd::from)
+                .map_err(|e| Error::io("create", ram, e))?,
+            _ => open_write(ram)?,
+        };
+        fds.push((file, RAM_FD));
+    }
+    if let Memory::Restore { state, .. } = &config.memory {
+        // QEMU may not spawn (`-sandbox spawn=deny`): it reads the device state from a descriptor.
+        fds.push((open_read(state)?, INCOMING_FD));
+    }
+    let nic = if config.network {
+        let (engine_end, gateway_end) = std::os::unix::net::UnixStream::pair().map_err(|e| {
+            Error::new(
+                ErrorKind::Engine,
+                format!("cannot create the NIC socket: {e}"),
+            )
+        })?;
+        fds.push((OwnedFd::from(engine_end), NIC_FD));
+        Some(gateway_end)
+    } else {
+        None
+    };
+    if let Some(user) = user {
+        // Reopening /proc/self/fd/N checks the file's own permissions: the engine's user owns its
+        // disk; the shared inputs are its group's to read.
+        std::os::unix::fs::chown(&config.data_disk, Some(user.uid), Some(user.gid))
+            .map_err(|e| Error::io("give the engine", &config.data_disk, e))?;
+        for path in [&config.kernel, &config.initramfs, &config.base_image] {
+            share_with_engines(path, false)?;
+        }
+        if let Some(ram) = ram {
+            share_with_engines(ram, true)?;
+        }
+        if let Memory::Restore { state, .. } = &config.memory {
+            share_with_engines(state, false)?;
+        }
+    }
+    inherit_fds(&mut command, fds)?;
+    if let Some(user) = user {
+        let mut groups = vec![user.gid];
+        if config.accelerator == Accelerator::Kvm {
+            groups.extend(kvm_gid());
+        }
+        become_user(&mut command, user, groups);
+    }
+    // After the privilege drop, which clears the parent-death signal.
+    fsutil::die_with_parent(&mut command, libc::SIGKILL);
+    Ok(Launch { command, nic })
+}
+
+/// Makes the engine process `user` (with `groups`) before it executes.
+fn become_user(command: &mut Command, user: EngineUser, groups: Vec<u32>) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setgroups, setresgid and setresuid are async-signal-safe, and nothing is allocated
+    // between fork and exec: `groups` was built before and is only read.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setresgid(user.gid, user.gid, user.gid) != 0
+                || libc::setresuid(user.uid, user.uid, user.uid) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
