@@ -456,21 +456,36 @@ async fn snapshot(
     // serves it. It stays open until QEMU is gone.
     let launch = crate::engine::launch::prepare(&backend, &config, dir)?;
     let (mut command, _nic_peer) = (launch.command, launch.nic);
-    let log = fs::File::create(dir.join("engine.log"))
-        .map_err(|e| Error::io("create", &dir.join("engine.log"), e))?;
-    let serial = fs::File::create(dir.join("serial.log"))
-        .map_err(|e| Error::io("create", &dir.join("serial.log"), e))?;
-    command.stdin(Stdio::null()).stdout(serial).stderr(log);
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = tokio::process::Command::from(command)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| Error::new(ErrorKind::Engine, format!("cannot start QEMU: {e}")))?;
+    use crate::supervisor::{ENGINE_LOG, SERIAL_LOG};
+    let cap = crate::supervisor::process::LOG_CAP;
+    if let Some(stdout) = child.stdout.take() {
+        tokio::spawn(crate::supervisor::process::copy_capped(
+            stdout,
+            dir.join(SERIAL_LOG),
+            cap,
+        ));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        tokio::spawn(crate::supervisor::process::copy_capped(
+            stderr,
+            dir.join(ENGINE_LOG),
+            cap,
+        ));
+    }
     let logs = || {
         let tail = |name: &str| fsutil::tail_lines(&dir.join(name), 15);
         format!(
             "--- QEMU log ---\n{}\n--- guest console ---\n{}",
-            tail("engine.log"),
-            tail("serial.log")
+            tail(ENGINE_LOG),
+            tail(SERIAL_LOG)
         )
     };
     let ready = tokio::select! {

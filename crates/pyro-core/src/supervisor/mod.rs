@@ -10,7 +10,7 @@
 //! run`) is shut down when its owner goes away, even if the owner was killed.
 
 mod launch;
-mod process;
+pub(crate) mod process;
 pub mod protocol;
 
 use std::path::{Path, PathBuf};

@@ -32,8 +32,8 @@ const BOOT_DEADLINE: Duration = Duration::from_secs(60);
 const CONNECTION_GRACE: Duration = Duration::from_secs(5);
 /// The limit of a connection from a client that announced no deadline.
 const LEGACY_CONNECTION_LIMIT: Duration = Duration::from_secs(24 * 3600);
-/// The serial console is guest-controlled: keep at most this much of it.
-const SERIAL_LOG_CAP: u64 = 1 << 20;
+/// The serial console and QEMU's own messages: keep at most this much of each.
+pub(crate) const LOG_CAP: u64 = 1 << 20;
 
 /// Entry point of `pyro __supervise`. Returns the process exit code.
 pub fn main(vm_dir: &Path, owner_fd: i32) -> i32 {
@@ -188,22 +188,20 @@ async fn boot(backend: &Qemu, record: &VmRecord) -> Result<Running> {
     let vm_dir = std::env::current_dir().map_err(|e| Error::io("resolve", Path::new("."), e))?;
     let launch = crate::engine::launch::prepare(backend, &record.config, &vm_dir)?;
     let (mut command, nic) = (launch.command, launch.nic);
-    let engine_log = std::fs::File::create(ENGINE_LOG)
-        .map_err(|e| Error::io("create", Path::new(ENGINE_LOG), e))?;
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(engine_log);
+        .stderr(Stdio::piped());
     let mut child = tokio::process::Command::from(command)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| Error::new(ErrorKind::Engine, format!("cannot start QEMU: {e}")))?;
+    // Both logs are guest-influenced (the console is the guest's; QEMU reports what the guest does).
     if let Some(stdout) = child.stdout.take() {
-        tokio::spawn(copy_capped(
-            stdout,
-            PathBuf::from(SERIAL_LOG),
-            SERIAL_LOG_CAP,
-        ));
+        tokio::spawn(copy_capped(stdout, PathBuf::from(SERIAL_LOG), LOG_CAP));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        tokio::spawn(copy_capped(stderr, PathBuf::from(ENGINE_LOG), LOG_CAP));
     }
     if let Some(nic) = nic {
         let gateway = pyro_net::Gateway::new(record.egress.clone());
@@ -565,7 +563,8 @@ fn logs_tail() -> String {
     )
 }
 
-async fn copy_capped(mut from: impl AsyncRead + Unpin, path: PathBuf, cap: u64) {
+/// Copies `from` to a new file at `path`, keeping its first `cap` bytes and draining the rest.
+pub(crate) async fn copy_capped(mut from: impl AsyncRead + Unpin, path: PathBuf, cap: u64) {
     let Ok(mut file) = tokio::fs::File::create(&path).await else {
         return;
     };
