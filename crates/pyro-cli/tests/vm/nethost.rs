@@ -54,15 +54,28 @@ impl TestHost {
         ip(&["link", "set", &ns_side, "netns", &name]);
         ip(&["addr", "add", &host_addr, "dev", &host_side]);
         ip(&["link", "set", &host_side, "up"]);
-        let in_ns = |args: &[&str]| {
-            let mut all = vec!["netns", "exec", name.as_str(), "ip"];
-            all.extend_from_slice(args);
-            ip(&all);
-        };
+        let in_ns = |args: &[&str]| host.in_namespace(|| ip(args));
         in_ns(&["addr", "add", &format!("{addr}/30"), "dev", &ns_side]);
         in_ns(&["link", "set", &ns_side, "up"]);
         in_ns(&["link", "set", "lo", "up"]);
         host
+    }
+
+    /// Runs `work` on a thread inside the namespace (children it starts are in it too). Unlike `ip netns
+    /// exec`, this needs no mount namespace, so it works in a chroot as well.
+    fn in_namespace(&self, work: impl FnOnce() + Send) {
+        let netns = std::fs::File::open(format!("/run/netns/{}", self.name)).unwrap();
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    // SAFETY: setns moves only this thread into the namespace.
+                    let rc = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
+                    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+                    work();
+                })
+                .join()
+                .unwrap();
+        });
     }
 
     /// Serves `body` over HTTP on `port` inside the namespace until dropped.
