@@ -280,7 +280,8 @@ impl Sandbox {
             .expect("pyro starts")
     }
 
-    /// Processes whose command line mentions this sandbox (supervisors, QEMU, build steps).
+    /// Processes of this sandbox: those whose command line mentions it (supervisors, build steps)
+    /// or that work in it (QEMU, which gets its files as descriptors and runs in its VM directory).
     pub fn processes(&self) -> Vec<(i32, String)> {
         let needle = self.root.path().to_string_lossy().into_owned();
         let mut found = Vec::new();
@@ -301,7 +302,10 @@ impl Sandbox {
                         .starts_with('Z')
                 })
                 .unwrap_or(false);
-            if cmdline.contains(&needle) && !zombie {
+            let works_here = std::fs::read_link(entry.path().join("cwd"))
+                .map(|cwd| cwd.starts_with(self.root.path()))
+                .unwrap_or(false);
+            if (cmdline.contains(&needle) || works_here) && !zombie {
                 found.push((pid, cmdline));
             }
         }
