@@ -640,7 +640,7 @@ async fn dispatch(
         WorkspaceCommand::Diff(t) => {
             let result = workspace::diff(dirs, &t.workspace).await?;
             show(&result, json, |r| {
-                print_product(&r.patch);
+                print_product(&r.patch());
                 if !r.changed {
                     return say("No changes against the baseline.".into());
                 }

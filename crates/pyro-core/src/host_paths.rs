@@ -16,6 +16,8 @@ pub struct HostRoots {
     base: PathBuf,
     /// pyro's own directories, refused even inside a root.
     private: Vec<PathBuf>,
+    /// `base` (as given, perhaps through a link) is itself one of the roots.
+    base_is_root: bool,
 }
 
 /// What a path is for: reading an existing file or directory, or creating a new one.
@@ -48,10 +50,12 @@ impl HostRoots {
             .iter()
             .map(|d| std::fs::canonicalize(d).unwrap_or_else(|_| d.to_path_buf()))
             .collect();
+        let base_is_root = std::fs::canonicalize(base).is_ok_and(|real| resolved.contains(&real));
         Ok(HostRoots {
             roots: resolved,
             base: base.to_path_buf(),
             private,
+            base_is_root,
         })
     }
 
@@ -60,23 +64,37 @@ impl HostRoots {
     }
 
     /// `path` as a real absolute path inside a root, or an error that names the roots and the flag
-    /// that adds one. Links are resolved first, so one cannot point out of a root.
+    /// that adds one. Links are resolved first, so one cannot point out of a root. Errors name the
+    /// path as given: they never tell whether something outside the roots exists, nor where a link
+    /// leads.
     pub fn check(&self, path: &Path, access: Access) -> Result<PathBuf> {
         let absolute = if path.is_absolute() {
             path.to_path_buf()
         } else {
             self.base.join(path)
         };
+        if !self.holds(&lexically_normal(&absolute)) && !self.holds(&absolute) {
+            return Err(self.refusal(&absolute, false));
+        }
         let real = match access {
             Access::Read => std::fs::canonicalize(&absolute)
                 .map_err(|_| Error::invalid(format!("{} does not exist", absolute.display())))?,
             Access::Create => resolve_new(&absolute)?,
         };
-        let inside = self.roots.iter().any(|root| real.starts_with(root));
         let private = self.private.iter().any(|dir| real.starts_with(dir));
-        if inside && !private {
+        if self.holds(&real) && !private {
             return Ok(real);
         }
+        Err(self.refusal(&absolute, private))
+    }
+
+    /// Whether `path` lies in a root, by its name alone.
+    fn holds(&self, path: &Path) -> bool {
+        self.roots.iter().any(|root| path.starts_with(root))
+            || (self.base_is_root && path.starts_with(&self.base))
+    }
+
+    fn refusal(&self, path: &Path, private: bool) -> Error {
         let roots = if self.roots.is_empty() {
             "none".to_string()
         } else {
@@ -91,10 +109,25 @@ impl HostRoots {
         } else {
             format!("is outside the host paths this server may use ({roots})")
         };
-        Err(Error::invalid(format!("{} {why}", real.display())).with_hint(
+        Error::invalid(format!("{} {why}", path.display())).with_hint(
             "start the server with --allow-host-path DIR to let tools use DIR (the project is allowed already)",
-        ))
+        )
     }
+}
+
+/// `path` with `.` and `..` taken away by name (an absolute path).
+fn lexically_normal(path: &Path) -> PathBuf {
+    let mut normal = PathBuf::from("/");
+    for component in path.components() {
+        match component {
+            Component::ParentDir => {
+                normal.pop();
+            }
+            Component::Normal(name) => normal.push(name),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    normal
 }
 
 /// A path that does not exist yet, with its existing ancestors' links resolved.
@@ -166,5 +199,38 @@ mod tests {
         assert!(with_state.check(&outside, Access::Read).is_ok());
         let none = HostRoots::new(&[], &project, &dirs).unwrap();
         assert!(none.check(&project, Access::Read).is_err());
+    }
+
+    #[test]
+    fn refusals_reveal_nothing_outside_the_roots() {
+        let top = tempfile::tempdir().unwrap();
+        let project = top.path().join("project");
+        let secret = top.path().join("secret");
+        std::fs::create_dir_all(&project).unwrap();
+        std::fs::create_dir_all(&secret).unwrap();
+        std::os::unix::fs::symlink(&secret, project.join("link")).unwrap();
+        let dirs = Dirs::new(top.path().join("cache"), top.path().join("state"));
+        let roots = HostRoots::new(std::slice::from_ref(&project), &project, &dirs).unwrap();
+        // Existing or not, a path outside gets the same refusal.
+        let there = roots.check(&secret, Access::Read).unwrap_err();
+        let absent = roots
+            .check(&secret.join("nothing"), Access::Read)
+            .unwrap_err();
+        assert!(there.message().contains("outside"), "{}", there.message());
+        assert!(absent.message().contains("outside"), "{}", absent.message());
+        // A link out is refused under its own name, not its target's.
+        let err = roots
+            .check(Path::new("link/new.txt"), Access::Create)
+            .unwrap_err();
+        assert!(!err.message().contains("secret"), "{}", err.message());
+        // Inside, a missing file is just missing.
+        let err = roots
+            .check(Path::new("missing.txt"), Access::Read)
+            .unwrap_err();
+        assert!(
+            err.message().contains("does not exist"),
+            "{}",
+            err.message()
+        );
     }
 }

@@ -36,6 +36,11 @@ impl Network {
             None if allow_hosts.is_empty() => NetworkPolicy::Off,
             None => NetworkPolicy::Egress,
         };
+        for allowed in &allow_hosts {
+            allowed
+                .check_not_the_host()
+                .map_err(|why| Error::invalid(format!("invalid allowed host: {why}")))?;
+        }
         if policy == NetworkPolicy::Off && !allow_hosts.is_empty() {
             return Err(
                 Error::invalid("allowed hosts need a network: the network policy is off")
@@ -94,5 +99,20 @@ mod tests {
         assert!(Network::choose(Some(NetworkPolicy::Off), hosts).is_err());
         let err = Network::parse_allow_hosts(&["a:b".into()]).unwrap_err();
         assert!(err.message().contains("a:b"), "{}", err.message());
+    }
+
+    #[test]
+    fn an_allowed_host_is_never_the_host_itself() {
+        for (ip, _) in pyro_net::policy::host_networks() {
+            let Ok(hosts) = Network::parse_allow_hosts(&[format!("{ip}:80")]) else {
+                continue; // loopback: refused as it parses
+            };
+            let err = Network::choose(None, hosts).unwrap_err();
+            assert!(
+                err.message().contains("the host itself"),
+                "{}",
+                err.message()
+            );
+        }
     }
 }

@@ -5,12 +5,57 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+use crate::policy::Policy;
 
 /// How long one upstream resolver may take to answer.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
-/// The largest DNS message handled (EDNS0 answers over UDP stay below this).
+/// The largest DNS message handled over UDP (EDNS0 answers stay below this); over TCP a message
+/// may take all of its 16-bit length.
 pub const MAX_MESSAGE: usize = 4096;
+
+/// How a query reached the gateway, and so how it is asked upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    /// For answers too long for UDP: asked of the resolvers over TCP, one message at a time.
+    Tcp,
+}
+
+/// The gateway's reply to a guest's `query`: refused when the policy does not answer its name,
+/// else the host's resolvers' answer (whose addresses an allow list then learns), else a server
+/// failure. `None` for a message that is not a query at all. Only checked queries ever reach a
+/// resolver, whichever the transport.
+pub async fn answer(
+    policy: &Policy,
+    upstreams: &[SocketAddr],
+    query: &[u8],
+    transport: Transport,
+) -> Option<Vec<u8>> {
+    let name = question_name(query);
+    if !name.as_deref().is_some_and(|n| policy.answers(n)) {
+        return reply_without_answer(query, 5);
+    }
+    let answer = match transport {
+        Transport::Udp => resolve(query, upstreams).await,
+        // Some resolvers take no TCP: their UDP answer (perhaps truncated) beats none.
+        Transport::Tcp => match resolve_over_tcp(query, upstreams).await {
+            Some(answer) => Some(answer),
+            None => resolve(query, upstreams).await,
+        },
+    };
+    match answer {
+        Some(answer) => {
+            if let Some(name) = &name {
+                policy.learn(name, &a_records(&answer));
+            }
+            Some(answer)
+        }
+        None => reply_without_answer(query, 2),
+    }
+}
 
 /// The host's resolvers, from `/etc/resolv.conf` (loopback resolvers such as systemd-resolved's
 /// included: the host asks them, the guest never reaches them).
@@ -148,6 +193,28 @@ pub async fn resolve(query: &[u8], upstreams: &[SocketAddr]) -> Option<Vec<u8>> 
         })
         .await;
         if let Ok(Some(answer)) = answer {
+            return Some(answer);
+        }
+    }
+    None
+}
+
+/// Asks the host's resolvers over TCP, in order, and returns the first answer to this query.
+pub async fn resolve_over_tcp(query: &[u8], upstreams: &[SocketAddr]) -> Option<Vec<u8>> {
+    let len = u16::try_from(query.len()).ok()?;
+    for upstream in upstreams {
+        let exchange = async {
+            let mut stream = TcpStream::connect(upstream).await.ok()?;
+            let mut framed = len.to_be_bytes().to_vec();
+            framed.extend_from_slice(query);
+            stream.write_all(&framed).await.ok()?;
+            let mut prefix = [0u8; 2];
+            stream.read_exact(&mut prefix).await.ok()?;
+            let mut answer = vec![0u8; u16::from_be_bytes(prefix) as usize];
+            stream.read_exact(&mut answer).await.ok()?;
+            (answer.len() >= 12 && answer[..2] == query[..2]).then_some(answer)
+        };
+        if let Ok(Some(answer)) = tokio::time::timeout(UPSTREAM_TIMEOUT, exchange).await {
             return Some(answer);
         }
     }

@@ -7,8 +7,11 @@
 //! - a TCP SYN is checked against the [`Policy`]; an allowed one gets a socket listening on exactly
 //!   that destination, whose SYN-ACK waits until the host's own connection is made (so a destination
 //!   that refuses is refused in the guest too); a refused one gets a reset;
-//! - UDP goes only to the resolver address (port 53); ICMP only to the gateway's own addresses;
-//!   anything else (IPv6, other protocols, other UDP, spoofed sources) is dropped.
+//! - UDP goes only to the resolver address (port 53); other UDP is refused with ICMP "port
+//!   unreachable"; ICMP goes only to the gateway's own addresses; anything else (IPv6, other
+//!   protocols, spoofed sources) is dropped;
+//! - DNS, over UDP or TCP, is answered by the gateway itself: it checks each query against the
+//!   policy and asks the host's resolvers from the host.
 //!
 //! One task owns the stack; each TCP connection has a host-side task that relays bytes through
 //! bounded channels, so nothing the guest does makes the host buffer without bound.
@@ -20,12 +23,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::time::Instant as StackInstant;
 use smoltcp::wire::{
-    ArpPacket, EthernetAddress, EthernetFrame, EthernetProtocol, HardwareAddress, IpAddress,
-    IpCidr, IpListenEndpoint, IpProtocol, Ipv4Packet, TcpPacket,
+    ArpPacket, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, HardwareAddress,
+    Icmpv4DstUnreachable, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, IpListenEndpoint,
+    IpProtocol, Ipv4Packet, Ipv4Repr, TcpPacket,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -384,6 +389,11 @@ impl Stack {
                         }
                     }
                     IpProtocol::Udp if dst == a.dns => {}
+                    IpProtocol::Udp => {
+                        let refusal = refusal_of_datagram(&eth, &ip);
+                        self.device.tx.push_back(refusal);
+                        return;
+                    }
                     IpProtocol::Icmp if dst == a.gateway || dst == a.dns => {}
                     _ => return,
                 }
@@ -400,18 +410,14 @@ impl Stack {
             return;
         }
         let a = self.gateway.addressing;
-        let policy = &self.gateway.policy;
-        let target = if *to.ip() == a.dns && to.port() == 53 {
-            // DNS over TCP (long answers) goes to the host's first resolver, without an allow list.
-            match self.gateway.upstreams.first() {
-                Some(upstream) if policy.rules().allow.is_empty() => *upstream,
-                _ => return,
-            }
-        } else if *to.ip() == a.gateway || *to.ip() == a.dns || policy.check(to).is_some() {
+        let dns_over_tcp = *to.ip() == a.dns && to.port() == 53;
+        if !dns_over_tcp
+            && (*to.ip() == a.gateway
+                || *to.ip() == a.dns
+                || self.gateway.policy.check(to).is_some())
+        {
             return;
-        } else {
-            SocketAddr::V4(to)
-        };
+        }
         let mut socket = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0u8; SOCKET_BUFFER]),
             tcp::SocketBuffer::new(vec![0u8; SOCKET_BUFFER]),
@@ -431,7 +437,16 @@ impl Stack {
         let handle = self.sockets.add(socket);
         let (to_host, from_guest) = mpsc::channel(8);
         let (to_guest, from_host) = mpsc::channel(8);
-        tokio::spawn(relay(target, from_guest, to_guest, self.wake.clone()));
+        let wake = self.wake.clone();
+        if dns_over_tcp {
+            let policy = self.gateway.policy.clone();
+            let upstreams = self.gateway.upstreams.clone();
+            tokio::spawn(dns_over_tcp_session(
+                policy, upstreams, from_guest, to_guest, wake,
+            ));
+        } else {
+            tokio::spawn(relay(SocketAddr::V4(to), from_guest, to_guest, wake));
+        }
         self.by_key.insert((from, to), handle);
         self.connections.insert(
             handle,
@@ -562,29 +577,14 @@ impl Stack {
             };
             let query = query.to_vec();
             let to = meta.endpoint;
-            let name = dns::question_name(&query);
-            let policy = self.gateway.policy.clone();
-            if !name.as_deref().is_some_and(|n| policy.answers(n)) {
-                if let Some(reply) = dns::reply_without_answer(&query, 5) {
-                    self.send_dns(reply, to);
-                }
-                continue;
-            }
             let Ok(permit) = self.dns_sender.clone().try_reserve_owned() else {
                 continue; // too many in flight: the guest's resolver retries
             };
+            let policy = self.gateway.policy.clone();
             let upstreams = self.gateway.upstreams.clone();
             let wake = self.wake.clone();
             tokio::spawn(async move {
-                let reply = match dns::resolve(&query, &upstreams).await {
-                    Some(answer) => {
-                        if let Some(name) = &name {
-                            policy.learn(name, &dns::a_records(&answer));
-                        }
-                        Some(answer)
-                    }
-                    None => dns::reply_without_answer(&query, 2),
-                };
+                let reply = dns::answer(&policy, &upstreams, &query, dns::Transport::Udp).await;
                 if let Some(reply) = reply {
                     permit.send(DnsAnswer { reply, to });
                     wake.notify_one();
@@ -663,6 +663,94 @@ async fn relay(
     wake.notify_one();
 }
 
+/// DNS over TCP for the guest (for answers too long for UDP): the gateway reads each
+/// length-prefixed query itself and answers it as it answers UDP ones, so the guest's bytes never
+/// reach a resolver unchecked (the host's may listen on its loopback).
+async fn dns_over_tcp_session(
+    policy: Arc<Policy>,
+    upstreams: Vec<SocketAddr>,
+    mut from_guest: mpsc::Receiver<Vec<u8>>,
+    to_guest: mpsc::Sender<HostEvent>,
+    wake: Arc<Notify>,
+) {
+    let send = |event| {
+        let to_guest = to_guest.clone();
+        let wake = wake.clone();
+        async move {
+            let sent = to_guest.send(event).await.is_ok();
+            wake.notify_one();
+            sent
+        }
+    };
+    if !send(HostEvent::Connected).await {
+        return;
+    }
+    // At most one incomplete message (its length fits 16 bits) and the chunk that came with it.
+    let mut pending: Vec<u8> = Vec::new();
+    'guest: while let Some(data) = from_guest.recv().await {
+        wake.notify_one();
+        pending.extend_from_slice(&data);
+        while pending.len() >= 2 {
+            let len = u16::from_be_bytes([pending[0], pending[1]]) as usize;
+            if pending.len() < 2 + len {
+                break;
+            }
+            let query: Vec<u8> = pending.drain(..2 + len).skip(2).collect();
+            let reply = dns::answer(&policy, &upstreams, &query, dns::Transport::Tcp).await;
+            let Some(reply) = reply.filter(|r| r.len() <= u16::MAX as usize) else {
+                break 'guest; // not a query: the session ends
+            };
+            let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&reply);
+            if !send(HostEvent::Data(framed)).await {
+                return;
+            }
+        }
+    }
+    send(HostEvent::Finished).await;
+}
+
+/// The reply to a datagram the policy refuses: ICMP "port unreachable" from its destination, as a
+/// firewall's reject sends, so a guest socket fails at once (connection refused) instead of
+/// waiting. It quotes the datagram's IP header and first 8 bytes, as ICMP requires.
+fn refusal_of_datagram(eth: &EthernetFrame<&[u8]>, ip: &Ipv4Packet<&[u8]>) -> Vec<u8> {
+    let quoted = &ip.payload()[..ip.payload().len().min(8)];
+    let icmp = Icmpv4Repr::DstUnreachable {
+        reason: Icmpv4DstUnreachable::PortUnreachable,
+        header: Ipv4Repr {
+            src_addr: ip.src_addr(),
+            dst_addr: ip.dst_addr(),
+            next_header: ip.next_header(),
+            payload_len: quoted.len(),
+            hop_limit: ip.hop_limit(),
+        },
+        data: quoted,
+    };
+    let outer = Ipv4Repr {
+        src_addr: ip.dst_addr(),
+        dst_addr: ip.src_addr(),
+        next_header: IpProtocol::Icmp,
+        payload_len: icmp.buffer_len(),
+        hop_limit: 64,
+    };
+    let link = EthernetRepr {
+        src_addr: EthernetAddress(GATEWAY_MAC),
+        dst_addr: eth.src_addr(),
+        ethertype: EthernetProtocol::Ipv4,
+    };
+    let mut frame = vec![0u8; link.buffer_len() + outer.buffer_len() + icmp.buffer_len()];
+    let checksums = ChecksumCapabilities::default();
+    let mut eth_out = EthernetFrame::new_unchecked(&mut frame[..]);
+    link.emit(&mut eth_out);
+    let mut ip_out = Ipv4Packet::new_unchecked(eth_out.payload_mut());
+    outer.emit(&mut ip_out, &checksums);
+    icmp.emit(
+        &mut Icmpv4Packet::new_unchecked(ip_out.payload_mut()),
+        &checksums,
+    );
+    frame
+}
+
 fn random_seed() -> u64 {
     let mut bytes = [0u8; 8];
     if let Ok(mut file) = std::fs::File::open("/dev/urandom") {
@@ -670,4 +758,75 @@ fn random_seed() -> u64 {
         let _ = file.read_exact(&mut bytes);
     }
     u64::from_ne_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoltcp::wire::{UdpPacket, UdpRepr};
+
+    #[test]
+    fn a_refused_datagram_is_answered_port_unreachable_quoting_it() {
+        let guest_mac = EthernetAddress([0x52, 0x54, 0, 0x12, 0x34, 0x56]);
+        let to = Ipv4Addr::new(203, 0, 113, 9);
+        let udp = UdpRepr {
+            src_port: 40000,
+            dst_port: 443,
+        };
+        let body = b"hello";
+        let ip = Ipv4Repr {
+            src_addr: GUEST_ADDRESSING.guest,
+            dst_addr: to,
+            next_header: IpProtocol::Udp,
+            payload_len: udp.header_len() + body.len(),
+            hop_limit: 64,
+        };
+        let link = EthernetRepr {
+            src_addr: guest_mac,
+            dst_addr: EthernetAddress(GATEWAY_MAC),
+            ethertype: EthernetProtocol::Ipv4,
+        };
+        let mut frame = vec![0u8; link.buffer_len() + ip.buffer_len() + ip.payload_len];
+        let caps = ChecksumCapabilities::default();
+        let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
+        link.emit(&mut eth);
+        let mut packet = Ipv4Packet::new_unchecked(eth.payload_mut());
+        ip.emit(&mut packet, &caps);
+        udp.emit(
+            &mut UdpPacket::new_unchecked(packet.payload_mut()),
+            &IpAddress::Ipv4(ip.src_addr),
+            &IpAddress::Ipv4(ip.dst_addr),
+            body.len(),
+            |b| b.copy_from_slice(body),
+            &caps,
+        );
+
+        let eth = EthernetFrame::new_checked(&frame[..]).unwrap();
+        let packet = Ipv4Packet::new_checked(eth.payload()).unwrap();
+        let reply = refusal_of_datagram(&eth, &packet);
+
+        let eth = EthernetFrame::new_checked(&reply[..]).unwrap();
+        assert_eq!(eth.dst_addr(), guest_mac);
+        let outer = Ipv4Packet::new_checked(eth.payload()).unwrap();
+        assert!(outer.verify_checksum());
+        assert_eq!(
+            (outer.src_addr(), outer.dst_addr()),
+            (to, GUEST_ADDRESSING.guest)
+        );
+        let icmp = Icmpv4Packet::new_checked(outer.payload()).unwrap();
+        match Icmpv4Repr::parse(&icmp, &caps).unwrap() {
+            Icmpv4Repr::DstUnreachable {
+                reason,
+                header,
+                data,
+            } => {
+                assert_eq!(reason, Icmpv4DstUnreachable::PortUnreachable);
+                assert_eq!(header.dst_addr, to);
+                assert_eq!(header.next_header, IpProtocol::Udp);
+                // The UDP header: source port 40000, destination port 443.
+                assert_eq!(&data[..4], &[0x9c, 0x40, 0x01, 0xbb]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -112,13 +112,38 @@ impl FromStr for AllowHost {
             None => (text, None),
         };
         let host = host.trim_end_matches('.').to_ascii_lowercase();
-        if host.parse::<Ipv4Addr>().is_err() && !is_dns_name(&host) {
-            return Err(bad(
-                "the host must be a DNS name (letters, digits, '-', '.') or an IPv4 address",
-            ));
+        match host.parse::<Ipv4Addr>() {
+            Ok(ip) if is_loopback_or_unspecified(ip) => return Err(names_the_host(text)),
+            Ok(_) => {}
+            Err(_) if is_dns_name(&host) => {}
+            Err(_) => {
+                return Err(bad(
+                    "the host must be a DNS name (letters, digits, '-', '.') or an IPv4 address",
+                ))
+            }
         }
         Ok(AllowHost { host, port })
     }
+}
+
+impl AllowHost {
+    /// Refuses an entry that names one of the host's own addresses (which no guest reaches, so
+    /// allowing it would only mislead).
+    pub fn check_not_the_host(&self) -> Result<(), String> {
+        match self.ip() {
+            Some(ip) if host_networks().iter().any(|&(own, _)| own == ip) => {
+                Err(names_the_host(&self.to_string()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn names_the_host(text: &str) -> String {
+    format!(
+        "'{text}' is the host itself, which no guest reaches (a guest's 127.0.0.1 is its own); \
+         run that service on another machine or in a network namespace and allow its address"
+    )
 }
 
 fn is_dns_name(name: &str) -> bool {
@@ -361,7 +386,19 @@ mod tests {
             );
         }
         for bad in [
-            "", "a:0", "a:70000", "a:b", "[::1]:80", "::1", "exa mple", "-a.com", "1.2.3", "a..b",
+            "",
+            "a:0",
+            "a:70000",
+            "a:b",
+            "[::1]:80",
+            "::1",
+            "exa mple",
+            "-a.com",
+            "1.2.3",
+            "a..b",
+            "127.0.0.1:8000",
+            "127.1.2.3",
+            "0.0.0.0:80",
         ] {
             assert!(bad.parse::<AllowHost>().is_err(), "{bad}");
         }

@@ -121,6 +121,18 @@ impl Hostile {
                 tar.extend(std::iter::repeat_n(b'a', 1 << 20));
                 send_tar(stream, tar, ArtifactType::Directory, path.clone()).await;
             }
+            ("export-pax-hidden", Request::ExportArchive { path, .. }) => {
+                // A PAX `size=0` makes a tar reader take the next member's data for a header: there
+                // sits a long-name record claiming a gigabyte, hidden from a walk by header sizes.
+                let record = b"11 size=0\n";
+                let mut tar = header("pax", b'x', record.len() as u64, "").to_vec();
+                tar.extend_from_slice(record);
+                tar.resize(1024, 0);
+                tar.extend_from_slice(&header("a", b'0', 512, ""));
+                tar.extend_from_slice(&header("././@LongLink", b'L', 1 << 30, ""));
+                tar.extend(std::iter::repeat_n(b'a', 1 << 20));
+                send_tar(stream, tar, ArtifactType::Directory, path.clone()).await;
+            }
             ("export-file-is-link", Request::ExportArchive { path, .. }) => {
                 let name = path.rsplit('/').next().unwrap_or("x");
                 let tar =

@@ -13,12 +13,18 @@ use serde_json::Value;
 use crate::nethost::{serve_on_host, TestHost};
 use crate::support::{one_vm_slot, Sandbox};
 
-/// A guest-side probe: prints `TARGET open` or `TARGET refused` for each `host:port`.
+/// A guest-side probe: prints `TARGET open`, `TARGET refused` (the connection was refused) or
+/// `TARGET hung` (no answer within 10 s) for each `host:port`, over TCP. For UDP (`udp/host:port`)
+/// it sends one datagram and waits for an answer: a refusal comes back as ICMP, which fails the
+/// read at once.
 fn probe_script(targets: &[String]) -> String {
     let list = targets.join(" ");
     format!(
-        "for t in {list}; do h=${{t%:*}}; p=${{t##*:}}; \
-         if timeout 10 bash -c \"exec 3<>/dev/tcp/$h/$p\" 2>/dev/null; then echo \"$t open\"; else echo \"$t refused\"; fi; done"
+        "for t in {list}; do case $t in udp/*) a=${{t#udp/}}; h=${{a%:*}}; p=${{a##*:}}; \
+           timeout 10 bash -c \"exec 3<>/dev/udp/$h/$p && echo probe >&3 && read -t 5 -u 3\" 2>/dev/null;; \
+         *) h=${{t%:*}}; p=${{t##*:}}; timeout 10 bash -c \"exec 3<>/dev/tcp/$h/$p\" 2>/dev/null;; esac; \
+         rc=$?; if [ $rc = 0 ]; then echo \"$t open\"; elif [ $rc = 124 ] || [ $rc -gt 128 ]; then echo \"$t hung\"; \
+         else echo \"$t refused\"; fi; done"
     )
 }
 
@@ -26,9 +32,27 @@ fn verdicts(stdout: &str) -> Vec<(String, String)> {
     stdout
         .lines()
         .filter_map(|l| l.split_once(' '))
-        .filter(|(_, v)| *v == "open" || *v == "refused")
+        .filter(|(_, v)| matches!(*v, "open" | "refused" | "hung"))
         .map(|(t, v)| (t.to_string(), v.to_string()))
         .collect()
+}
+
+/// A guest-side DNS query for `name` (type A) over TCP to the gateway's resolver address: prints
+/// `dns-tcp RCODE ANSWERS`.
+fn dns_over_tcp_script(name: &str) -> String {
+    let mut query = String::from("\\022\\064\\001\\000\\000\\001\\000\\000\\000\\000\\000\\000");
+    let mut len = 12 + 1 + 4;
+    for label in name.split('.') {
+        query.push_str(&format!("\\{:03o}{label}", label.len()));
+        len += 1 + label.len();
+    }
+    query.push_str("\\000\\000\\001\\000\\001");
+    format!(
+        "exec 3<>/dev/tcp/10.0.2.3/53 && printf '\\{:03o}\\{:03o}{query}' >&3 && \
+         head -c 14 <&3 | od -An -tu1 | xargs | (read -r _ _ _ _ _ flags _ _ _ answers _; echo \"dns-tcp $((flags & 15)) $answers\")",
+        len >> 8,
+        len & 0xff
+    )
 }
 
 /// The host's own IPv4 addresses, from `ip`.
@@ -63,12 +87,19 @@ fn a_networked_guest_reaches_the_mirror_but_no_host_address() {
             .into_iter()
             .map(|a| format!("{a}:{any_port}")),
     );
-    // Refusals come at once; then the Debian mirror (by name, through pyro's DNS) and a package
-    // installed with the capabilities commands keep.
+    // UDP anywhere but the resolver is refused too (DNS goes through the gateway's resolver).
+    targets.extend([
+        "udp/1.1.1.1:53".to_string(),
+        format!("udp/10.0.2.2:{any_port}"),
+        "udp/10.0.2.3:9".to_string(),
+    ]);
+    // Refusals come at once; then DNS over TCP, answered by the gateway; then the Debian mirror (by
+    // name, through pyro's DNS) and a package installed with the capabilities commands keep.
     let script = format!(
-        "{}; apt-get update -qq >/dev/null 2>&1 && echo update-ok; \
+        "{}; {}; apt-get update -qq >/dev/null 2>&1 && echo update-ok; \
          DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tree >/dev/null 2>&1 && tree --version >/dev/null && echo install-ok",
-        probe_script(&targets)
+        probe_script(&targets),
+        dns_over_tcp_script("deb.debian.org")
     );
     let (result, code) = sb.json(&[
         "run",
@@ -92,6 +123,15 @@ fn a_networked_guest_reaches_the_mirror_but_no_host_address() {
             "{target} must not be reachable: {stdout}"
         );
     }
+    let dns = stdout
+        .lines()
+        .find(|l| l.starts_with("dns-tcp "))
+        .unwrap_or("");
+    let answers: u32 = dns.rsplit(' ').next().unwrap_or("").parse().unwrap_or(0);
+    assert!(
+        dns.starts_with("dns-tcp 0 ") && answers > 0,
+        "DNS over TCP: {stdout}"
+    );
     assert!(stdout.contains("update-ok"), "apt-get update: {result}");
     assert!(stdout.contains("install-ok"), "apt-get install: {result}");
     // The policy with published ports reaches no more of the host.
@@ -123,8 +163,9 @@ fn an_allow_list_opens_only_its_destinations() {
     let addr = test_host.addr;
     let fetch = format!(
         "exec 3<>/dev/tcp/{addr}/8000 && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && tail -c 19 <&3; echo; \
-         {}; getent hosts deb.debian.org >/dev/null && echo dns-answered || echo dns-refused",
-        probe_script(&[format!("{addr}:8001"), "151.101.2.132:80".into()])
+         {}; getent hosts deb.debian.org >/dev/null && echo dns-answered || echo dns-refused; {}",
+        probe_script(&[format!("{addr}:8001"), "151.101.2.132:80".into()]),
+        dns_over_tcp_script("deb.debian.org")
     );
     let allow = format!("{addr}:8000");
     let (result, code) = sb.json(&[
@@ -150,8 +191,8 @@ fn an_allow_list_opens_only_its_destinations() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("dns-refused"),
-        "only allowed names resolve: {stdout}"
+        stdout.contains("dns-refused") && stdout.contains("dns-tcp 5 0"),
+        "only allowed names resolve, over UDP and TCP: {stdout}"
     );
     // Without the allow list the test host is a private address: refused.
     let (result, _) = sb.json(&[
@@ -172,6 +213,17 @@ fn an_allow_list_opens_only_its_destinations() {
     let out = sb.output(&["run", "debian:12", "--allow-host", "a:b", "--", "true"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("HOST[:PORT]"));
+    // So is one that names the host itself, which no guest reaches.
+    let out = sb.output(&[
+        "run",
+        "debian:12",
+        "--allow-host",
+        "127.0.0.1:8000",
+        "--",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the host itself"));
     assert!(sb.leftover_vms().is_empty());
 }
 
@@ -422,6 +474,7 @@ fn a_hostile_agent_gets_nothing_past_the_host() {
     let out = sb.scratch("out");
     for (mode, expect) in [
         ("export-longname", "header record"),
+        ("export-pax-hidden", "PAX header record"),
         ("export-file-is-link", "symlink"),
         ("export-deep-link", "asked for"),
     ] {
@@ -473,6 +526,23 @@ fn a_hostile_agent_gets_nothing_past_the_host() {
     );
     hostile_mode(&sb, &id, "silent");
     fails(&["workspace", "file", "read", &id, "x"], "did not complete");
+    let silent_export = out.join("silent");
+    fails(
+        &[
+            "workspace",
+            "export",
+            &id,
+            "dir",
+            "--output",
+            silent_export.to_str().unwrap(),
+        ],
+        "did not complete",
+    );
+    let left: Vec<_> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["tree"], "a stalled export leaves nothing behind");
     // A guest's error text reaches the terminal escaped.
     let (_, code) = sb.exec(&id, &["sh", "-c", "echo error-escape > /hostile"]);
     assert_eq!(code, 0);

@@ -38,7 +38,8 @@ impl Counts {
 
 /// What a seed or sync source is.
 pub enum Source {
-    /// A host directory; its top-level `.git` only when asked (it may hold credentials in its config).
+    /// A host directory; its `.git` directories (nested repositories' too) only when asked: they
+    /// may hold credentials in their config.
     Directory {
         path: PathBuf,
         include_git: bool,
@@ -188,7 +189,7 @@ fn add_dir_filtered<W: Write>(
         let meta = fs::symlink_metadata(&path).map_err(|e| Error::io("inspect", &path, e))?;
         add_entry(builder, &path, &member, &meta, counts)?;
         if meta.is_dir() {
-            add_dir(builder, &path, &member, counts)?;
+            add_dir_filtered(builder, &path, &member, counts, keep)?;
         }
     }
     Ok(())
@@ -331,7 +332,10 @@ mod tests {
         )
         .unwrap();
         fs::write(seed.join("a.txt"), "hi").unwrap();
-        for (include_git, entries) in [(false, 1), (true, 3)] {
+        fs::create_dir_all(seed.join("vendor/lib/.git")).unwrap();
+        fs::write(seed.join("vendor/lib/.git/config"), "[credential]\n").unwrap();
+        // a.txt, vendor, vendor/lib; with git: .git, .git/config, vendor/lib/.git and its config.
+        for (include_git, entries) in [(false, 3), (true, 7)] {
             let source = Source::Directory {
                 path: seed.clone(),
                 include_git,

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use pyro_proto::archive_rules::member_path;
 use pyro_proto::{ArtifactType, Manifest, ManifestEntry, Reply, Request};
-use serde::Serialize;
+use serde::de::{Deserializer, SeqAccess, Visitor};
+use serde::{Serialize, Serializer};
 use sha2::{Digest, Sha256};
 use similar::{ChangeTag, TextDiff};
 
@@ -87,7 +88,9 @@ pub struct DiffSummary {
     pub lines_removed: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A diff. Its whole `patch` (a key of its JSON form) is the entries' text patches in order: held
+/// once, in the entries, and joined only when asked for.
+#[derive(Debug, Clone)]
 pub struct DiffResult {
     pub workspace_id: String,
     /// What the diff is against: the baseline the workspace was created (and last reset) from.
@@ -95,10 +98,62 @@ pub struct DiffResult {
     pub changed: bool,
     pub summary: DiffSummary,
     pub entries: Vec<DiffEntry>,
-    pub patch: String,
     /// Some changes are only listed because the diff reached its byte or time budget.
     pub budget_exceeded: bool,
     pub execution_mode: &'static str,
+}
+
+impl DiffResult {
+    /// The unified patch of every text change, as `git apply` takes it.
+    pub fn patch(&self) -> String {
+        PatchText(&self.entries).to_string()
+    }
+}
+
+/// The entries' text patches written one after the other, never joined in memory (serde writes
+/// it into the output as a string).
+struct PatchText<'a>(&'a [DiffEntry]);
+
+impl std::fmt::Display for PatchText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0
+            .iter()
+            .filter_map(|e| e.text_patch.as_deref())
+            .try_for_each(|text| f.write_str(text))
+    }
+}
+
+impl Serialize for PatchText<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl Serialize for DiffResult {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            workspace_id: &'a str,
+            base: &'a str,
+            changed: bool,
+            summary: &'a DiffSummary,
+            entries: &'a [DiffEntry],
+            patch: PatchText<'a>,
+            budget_exceeded: bool,
+            execution_mode: &'a str,
+        }
+        Wire {
+            workspace_id: &self.workspace_id,
+            base: &self.base,
+            changed: self.changed,
+            summary: &self.summary,
+            entries: &self.entries,
+            patch: PatchText(&self.entries),
+            budget_exceeded: self.budget_exceeded,
+            execution_mode: self.execution_mode,
+        }
+        .serialize(serializer)
+    }
 }
 
 pub async fn diff(dirs: &Dirs, reference: &str) -> Result<DiffResult> {
@@ -194,7 +249,7 @@ pub async fn diff_as(dirs: &Dirs, reference: &str, purpose: Purpose) -> Result<D
     let mut old_contents =
         crate::blocking(move || read_from_tar(&baseline_path, &wanted_base)).await?;
     let mut entries = Vec::new();
-    let mut patch = String::new();
+    let mut patch_bytes: u64 = 0;
     let mut summary = DiffSummary::default();
     let started_rendering = Instant::now();
     // One deadline for every read of the live side, not one each.
@@ -202,7 +257,7 @@ pub async fn diff_as(dirs: &Dirs, reference: &str, purpose: Purpose) -> Result<D
     for (change, verdict) in changes.into_iter().zip(planned) {
         let mut verdict = verdict;
         let spent = started_rendering.elapsed();
-        if verdict.is_none() && (spent >= TIME_BUDGET || patch.len() as u64 >= PATCH_BYTE_BUDGET) {
+        if verdict.is_none() && (spent >= TIME_BUDGET || patch_bytes >= PATCH_BYTE_BUDGET) {
             verdict = Some(NotPatched::TooLargeToDiff);
             budget_exceeded = true;
         }
@@ -227,13 +282,14 @@ pub async fn diff_as(dirs: &Dirs, reference: &str, purpose: Purpose) -> Result<D
                 };
                 let old_bytes = old_contents.remove(&change.path);
                 let file_budget = FILE_TIME_BUDGET.min(TIME_BUDGET.saturating_sub(spent));
-                let (entry, text) = crate::blocking(move || {
+                let entry = crate::blocking(move || {
                     let old = old_bytes.as_deref().map(text);
                     let new = new_bytes.as_deref().map(text);
                     Ok(render(&change, old, new, file_budget))
                 })
                 .await?;
-                if patch.len() as u64 + text.len() as u64 > PATCH_BYTE_BUDGET {
+                let size = entry.text_patch.as_ref().map_or(0, |t| t.len() as u64);
+                if patch_bytes + size > PATCH_BYTE_BUDGET {
                     budget_exceeded = true;
                     let mut entry = entry;
                     entry.text = false;
@@ -243,7 +299,7 @@ pub async fn diff_as(dirs: &Dirs, reference: &str, purpose: Purpose) -> Result<D
                     entry.not_patched = Some(NotPatched::TooLargeToDiff);
                     entry
                 } else {
-                    patch.push_str(&text);
+                    patch_bytes += size;
                     entry
                 }
             }
@@ -259,7 +315,6 @@ pub async fn diff_as(dirs: &Dirs, reference: &str, purpose: Purpose) -> Result<D
         changed: !entries.is_empty(),
         summary,
         entries,
-        patch,
         budget_exceeded,
         execution_mode: "guest",
     })
@@ -292,21 +347,19 @@ fn parse_manifest_file(path: &Path) -> Result<BTreeMap<String, ManifestEntry>> {
 /// The guest's manifest, checked: every path a plain relative name, none twice, no more entries than
 /// asked for. The guest is hostile; a manifest that breaks these rules is refused whole.
 fn parse_manifest(payload: impl Read) -> Result<BTreeMap<String, ManifestEntry>> {
-    let entries: Vec<ManifestEntry> = serde_json::from_reader(payload).map_err(|e| {
-        Error::new(
-            ErrorKind::Protocol,
-            format!("malformed manifest from the VM: {e}"),
-        )
-    })?;
-    if entries.len() > MAX_MANIFEST_ENTRIES as usize {
-        return Err(Error::new(
-            ErrorKind::Guest,
-            format!(
-                "the VM sent {} manifest entries, more than the {MAX_MANIFEST_ENTRIES} asked for",
-                entries.len()
-            ),
-        ));
-    }
+    let mut reader = serde_json::Deserializer::from_reader(payload);
+    let entries = reader
+        .deserialize_seq(AtMost(MAX_MANIFEST_ENTRIES as usize))
+        .and_then(|entries| reader.end().map(|()| entries))
+        .map_err(|e| {
+            let why = e.to_string();
+            let kind = if why.starts_with(TOO_MANY_ENTRIES) {
+                ErrorKind::Guest
+            } else {
+                ErrorKind::Protocol
+            };
+            Error::new(kind, format!("malformed manifest from the VM: {why}"))
+        })?;
     let mut live = BTreeMap::new();
     for entry in entries {
         let plain = !entry.path.is_empty()
@@ -332,6 +385,37 @@ fn parse_manifest(payload: impl Read) -> Result<BTreeMap<String, ManifestEntry>>
         }
     }
     Ok(live)
+}
+
+const TOO_MANY_ENTRIES: &str = "more manifest entries than the";
+
+/// Reads a JSON array of manifest entries, failing at the first one past the limit: a guest that
+/// sends more than it was asked for does not get them all held first.
+struct AtMost(usize);
+
+impl<'de> Visitor<'de> for AtMost {
+    type Value = Vec<ManifestEntry>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "an array of at most {} manifest entries", self.0)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(entry) = seq.next_element::<ManifestEntry>()? {
+            if entries.len() == self.0 {
+                return Err(serde::de::Error::custom(format!(
+                    "{TOO_MANY_ENTRIES} {} asked for",
+                    self.0
+                )));
+            }
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
 }
 
 fn side_size(side: &Option<ManifestEntry>) -> u64 {
@@ -475,17 +559,17 @@ fn git_mode(entry: &ManifestEntry) -> &'static str {
 /// Builds the entry and its part of the patch. `old`/`new` are the sides' contents: `None` for a side
 /// that does not exist, `Some(None)` for one that is not text. The line diff stops refining after
 /// `time_budget`.
-fn render(
+fn render<'a>(
     change: &Change,
-    old: Option<Option<&str>>,
-    new: Option<Option<&str>>,
+    old: Option<Option<&'a str>>,
+    new: Option<Option<&'a str>>,
     time_budget: Duration,
-) -> (DiffEntry, String) {
+) -> DiffEntry {
     let path = &change.path;
     let mut entry = base_entry(change);
     if let Some(reason) = patchability(change) {
         entry.not_patched = Some(reason);
-        return (entry, String::new());
+        return entry;
     }
     let mut header = format!("diff --git a/{path} b/{path}\n");
     let (old_label, new_label) = match (&change.old, &change.new) {
@@ -507,17 +591,17 @@ fn render(
             }
             (format!("a/{path}"), format!("b/{path}"))
         }
-        (None, None) => return (entry, String::new()),
+        (None, None) => return entry,
     };
     if change.status == "mode_changed" {
         entry.text = true;
-        entry.text_patch = Some(header.clone());
-        return (entry, header);
+        entry.text_patch = Some(header);
+        return entry;
     }
-    let side = |exists: bool, content: Option<Option<&str>>| -> Option<String> {
+    let side = |exists: bool, content: Option<Option<&'a str>>| -> Option<&'a str> {
         match (exists, content) {
-            (false, _) => Some(String::new()),
-            (true, Some(Some(text))) => Some(text.to_string()),
+            (false, _) => Some(""),
+            (true, Some(Some(text))) => Some(text),
             _ => None,
         }
     };
@@ -526,11 +610,11 @@ fn render(
         side(change.new.is_some(), new),
     ) else {
         entry.not_patched = Some(NotPatched::NotText);
-        return (entry, String::new());
+        return entry;
     };
     let diff = TextDiff::configure()
         .timeout(time_budget)
-        .diff_lines(old_text.as_str(), new_text.as_str());
+        .diff_lines(old_text, new_text);
     let mut body = String::new();
     let mut unified = diff.unified_diff();
     unified.context_radius(3).missing_newline_hint(true);
@@ -550,8 +634,8 @@ fn render(
         format!("{header}--- {old_label}\n+++ {new_label}\n{body}")
     };
     entry.text = true;
-    entry.text_patch = Some(text_patch.clone());
-    (entry, text_patch)
+    entry.text_patch = Some(text_patch);
+    entry
 }
 
 /// The live side of a changed file: exactly the size the manifest claimed, and that content (a file
@@ -735,6 +819,10 @@ mod tests {
 
     const T: Duration = FILE_TIME_BUDGET;
 
+    fn patch_of(entry: &DiffEntry) -> &str {
+        entry.text_patch.as_deref().unwrap_or("")
+    }
+
     #[test]
     fn a_modified_text_file_gets_a_git_style_patch() {
         let change = Change {
@@ -743,8 +831,8 @@ mod tests {
             old: Some(file("a.txt", "one\ntwo\n", 0o644)),
             new: Some(file("a.txt", "one\n2\n", 0o644)),
         };
-        let (entry, patch) = render(&change, Some(Some("one\ntwo\n")), Some(Some("one\n2\n")), T);
-        assert_eq!(patch, "diff --git a/a.txt b/a.txt\n--- a/a.txt\n+++ b/a.txt\n@@ -1,2 +1,2 @@\n one\n-two\n+2\n");
+        let entry = render(&change, Some(Some("one\ntwo\n")), Some(Some("one\n2\n")), T);
+        assert_eq!(patch_of(&entry), "diff --git a/a.txt b/a.txt\n--- a/a.txt\n+++ b/a.txt\n@@ -1,2 +1,2 @@\n one\n-two\n+2\n");
         assert_eq!((entry.lines_added, entry.lines_removed), (1, 1));
     }
 
@@ -756,8 +844,8 @@ mod tests {
             old: None,
             new: Some(file("n", "x", 0o755)),
         };
-        let (_, patch) = render(&change, None, Some(Some("x")), T);
-        assert_eq!(patch, "diff --git a/n b/n\nnew file mode 100755\n--- /dev/null\n+++ b/n\n@@ -0,0 +1 @@\n+x\n\\ No newline at end of file\n");
+        let entry = render(&change, None, Some(Some("x")), T);
+        assert_eq!(patch_of(&entry), "diff --git a/n b/n\nnew file mode 100755\n--- /dev/null\n+++ b/n\n@@ -0,0 +1 @@\n+x\n\\ No newline at end of file\n");
     }
 
     #[test]
@@ -768,10 +856,10 @@ mod tests {
             old: Some(file("b", "\0", 0o644)),
             new: Some(file("b", "\0\0", 0o644)),
         };
-        let (entry, patch) = render(&change, Some(None), Some(None), T);
+        let entry = render(&change, Some(None), Some(None), T);
         assert!(!entry.text);
         assert_eq!(entry.not_patched, Some(NotPatched::NotText));
-        assert!(patch.is_empty());
+        assert!(patch_of(&entry).is_empty());
     }
 
     #[test]
@@ -789,9 +877,9 @@ mod tests {
                 old: None,
                 new: Some(file(path, "x\n", 0o755)),
             };
-            let (entry, patch) = render(&change, None, Some(Some("x\n")), T);
+            let entry = render(&change, None, Some(Some("x\n")), T);
             assert_eq!(entry.not_patched, Some(NotPatched::UnsafeName), "{path:?}");
-            assert!(patch.is_empty());
+            assert!(patch_of(&entry).is_empty());
         }
     }
 
@@ -805,7 +893,7 @@ mod tests {
             old: Some(file("lock", &old, 0o644)),
             new: Some(file("lock", &new, 0o644)),
         };
-        let (entry, patch) = render(
+        let entry = render(
             &change,
             Some(Some(&old)),
             Some(Some(&new)),
@@ -813,7 +901,7 @@ mod tests {
         );
         assert!(entry.text);
         assert_eq!((entry.lines_added, entry.lines_removed), (1 << 19, 1 << 19));
-        assert!(patch.len() > 2 * old.len());
+        assert!(patch_of(&entry).len() > 2 * old.len());
     }
 
     #[test]
@@ -829,5 +917,46 @@ mod tests {
         assert!(bad(&[""]));
         assert!(bad(&["a", "a"]));
         assert!(!bad(&["a", "b/c"]));
+    }
+
+    #[test]
+    fn a_manifest_longer_than_asked_is_refused_as_it_is_read() {
+        let entries: Vec<ManifestEntry> = (0..=MAX_MANIFEST_ENTRIES)
+            .map(|i| file(&format!("f{i}"), "", 0o644))
+            .collect();
+        let err = parse_manifest(&serde_json::to_vec(&entries).unwrap()[..]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Guest);
+        assert!(err.message().contains("asked for"), "{}", err.message());
+        assert!(parse_manifest(&b"[] trailing"[..]).is_err());
+    }
+
+    #[test]
+    fn the_patch_is_the_entries_patches_in_order() {
+        let entry = |path: &str, patch: Option<&str>| DiffEntry {
+            text_patch: patch.map(str::to_string),
+            ..base_entry(&Change {
+                path: path.into(),
+                status: "added",
+                old: None,
+                new: Some(file(path, "", 0o644)),
+            })
+        };
+        let result = DiffResult {
+            workspace_id: "0123456789ab".into(),
+            base: "baseline".into(),
+            changed: true,
+            summary: DiffSummary::default(),
+            entries: vec![
+                entry("a", Some("A\n")),
+                entry("b", None),
+                entry("c", Some("C\n")),
+            ],
+            budget_exceeded: false,
+            execution_mode: "guest",
+        };
+        assert_eq!(result.patch(), "A\nC\n");
+        let json = serde_json::to_value(&result).unwrap();
+        assert_eq!(json["patch"], "A\nC\n");
+        assert_eq!(json["entries"][2]["text_patch"], "C\n");
     }
 }

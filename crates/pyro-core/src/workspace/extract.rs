@@ -24,7 +24,7 @@ use serde::Serialize;
 use super::archive::{Counts, MAX_ARCHIVE_ENTRIES};
 use crate::{fsutil, Error, ErrorKind, Result};
 
-/// The largest GNU long-name, long-link or PAX header member: real ones are a few hundred bytes.
+/// The largest GNU long-name or long-link record: real ones are a few hundred bytes.
 pub const MAX_HEADER_MEMBER_BYTES: u64 = 64 << 10;
 /// Members nest at most this deep.
 pub const MAX_DEPTH: usize = 256;
@@ -148,7 +148,15 @@ pub fn check_headers(tar_path: &Path) -> Result<()> {
         let size = parse_size(&header[124..136])
             .ok_or_else(|| guest("the VM sent a malformed archive: a member size is unreadable"))?;
         let kind = header[156];
-        if matches!(kind, b'L' | b'K' | b'x' | b'g') && size > MAX_HEADER_MEMBER_BYTES {
+        // A PAX record may override the next member's size, so this walk and the tar reader could
+        // disagree on where members start, and a record hidden from the walk be read whole. The
+        // agent writes GNU records only.
+        if matches!(kind, b'x' | b'g') {
+            return Err(guest(
+                "refused export: the VM sent a PAX header record (pyro's agent writes none)",
+            ));
+        }
+        if matches!(kind, b'L' | b'K') && size > MAX_HEADER_MEMBER_BYTES {
             return Err(guest(format!(
                 "refused export: the VM sent a {size}-byte archive header record (at most {MAX_HEADER_MEMBER_BYTES})"
             )));
@@ -650,6 +658,22 @@ mod tests {
             "{}",
             err.message()
         );
+    }
+
+    #[test]
+    fn pax_records_are_refused_as_they_could_hide_a_huge_one() {
+        // `size=0` for the next member would make tar read the bytes after its header as the
+        // following header, where the walk sees the member's data.
+        let tar = tar_with(|b| {
+            let record = b"11 size=0\n";
+            let mut header = tar::Header::new_ustar();
+            header.set_entry_type(tar::EntryType::XHeader);
+            header.set_size(record.len() as u64);
+            b.append_data(&mut header, "pax", &record[..]).unwrap();
+            regular(b, "a", &[0u8; 1024], 0o644);
+        });
+        let err = check_headers(tar.path()).unwrap_err();
+        assert!(err.message().contains("PAX"), "{}", err.message());
     }
 
     #[test]
