@@ -331,10 +331,12 @@ fn not_enough_disk_is_a_clear_error_that_leaves_nothing() {
         }
     }
     let _unmount = Unmount(cache.clone());
+    // Only the environment being prepared: other tests may have built more into the shared cache.
+    fs::create_dir_all(cache.join("environments")).unwrap();
     let copy = std::process::Command::new("cp")
         .arg("-a")
-        .arg(shared_cache().join("environments"))
-        .arg(&cache)
+        .arg(shared_cache().join("environments/debian-12"))
+        .arg(cache.join("environments"))
         .status()
         .unwrap();
     assert!(copy.success());

@@ -492,9 +492,10 @@ pub async fn export(
             Reply::Exported(summary) => summary,
             other => return Err(agent_client::unexpected(other)),
         };
-        if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
-            create_user_dirs(parent)?;
-        }
+        let created = match output.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(parent) => create_user_dirs(parent)?,
+            None => Vec::new(),
+        };
         // The guest's reply says what it sent; the host decides what it accepts: a file export must
         // carry exactly the one regular file that was asked for.
         let name = path.rsplit('/').next().unwrap_or_default();
@@ -505,8 +506,14 @@ pub async fn export(
             },
         };
         let (tar, to) = (tmp.clone(), output.clone());
-        let extracted = crate::blocking(move || extract::extract(&tar, &to, &shape)).await?;
-        Ok((summary.artifact_type, extracted))
+        let extracted = crate::blocking(move || extract::extract(&tar, &to, &shape)).await;
+        if extracted.is_err() {
+            // Only directories this export made, and only while empty: never anything else.
+            for dir in created.iter().rev() {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+        Ok((summary.artifact_type, extracted?))
     }
     .await;
     let _ = std::fs::remove_file(&tmp);
@@ -532,20 +539,23 @@ pub async fn export(
     Ok(result)
 }
 
-/// Creates missing parents of an export with the modes the user's own tools would give them.
-fn create_user_dirs(path: &Path) -> Result<()> {
+/// Creates missing parents of an export with the modes the user's own tools would give them;
+/// returns those it created, outermost first.
+fn create_user_dirs(path: &Path) -> Result<Vec<PathBuf>> {
     use std::os::unix::fs::PermissionsExt;
     let missing: Vec<&Path> = path
         .ancestors()
         .take_while(|p| !p.as_os_str().is_empty() && std::fs::symlink_metadata(p).is_err())
         .collect();
+    let mut created = Vec::new();
     for dir in missing.into_iter().rev() {
         std::fs::create_dir(dir).map_err(|e| Error::io("create directory", dir, e))?;
+        created.push(dir.to_path_buf());
         let mode = 0o777 & !crate::fsutil::user_umask();
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
             .map_err(|e| Error::io("set the mode of", dir, e))?;
     }
-    Ok(())
+    Ok(created)
 }
 
 #[derive(Debug, Clone, Serialize)]
