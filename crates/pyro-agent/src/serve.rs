@@ -98,7 +98,20 @@ async fn handle(mut stream: StreamHandle) {
         None => request,
     };
     let power_off = matches!(request, Request::PowerOff);
-    let answer = match dispatch(request, &mut stream).await {
+    // What changes the disk is on it before the answer: acknowledged means durable.
+    let changes_disk = matches!(
+        request,
+        Request::Exec(_) | Request::WriteFiles { .. } | Request::ExtractArchive { .. }
+    );
+    let mut answer = dispatch(request, &mut stream).await;
+    if changes_disk {
+        if let Err(err) = blocking(activate::flush_disk).await {
+            answer = Err(io::Error::other(format!(
+                "the change may not have reached the disk: {err}"
+            )));
+        }
+    }
+    let answer = match answer {
         Ok(answer) => answer,
         Err(err) => error(err),
     };

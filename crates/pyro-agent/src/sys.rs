@@ -46,6 +46,14 @@ pub fn mount(
     check(ret, &format!("mount {fstype} {source} on {target}"))
 }
 
+/// Writes out everything of the file system that holds `path`, and waits for the device to have it.
+pub fn syncfs(path: &str) -> io::Result<()> {
+    let dir = std::fs::File::open(path)?;
+    // SAFETY: the descriptor is open for the duration of the call.
+    let ret = unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) };
+    check(ret, &format!("syncfs {path}"))
+}
+
 /// Creates a character device node (the agent runs with every capability; commands do not).
 pub fn mknod_char(path: &str, major: u32, minor: u32, mode: u32) -> io::Result<()> {
     let path_c = cstring(path)?;

@@ -287,6 +287,53 @@ fn stop_and_start_keep_the_disk_and_a_killed_vm_reports_stopped() {
 }
 
 #[test]
+fn what_pyro_acknowledged_survives_a_kill_right_after_the_answer() {
+    let _slot = one_vm_slot();
+    let sb = Sandbox::new();
+    let id = sb.create_workspace(&[]);
+    for victim in ["qemu-system", "__supervise"] {
+        let tag = victim.trim_start_matches('_');
+        let written = format!("written {tag}");
+        sb.ok(&[
+            "workspace",
+            "file",
+            "write",
+            &id,
+            "w.txt",
+            "--text",
+            &written,
+        ]);
+        let patch = format!("--- /dev/null\n+++ b/p.txt\n@@ -0,0 +1 @@\n+patched {tag}\n");
+        let _ = sb.exec(&id, &["rm", "-f", "/workspace/p.txt"]);
+        sb.ok(&["workspace", "patch", "apply", &id, "--patch", &patch]);
+        let script = format!("echo ran {tag} > /workspace/e.txt");
+        assert_eq!(sb.exec(&id, &["sh", "-c", &script]).1, 0);
+        // At once, before the guest's own write-back would have run.
+        let pid = sb.pid_of(victim).expect("the VM runs");
+        signal(pid, libc::SIGKILL);
+        let status = wait_until_stopped(&sb, &id, Duration::from_secs(30));
+        assert_eq!(status["state"], "stopped", "{status}");
+        sb.ok(&["workspace", "start", &id]);
+        let (out, _) = sb.exec(
+            &id,
+            &[
+                "cat",
+                "/workspace/w.txt",
+                "/workspace/p.txt",
+                "/workspace/e.txt",
+            ],
+        );
+        assert_eq!(
+            out["stdout"],
+            format!("{written}patched {tag}\nran {tag}\n"),
+            "killed {victim}: {out}"
+        );
+    }
+    sb.ok(&["workspace", "delete", &id]);
+    assert_eq!(sb.wait_no_processes(Duration::from_secs(10)), vec![]);
+}
+
+#[test]
 fn an_idle_workspace_is_stopped_by_its_ttl_and_keeps_its_data() {
     let _slot = one_vm_slot();
     let sb = Sandbox::new();
