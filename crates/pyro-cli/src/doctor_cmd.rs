@@ -27,7 +27,16 @@ pub fn main(args: DoctorArgs) -> ExitCode {
         Err(err) => return output::fail(&err, args.json, EXIT_FAILURE),
     };
     if args.json {
-        output::print_json(&report);
+        // Each fix as the core names it, with the command that takes it.
+        let mut json = serde_json::to_value(&report).unwrap_or_default();
+        if let Some(readiness) = json["readiness"].as_array_mut() {
+            for (r, fix) in readiness.iter_mut().zip(&report.readiness) {
+                if let Some(next) = &fix.fix {
+                    r["fix"] = crate::next_step::json(next);
+                }
+            }
+        }
+        output::print_json(&json);
     } else {
         let mut text = format!(
             "pyro {} on {} {} (kernel {})\n",
@@ -95,7 +104,10 @@ pub fn main(args: DoctorArgs) -> ExitCode {
                 r.environment, r.state, r.reason
             ));
             if let Some(fix) = &r.fix {
-                text.push_str(&format!("              fix: {fix}\n"));
+                text.push_str(&format!(
+                    "              fix: {}\n",
+                    crate::next_step::advice(fix)
+                ));
             }
         }
         if report.issues.is_empty() {

@@ -5,6 +5,7 @@ mod env_cmd;
 mod host_cmd;
 mod mcp_cmd;
 mod network_args;
+mod next_step;
 mod output;
 mod prepare_cmd;
 mod progress;

@@ -18,8 +18,9 @@ Modes: repro-fix, inspect, cold-start, review-eval (`pyro mcp tools` lists their
 Started inside a git checkout, workspace_create without seed_path copies that checkout."
     )]
     Serve(ServeArgs),
-    /// Print the profiles and modes with their tools
+    /// Print the profiles and modes, and every tool with its arguments and annotations (Markdown)
     Tools {
+        /// Print them as JSON, with each mode's instructions and each tool's input schema
         #[arg(long)]
         json: bool,
     },
@@ -61,16 +62,14 @@ pub fn main(command: McpCommand) -> ExitCode {
     match command {
         McpCommand::Tools { json } => {
             if json {
-                let profiles: Vec<_> = toolsets::PROFILES.iter().map(|p| serde_json::json!({"name": p.name, "tools": p.tools, "summary": p.summary})).collect();
-                let modes: Vec<_> = toolsets::MODES
-                    .iter()
-                    .map(|m| serde_json::json!({"name": m.name, "tools": m.tools, "network_off": m.network_off, "summary": m.summary, "instructions": m.instructions}))
-                    .collect();
-                output::print_json(
-                    &serde_json::json!({"default_profile": toolsets::DEFAULT_PROFILE, "profiles": profiles, "modes": modes}),
-                );
+                output::print_json(&toolsets::catalog_json());
             } else {
-                output::write_stdout(toolsets::markdown_tables().as_bytes());
+                let text = format!(
+                    "{}\n{}",
+                    toolsets::markdown_tables(),
+                    toolsets::markdown_tools()
+                );
+                output::write_stdout(text.as_bytes());
             }
             ExitCode::SUCCESS
         }

@@ -35,13 +35,21 @@ pub fn write_stderr(bytes: &[u8]) {
 /// Reports `err` (JSON on stdout with `--json`, else `error:`/`help:` lines on stderr) and returns the
 /// exit code for it.
 pub fn fail(err: &pyro_core::Error, json: bool, code: u8) -> ExitCode {
+    let hint = crate::next_step::hint(err);
     if json {
-        print_json(&serde_json::json!({ "error": err.to_json() }));
+        let next = err.next().map(crate::next_step::json);
+        print_json(&serde_json::json!({ "error": err.to_json_with(hint, next) }));
     } else {
         // Messages may quote the guest (its errors, file names): never raw on a terminal.
         let mut text = format!("error: {}\n", crate::terminal::text(&err.to_string()));
-        if let Some(hint) = err.hint() {
-            text.push_str(&format!("help: {}\n", crate::terminal::text(hint)));
+        for cause in err.causes() {
+            text.push_str(&format!("caused by: {}\n", crate::terminal::text(cause)));
+        }
+        if let Some(hint) = hint {
+            text.push_str(&format!("help: {}\n", crate::terminal::text(&hint)));
+        }
+        if err.kind() == pyro_core::ErrorKind::Internal {
+            text.push_str("note: this is a bug in pyro; please report it with the output above\n");
         }
         write_stderr(text.as_bytes());
     }

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use pyro_core::daily::{self, PrepareOptions};
+use pyro_core::limits;
 
 use crate::output::{self, EXIT_FAILURE};
 use crate::progress::StderrProgress;
@@ -18,10 +19,10 @@ pub struct PrepareArgs {
     /// Environments to prepare (default debian:12)
     environments: Vec<String>,
     /// Prepare for VMs with this many vCPUs (default 1)
-    #[arg(long, default_value_t = pyro_core::run::DEFAULT_VCPU_COUNT, value_parser = clap::value_parser!(u8).range(1..=8))]
+    #[arg(long, default_value_t = limits::DEFAULT_VCPU_COUNT, value_parser = clap::value_parser!(u8).range(limits::as_i64(&limits::VCPU_COUNT)))]
     vcpu_count: u8,
     /// Prepare for VMs with this much memory in MiB (default 1024)
-    #[arg(long, default_value_t = pyro_core::run::DEFAULT_MEM_MIB, value_parser = clap::value_parser!(u32).range(256..=32768))]
+    #[arg(long, default_value_t = limits::DEFAULT_MEM_MIB, value_parser = clap::value_parser!(u32).range(limits::as_i64(&limits::MEM_MIB)))]
     mem_mib: u32,
     /// Make the templates again even when they are warm
     #[arg(long)]

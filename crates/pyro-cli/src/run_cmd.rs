@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Args;
+use pyro_core::limits;
 use pyro_core::run::{self, RunOptions};
 use pyro_core::vm::OutputSink;
 use pyro_core::OutputStream;
@@ -21,13 +22,13 @@ pub struct RunArgs {
     /// Environment to boot (see `pyro env list`)
     environment: String,
     /// Virtual CPUs
-    #[arg(long, default_value_t = run::DEFAULT_VCPU_COUNT, value_parser = clap::value_parser!(u8).range(1..=8))]
+    #[arg(long, default_value_t = limits::DEFAULT_VCPU_COUNT, value_parser = clap::value_parser!(u8).range(limits::as_i64(&limits::VCPU_COUNT)))]
     vcpu_count: u8,
     /// Guest memory in MiB
-    #[arg(long, default_value_t = run::DEFAULT_MEM_MIB, value_parser = clap::value_parser!(u32).range(256..=32768))]
+    #[arg(long, default_value_t = limits::DEFAULT_MEM_MIB, value_parser = clap::value_parser!(u32).range(limits::as_i64(&limits::MEM_MIB)))]
     mem_mib: u32,
     /// Kill the command (and everything it started) after this many seconds; exit code 124
-    #[arg(long, default_value_t = run::DEFAULT_TIMEOUT_SECONDS, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    #[arg(long, default_value_t = limits::DEFAULT_TIMEOUT_SECONDS, value_parser = clap::value_parser!(u64).range(limits::TIMEOUT_SECONDS))]
     timeout_seconds: u64,
     /// Set an environment variable for the command (repeatable)
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = parse_key_value)]

@@ -8,7 +8,7 @@ use pyro_core::workspace::diff::NotPatched;
 use pyro_core::workspace::{
     self, CreateOptions, ExecCommand, ExecOptions, UpdateOptions, Workspace,
 };
-use pyro_core::{Dirs, OutputStream};
+use pyro_core::{limits, Dirs, OutputStream};
 use serde::Serialize;
 
 use crate::network_args::NetworkArgs;
@@ -97,12 +97,12 @@ pub struct CreateArgs {
     /// A label KEY=VALUE (repeatable)
     #[arg(long = "label", value_parser = parse_label)]
     labels: Vec<(String, String)>,
-    #[arg(long, default_value_t = pyro_core::run::DEFAULT_VCPU_COUNT, value_parser = clap::value_parser!(u8).range(1..=8))]
+    #[arg(long, default_value_t = limits::DEFAULT_VCPU_COUNT, value_parser = clap::value_parser!(u8).range(limits::as_i64(&limits::VCPU_COUNT)))]
     vcpu_count: u8,
-    #[arg(long, default_value_t = pyro_core::run::DEFAULT_MEM_MIB, value_parser = clap::value_parser!(u32).range(256..=32768))]
+    #[arg(long, default_value_t = limits::DEFAULT_MEM_MIB, value_parser = clap::value_parser!(u32).range(limits::as_i64(&limits::MEM_MIB)))]
     mem_mib: u32,
     /// Idle seconds before the workspace is stopped (never deleted)
-    #[arg(long, default_value_t = workspace::validate::DEFAULT_TTL_SECONDS, value_parser = clap::value_parser!(u64).range(10..=604800))]
+    #[arg(long, default_value_t = limits::DEFAULT_TTL_SECONDS, value_parser = clap::value_parser!(u64).range(limits::TTL_SECONDS))]
     ttl_seconds: u64,
     #[command(flatten)]
     network: NetworkArgs,
@@ -139,7 +139,7 @@ pub struct UpdateArgs {
 #[derive(Args)]
 pub struct ExecArgs {
     workspace: String,
-    #[arg(long, default_value_t = pyro_core::run::DEFAULT_TIMEOUT_SECONDS, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    #[arg(long, default_value_t = limits::DEFAULT_TIMEOUT_SECONDS, value_parser = clap::value_parser!(u64).range(limits::TIMEOUT_SECONDS))]
     timeout_seconds: u64,
     /// Working directory (default /workspace)
     #[arg(long)]

@@ -62,7 +62,7 @@ pub fn lookup(name: &str) -> Result<&'static EnvironmentSpec> {
                     names().join(", ")
                 ),
             )
-            .with_hint("`pyro env list` shows every environment")
+            .with_next(crate::Next::EnvList)
         })
 }
 

@@ -1,13 +1,13 @@
 //! The daily loop: `pyro prepare` makes warm templates, and `doctor` reports each environment's
-//! readiness (`warm`, `cold` or `stale`, with the reason and the command that fixes it).
+//! readiness (`warm`, `cold` or `stale`, with the reason and the step that fixes it).
 
 use serde::Serialize;
 
 use crate::host::accel;
 use crate::initramfs::{self, Agent};
+use crate::limits::{self, DEFAULT_DISK_GIB};
 use crate::template::{self, Readiness, TemplateKey};
-use crate::vm::DEFAULT_DISK_GIB;
-use crate::{catalog, environment, run, Dirs, Progress, Result};
+use crate::{catalog, environment, Dirs, Next, Progress, Result};
 
 #[derive(Debug, Clone)]
 pub struct PrepareOptions {
@@ -22,8 +22,8 @@ impl Default for PrepareOptions {
     fn default() -> PrepareOptions {
         PrepareOptions {
             environments: vec![catalog::DEFAULT_ENVIRONMENT.to_string()],
-            vcpu_count: run::DEFAULT_VCPU_COUNT,
-            mem_mib: run::DEFAULT_MEM_MIB,
+            vcpu_count: limits::DEFAULT_VCPU_COUNT,
+            mem_mib: limits::DEFAULT_MEM_MIB,
             force: false,
         }
     }
@@ -111,15 +111,21 @@ pub struct EnvironmentReadiness {
     /// `warm` (every default template valid), `stale` or `cold`.
     pub state: &'static str,
     pub reason: String,
-    /// The command that makes it warm, when it is not.
-    pub fix: Option<String>,
+    /// What makes it warm, when it is not.
+    pub fix: Option<Next>,
     pub templates: Vec<ShapeReadiness>,
 }
 
 /// The readiness of `name` for the default shape (1 vCPU, 1024 MiB), network off and on.
 pub fn readiness(dirs: &Dirs, name: &str) -> Result<EnvironmentReadiness> {
     catalog::lookup(name)?;
-    let cold = |reason: String, fix: String| EnvironmentReadiness {
+    let prepare = |force: bool| Next::Prepare {
+        environment: name.to_string(),
+        vcpu_count: limits::DEFAULT_VCPU_COUNT,
+        mem_mib: limits::DEFAULT_MEM_MIB,
+        force,
+    };
+    let cold = |reason: String, fix: Next| EnvironmentReadiness {
         environment: name.to_string(),
         state: "cold",
         reason,
@@ -127,22 +133,19 @@ pub fn readiness(dirs: &Dirs, name: &str) -> Result<EnvironmentReadiness> {
         templates: Vec::new(),
     };
     let Some(env) = environment::installed_by_name(dirs, name)? else {
-        return Ok(cold(
-            format!("{name} is not built"),
-            format!("pyro prepare {name}"),
-        ));
+        return Ok(cold(format!("{name} is not built"), prepare(false)));
     };
     let agent = match Agent::locate(dirs) {
         Ok(agent) => agent,
-        Err(err) => return Ok(cold(err.to_string(), "scripts/setup.sh".into())),
+        Err(err) => return Ok(cold(err.to_string(), Next::Reinstall)),
     };
     let mut templates = Vec::new();
     for key in keys(
         dirs,
         &env,
         &agent,
-        run::DEFAULT_VCPU_COUNT,
-        run::DEFAULT_MEM_MIB,
+        limits::DEFAULT_VCPU_COUNT,
+        limits::DEFAULT_MEM_MIB,
     )? {
         let (state, reason, template_id) = match template::check(dirs, &key) {
             Readiness::Warm(t) => (
@@ -171,14 +174,7 @@ pub fn readiness(dirs: &Dirs, name: &str) -> Result<EnvironmentReadiness> {
                 .find(|t| t.state == state)
                 .map(|t| t.reason.clone())
                 .unwrap_or_default();
-            (
-                state,
-                first,
-                Some(format!(
-                    "pyro prepare {name}{}",
-                    if state == "stale" { " --force" } else { "" }
-                )),
-            )
+            (state, first, Some(prepare(state == "stale")))
         }
     };
     Ok(EnvironmentReadiness {

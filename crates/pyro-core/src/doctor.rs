@@ -119,7 +119,10 @@ pub fn report(dirs: &Dirs, environment: Option<&str>) -> crate::Result<DoctorRep
     };
     let environments = environment::list(dirs);
     if !environments.iter().any(|e| e.installed) {
-        issues.push("no environment is built yet: `pyro env pull debian:12` (or the first `pyro run`) builds one".into());
+        issues.push(format!(
+            "no environment is built yet: the first run builds {}, or pull it ahead of time",
+            crate::catalog::DEFAULT_ENVIRONMENT
+        ));
     }
     let names: Vec<String> = match environment {
         Some(name) => vec![name.to_string()],

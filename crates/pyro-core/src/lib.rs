@@ -23,6 +23,7 @@ pub mod fsutil;
 pub mod host;
 pub mod host_paths;
 pub mod initramfs;
+pub mod limits;
 pub mod network;
 pub mod paths;
 pub mod progress;
@@ -34,7 +35,7 @@ pub mod unix_socket;
 pub mod vm;
 pub mod workspace;
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Next, Result};
 pub use paths::Dirs;
 pub use progress::Progress;
 pub use pyro_proto::OutputStream;

@@ -75,7 +75,7 @@ pub fn clone(dirs: &Dirs, url: &str) -> Result<ProjectSeed> {
                 "cannot clone {url}: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             ))
-            .with_hint("check the URL and that this machine can reach it, or use --project-path with a local checkout"));
+            .with_hint("check the URL and that this machine can reach it, or give the server a local checkout instead"));
         }
         if std::fs::rename(&staging, &target).is_err() {
             // Another process cloned it first.

@@ -10,11 +10,8 @@ use serde::Serialize;
 use crate::host::accel::Accelerator;
 use crate::network::Network;
 use crate::vm::{self, OutputSink, VmOptions};
-use crate::{Dirs, Error, ErrorKind, Progress, Result};
+use crate::{limits, Dirs, Error, ErrorKind, Progress, Result};
 
-pub const DEFAULT_VCPU_COUNT: u8 = 1;
-pub const DEFAULT_MEM_MIB: u32 = 1024;
-pub const DEFAULT_TIMEOUT_SECONDS: u64 = 30;
 /// Bytes of each output stream kept in a result (head and tail).
 pub const DEFAULT_OUTPUT_CAP_BYTES: u64 = 1 << 20;
 
@@ -42,9 +39,9 @@ impl RunOptions {
     pub fn new(environment: &str, argv: Vec<String>) -> RunOptions {
         RunOptions {
             environment: environment.to_string(),
-            vcpu_count: DEFAULT_VCPU_COUNT,
-            mem_mib: DEFAULT_MEM_MIB,
-            timeout_seconds: DEFAULT_TIMEOUT_SECONDS,
+            vcpu_count: limits::DEFAULT_VCPU_COUNT,
+            mem_mib: limits::DEFAULT_MEM_MIB,
+            timeout_seconds: limits::DEFAULT_TIMEOUT_SECONDS,
             network: Network::off(),
             argv,
             shell_command: None,
@@ -61,7 +58,7 @@ impl RunOptions {
             vcpu_count: self.vcpu_count,
             mem_mib: self.mem_mib,
             network: self.network.clone(),
-            disk_gib: vm::DEFAULT_DISK_GIB,
+            disk_gib: limits::DEFAULT_DISK_GIB,
             ephemeral: true,
             idle_timeout_seconds: None,
             cold: self.cold,
@@ -117,12 +114,14 @@ pub async fn run(
         return Err(Error::invalid("command must not be empty"));
     }
     if options.shell_command.is_none() && options.argv.is_empty() {
-        return Err(Error::invalid("a command is required after `--`")
-            .with_hint("e.g. pyro run debian:12 -- git --version"));
+        return Err(Error::invalid("a command is required")
+            .with_hint("name the command to run and its arguments, e.g. git --version"));
     }
-    if options.timeout_seconds == 0 {
-        return Err(Error::invalid("timeout_seconds must be positive"));
-    }
+    limits::check(
+        "timeout_seconds",
+        options.timeout_seconds,
+        &limits::TIMEOUT_SECONDS,
+    )?;
     validate_env(&options.env)?;
     if !options.cwd.starts_with('/') {
         return Err(Error::invalid(format!(

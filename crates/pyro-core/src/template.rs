@@ -66,16 +66,14 @@ impl TemplateKey {
         )
     }
 
-    /// The command that makes this template.
-    pub fn prepare_command(&self) -> String {
-        let mut command = format!("pyro prepare {}", self.environment);
-        if self.vcpu_count != crate::run::DEFAULT_VCPU_COUNT {
-            command.push_str(&format!(" --vcpu-count {}", self.vcpu_count));
+    /// The step that makes this template (anew, with `force`).
+    pub fn prepare_next(&self, force: bool) -> crate::Next {
+        crate::Next::Prepare {
+            environment: self.environment.clone(),
+            vcpu_count: self.vcpu_count,
+            mem_mib: self.mem_mib,
+            force,
         }
-        if self.mem_mib != crate::run::DEFAULT_MEM_MIB {
-            command.push_str(&format!(" --mem-mib {}", self.mem_mib));
-        }
-        command
     }
 }
 
@@ -247,7 +245,7 @@ pub fn check(dirs: &Dirs, key: &TemplateKey) -> Readiness {
     if let Some(manifest) = read_manifest(&dir) {
         return match verify(&dir, &manifest) {
             Ok(()) => Readiness::Warm(Box::new(Template { dir, manifest })),
-            Err(why) => Readiness::Stale(format!("{why}; run `{} --force`", key.prepare_command())),
+            Err(why) => Readiness::Stale(format!("{why}; prepare it anew")),
         };
     }
     // Another template of the same environment and shape means something it depended on changed.
@@ -279,16 +277,12 @@ pub fn check(dirs: &Dirs, key: &TemplateKey) -> Readiness {
         } else {
             continue;
         };
-        return Readiness::Stale(format!(
-            "{what} since it was prepared; run `{}`",
-            key.prepare_command()
-        ));
+        return Readiness::Stale(format!("{what} since it was prepared; prepare it again"));
     }
     Readiness::Cold(format!(
-        "{} was never prepared for {}; run `{}`",
+        "{} was never prepared for {}",
         key.environment,
-        key.shape(),
-        key.prepare_command()
+        key.shape()
     ))
 }
 

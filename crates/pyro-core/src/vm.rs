@@ -17,13 +17,7 @@ use crate::network::Network;
 use crate::supervisor::protocol::{ReadyInfo, SupervisorEvent};
 use crate::supervisor::{self, OwnerChannel, VmRecord, DATA_DISK, RECORD_FILE};
 use crate::template;
-use crate::{fsutil, Dirs, Error, ErrorKind, Progress, Result};
-
-pub const MIN_VCPUS: u8 = 1;
-pub const MAX_VCPUS: u8 = 8;
-pub const MIN_MEM_MIB: u32 = 256;
-pub const MAX_MEM_MIB: u32 = 32768;
-pub const DEFAULT_DISK_GIB: u32 = 8;
+use crate::{fsutil, limits, Dirs, Error, ErrorKind, Progress, Result};
 
 /// Receives a command's output as it is produced.
 pub type OutputSink<'a> = &'a mut (dyn FnMut(OutputStream, &[u8]) + Send);
@@ -46,19 +40,9 @@ pub struct VmOptions {
 
 impl VmOptions {
     pub fn validate(&self) -> Result<()> {
-        if !(MIN_VCPUS..=MAX_VCPUS).contains(&self.vcpu_count) {
-            return Err(Error::invalid(format!(
-                "vcpu_count must be between {MIN_VCPUS} and {MAX_VCPUS}"
-            )));
-        }
-        if !(MIN_MEM_MIB..=MAX_MEM_MIB).contains(&self.mem_mib) {
-            return Err(Error::invalid(format!(
-                "mem_mib must be between {MIN_MEM_MIB} and {MAX_MEM_MIB}"
-            )));
-        }
-        if self.disk_gib == 0 || self.disk_gib > 1024 {
-            return Err(Error::invalid("disk_gib must be between 1 and 1024"));
-        }
+        limits::check("vcpu_count", self.vcpu_count, &limits::VCPU_COUNT)?;
+        limits::check("mem_mib", self.mem_mib, &limits::MEM_MIB)?;
+        limits::check("disk_gib", self.disk_gib, &limits::DISK_GIB)?;
         Ok(())
     }
 }
@@ -223,7 +207,7 @@ async fn start(id: &str, dir: &Path, options: &VmOptions, prepared: Prepared) ->
             let err = Error::new(kind, message);
             return Err(match hint {
                 Some(hint) => err.with_hint(hint),
-                None => err.with_hint("`pyro doctor` checks the host"),
+                None => err.with_next(crate::Next::Doctor),
             });
         }
         Some(SupervisorEvent::Stopped { reason, .. }) => {
@@ -275,7 +259,7 @@ async fn start(id: &str, dir: &Path, options: &VmOptions, prepared: Prepared) ->
         }
         Err(err) => {
             vm.shutdown("activation failed").await.ok();
-            Err(Error::new(err.kind(), format!("activation failed: {err}")))
+            Err(err.context("activation failed"))
         }
     }
 }

@@ -3,8 +3,11 @@
 
 pub mod hosts;
 pub mod http;
+mod next_step;
 mod params;
 pub mod probe;
+pub mod registry;
 pub mod serve;
 pub mod server;
+pub mod tools;
 pub mod toolsets;

@@ -9,16 +9,16 @@ fn default_environment() -> String {
     pyro_core::catalog::DEFAULT_ENVIRONMENT.to_string()
 }
 fn default_vcpu() -> u8 {
-    pyro_core::run::DEFAULT_VCPU_COUNT
+    pyro_core::limits::DEFAULT_VCPU_COUNT
 }
 fn default_mem() -> u32 {
-    pyro_core::run::DEFAULT_MEM_MIB
+    pyro_core::limits::DEFAULT_MEM_MIB
 }
 fn default_timeout() -> u64 {
-    pyro_core::run::DEFAULT_TIMEOUT_SECONDS
+    pyro_core::limits::DEFAULT_TIMEOUT_SECONDS
 }
 fn default_ttl() -> u64 {
-    pyro_core::workspace::validate::DEFAULT_TTL_SECONDS
+    pyro_core::limits::DEFAULT_TTL_SECONDS
 }
 fn default_root() -> String {
     "/workspace".to_string()

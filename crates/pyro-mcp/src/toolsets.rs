@@ -3,52 +3,55 @@
 
 use pyro_core::{Error, Result};
 
-/// Every tool implemented: the core set plus the lifecycle tools.
-pub const FULL: &[&str] = &[
-    "vm_run",
-    "workspace_create",
-    "workspace_list",
-    "workspace_update",
-    "workspace_status",
-    "workspace_sync_push",
-    "workspace_exec",
-    "workspace_logs",
-    "workspace_file_list",
-    "workspace_file_read",
-    "workspace_file_write",
-    "workspace_patch_apply",
-    "workspace_diff",
-    "workspace_export",
-    "workspace_reset",
-    "workspace_delete",
-    "workspace_summary",
-    "workspace_stop",
-    "workspace_start",
-];
+use crate::registry::{self, ToolSpec};
+use crate::tools::*;
 
-/// The workspace-core tool set: what chat hosts get by default (every tool but the last two).
-pub const CORE: &[&str] = FULL.split_at(FULL.len() - 2).0;
+/// The workspace-core tool set: what chat hosts get by default.
+pub static CORE: &[&dyn ToolSpec] = &[
+    &VM_RUN,
+    &WORKSPACE_CREATE,
+    &WORKSPACE_LIST,
+    &WORKSPACE_UPDATE,
+    &WORKSPACE_STATUS,
+    &WORKSPACE_SYNC_PUSH,
+    &WORKSPACE_EXEC,
+    &WORKSPACE_LOGS,
+    &WORKSPACE_FILE_LIST,
+    &WORKSPACE_FILE_READ,
+    &WORKSPACE_FILE_WRITE,
+    &WORKSPACE_PATCH_APPLY,
+    &WORKSPACE_DIFF,
+    &WORKSPACE_EXPORT,
+    &WORKSPACE_RESET,
+    &WORKSPACE_DELETE,
+    &WORKSPACE_SUMMARY,
+];
 
 pub struct Profile {
     pub name: &'static str,
-    pub tools: &'static [&'static str],
+    pub tools: &'static [&'static dyn ToolSpec],
+    /// Whether `workspace_create` offers a network (`network_policy`, `allow_hosts`).
+    pub offers_network: bool,
     pub summary: &'static str,
 }
 
 pub const PROFILES: &[Profile] = &[
     Profile {
         name: "vm-run",
-        tools: &["vm_run"],
+        tools: &[&VM_RUN],
+        offers_network: false,
         summary: "one-shot commands in a fresh VM",
     },
     Profile {
         name: "workspace-core",
         tools: CORE,
+        offers_network: false,
         summary: "persistent workspaces for a daily loop (the default)",
     },
     Profile {
         name: "workspace-full",
-        tools: FULL,
+        tools: ALL,
+        offers_network: true,
         summary: "every tool pyro implements",
     },
 ];
@@ -57,7 +60,7 @@ pub const DEFAULT_PROFILE: &str = "workspace-core";
 
 pub struct Mode {
     pub name: &'static str,
-    pub tools: &'static [&'static str],
+    pub tools: &'static [&'static dyn ToolSpec],
     /// Workspaces created in this mode never get a network device.
     pub network_off: bool,
     pub summary: &'static str,
@@ -68,7 +71,24 @@ pub const MODES: &[Mode] = &[
     Mode {
         name: "repro-fix",
         // The core set without vm_run: everything happens in the workspace.
-        tools: CORE.split_at(1).1,
+        tools: &[
+            &WORKSPACE_CREATE,
+            &WORKSPACE_LIST,
+            &WORKSPACE_UPDATE,
+            &WORKSPACE_STATUS,
+            &WORKSPACE_SYNC_PUSH,
+            &WORKSPACE_EXEC,
+            &WORKSPACE_LOGS,
+            &WORKSPACE_FILE_LIST,
+            &WORKSPACE_FILE_READ,
+            &WORKSPACE_FILE_WRITE,
+            &WORKSPACE_PATCH_APPLY,
+            &WORKSPACE_DIFF,
+            &WORKSPACE_EXPORT,
+            &WORKSPACE_RESET,
+            &WORKSPACE_DELETE,
+            &WORKSPACE_SUMMARY,
+        ],
         network_off: false,
         summary: "reproduce a failure, fix it, prove the fix",
         instructions: "Repro-fix mode: reproduce a failure in an isolated copy of the project, fix it, and prove the fix.\n\
@@ -82,14 +102,14 @@ pub const MODES: &[Mode] = &[
     Mode {
         name: "inspect",
         tools: &[
-            "workspace_create",
-            "workspace_list",
-            "workspace_status",
-            "workspace_file_list",
-            "workspace_file_read",
-            "workspace_exec",
-            "workspace_summary",
-            "workspace_delete",
+            &WORKSPACE_CREATE,
+            &WORKSPACE_LIST,
+            &WORKSPACE_STATUS,
+            &WORKSPACE_FILE_LIST,
+            &WORKSPACE_FILE_READ,
+            &WORKSPACE_EXEC,
+            &WORKSPACE_SUMMARY,
+            &WORKSPACE_DELETE,
         ],
         network_off: true,
         summary: "look at untrusted code without network and without changing the host",
@@ -104,17 +124,17 @@ pub const MODES: &[Mode] = &[
     Mode {
         name: "cold-start",
         tools: &[
-            "workspace_create",
-            "workspace_list",
-            "workspace_status",
-            "workspace_exec",
-            "workspace_logs",
-            "workspace_file_list",
-            "workspace_file_read",
-            "workspace_file_write",
-            "workspace_export",
-            "workspace_summary",
-            "workspace_delete",
+            &WORKSPACE_CREATE,
+            &WORKSPACE_LIST,
+            &WORKSPACE_STATUS,
+            &WORKSPACE_EXEC,
+            &WORKSPACE_LOGS,
+            &WORKSPACE_FILE_LIST,
+            &WORKSPACE_FILE_READ,
+            &WORKSPACE_FILE_WRITE,
+            &WORKSPACE_EXPORT,
+            &WORKSPACE_SUMMARY,
+            &WORKSPACE_DELETE,
         ],
         network_off: false,
         summary: "check that a project builds and runs from a clean machine",
@@ -127,18 +147,18 @@ pub const MODES: &[Mode] = &[
     Mode {
         name: "review-eval",
         tools: &[
-            "workspace_create",
-            "workspace_list",
-            "workspace_status",
-            "workspace_exec",
-            "workspace_logs",
-            "workspace_file_list",
-            "workspace_file_read",
-            "workspace_diff",
-            "workspace_export",
-            "workspace_reset",
-            "workspace_summary",
-            "workspace_delete",
+            &WORKSPACE_CREATE,
+            &WORKSPACE_LIST,
+            &WORKSPACE_STATUS,
+            &WORKSPACE_EXEC,
+            &WORKSPACE_LOGS,
+            &WORKSPACE_FILE_LIST,
+            &WORKSPACE_FILE_READ,
+            &WORKSPACE_DIFF,
+            &WORKSPACE_EXPORT,
+            &WORKSPACE_RESET,
+            &WORKSPACE_SUMMARY,
+            &WORKSPACE_DELETE,
         ],
         network_off: false,
         summary: "evaluate a change: run the checks, review the diff, reset between attempts",
@@ -159,9 +179,23 @@ pub const PROFILE_INSTRUCTIONS: &str = "pyro gives you isolated Linux microVMs. 
 /// The tool set and instructions a server runs with.
 pub struct Selection {
     pub label: String,
-    pub tools: Vec<&'static str>,
+    pub tools: Vec<&'static dyn ToolSpec>,
+    /// Workspaces never get a network device.
     pub network_off: bool,
+    /// `workspace_create` offers `network_policy` and `allow_hosts`.
+    pub offers_network: bool,
     pub instructions: String,
+}
+
+impl Selection {
+    /// The tool called `name`, when this selection offers it.
+    pub fn tool(&self, name: &str) -> Option<&'static dyn ToolSpec> {
+        self.tools.iter().copied().find(|t| t.name() == name)
+    }
+
+    pub fn tool_names(&self) -> Vec<&'static str> {
+        self.tools.iter().map(|t| t.name()).collect()
+    }
 }
 
 /// The item called `name`, or an error listing the valid names.
@@ -195,6 +229,7 @@ pub fn select(profile: Option<&str>, mode: Option<&str>) -> Result<Selection> {
                 label: format!("mode {}", mode.name),
                 tools: mode.tools.to_vec(),
                 network_off: mode.network_off,
+                offers_network: !mode.network_off,
                 instructions: mode.instructions.to_string(),
             })
         }
@@ -205,10 +240,47 @@ pub fn select(profile: Option<&str>, mode: Option<&str>) -> Result<Selection> {
                 label: format!("profile {}", profile.name),
                 tools: profile.tools.to_vec(),
                 network_off: false,
+                offers_network: profile.offers_network,
                 instructions: PROFILE_INSTRUCTIONS.to_string(),
             })
         }
     }
+}
+
+/// The profiles, modes and tools as JSON (`pyro mcp tools --json`).
+pub fn catalog_json() -> serde_json::Value {
+    let names = |tools: &[&dyn ToolSpec]| -> Vec<&str> { tools.iter().map(|t| t.name()).collect() };
+    let profiles: Vec<_> = PROFILES
+        .iter()
+        .map(|p| serde_json::json!({"name": p.name, "tools": names(p.tools), "summary": p.summary}))
+        .collect();
+    let modes: Vec<_> = MODES
+        .iter()
+        .map(|m| {
+            serde_json::json!({"name": m.name, "tools": names(m.tools), "network_off": m.network_off,
+                "summary": m.summary, "instructions": m.instructions})
+        })
+        .collect();
+    let tools: Vec<_> = ALL
+        .iter()
+        .map(|t| {
+            let h = t.hints();
+            serde_json::json!({"name": t.name(), "description": t.description(),
+                "annotations": {"read_only": h.read_only, "destructive": h.destructive,
+                    "idempotent": h.idempotent, "open_world": h.open_world},
+                "input_schema": *t.input_schema(true)})
+        })
+        .collect();
+    serde_json::json!({"default_profile": DEFAULT_PROFILE, "profiles": profiles, "modes": modes,
+        "tools": tools})
+}
+
+fn names(tools: &[&dyn ToolSpec]) -> String {
+    tools
+        .iter()
+        .map(|t| format!("`{}`", t.name()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The profile and mode tables as Markdown (for docs and `pyro mcp tools`).
@@ -218,11 +290,7 @@ pub fn markdown_tables() -> String {
         text.push_str(&format!(
             "| `{}` | {} | {} |\n",
             p.name,
-            p.tools
-                .iter()
-                .map(|t| format!("`{t}`"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            names(p.tools),
             p.summary
         ));
     }
@@ -231,11 +299,7 @@ pub fn markdown_tables() -> String {
         text.push_str(&format!(
             "| `{}` | {} | {} | {} |\n",
             m.name,
-            m.tools
-                .iter()
-                .map(|t| format!("`{t}`"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            names(m.tools),
             if m.network_off {
                 "always off"
             } else {
@@ -245,4 +309,67 @@ pub fn markdown_tables() -> String {
         ));
     }
     text
+}
+
+/// Every tool as a Markdown table: arguments (with defaults), annotations, what it does.
+pub fn markdown_tools() -> String {
+    let mut text = String::from(
+        "| tool | arguments (defaults) | annotations | what it does |\n|---|---|---|---|\n",
+    );
+    for tool in ALL {
+        let arguments = registry::arguments(*tool);
+        text.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            tool.name(),
+            if arguments.is_empty() {
+                "none".to_string()
+            } else {
+                arguments.join(", ")
+            },
+            match tool.hints().words() {
+                words if words.is_empty() => "none".to_string(),
+                words => words.join(", "),
+            },
+            tool.description().replace('|', "\\|")
+        ));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The docs hold the tables as this build prints them (`pyro mcp tools` prints them too).
+    #[test]
+    fn the_docs_show_the_registry() {
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/mcp.md"))
+                .expect("docs/mcp.md");
+        for (what, table) in [
+            ("profile and mode", markdown_tables()),
+            ("tool", markdown_tools()),
+        ] {
+            assert!(
+                doc.contains(&table),
+                "docs/mcp.md is missing the current {what} tables; paste in:\n{table}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_tool_is_named_once_and_in_workspace_full() {
+        let mut seen = std::collections::BTreeSet::new();
+        for tool in ALL {
+            assert!(seen.insert(tool.name()), "{} twice", tool.name());
+        }
+        for p in PROFILES {
+            for t in p.tools {
+                assert!(seen.contains(t.name()));
+            }
+        }
+        for m in MODES {
+            assert!(m.tools.iter().all(|t| t.name() != "vm_run"), "{}", m.name);
+        }
+    }
 }

@@ -247,6 +247,27 @@ async fn bad_tool_arguments_are_tool_errors_and_the_server_survives() {
             .contains("never runs guest work on the host"),
         "{err}"
     );
+    // Limits are the core's, so MCP has the CLI's: a timeout past a day is refused, before any VM.
+    for (tool, args) in [
+        (
+            "vm_run",
+            json!({"command": "true", "timeout_seconds": 86_401}),
+        ),
+        (
+            "workspace_exec",
+            json!({"workspace_id": "nope", "command": "true", "timeout_seconds": 86_401}),
+        ),
+    ] {
+        let err = tool_error(&client, tool, args).await;
+        assert_eq!(err["kind"], "invalid_argument", "{tool}: {err}");
+        assert!(
+            err["message"]
+                .as_str()
+                .unwrap()
+                .contains("timeout_seconds must be between 1 and 86400"),
+            "{tool}: {err}"
+        );
+    }
     let err = tool_error(&client, "workspace_status", json!({"workspace_id": "nope"})).await;
     assert_eq!(err["kind"], "not_found");
     assert_eq!(
@@ -371,6 +392,59 @@ async fn repro_fix_through_mcp_seeded_from_the_project() {
     );
     let deleted = ok(&client, "workspace_delete", json!({"workspace_id": id})).await;
     assert_eq!(deleted["deleted"], true);
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_name_the_tool_to_call_never_a_command_line() {
+    let _slot = one_vm_slot();
+    let sb = Sandbox::new();
+    let client = connect(&sb, &["--profile", "workspace-full"], sb.root()).await;
+    let no_command_line = |err: &Value| {
+        let text = err.to_string();
+        assert!(!text.contains("pyro "), "{text}");
+    };
+    let err = tool_error(&client, "workspace_status", json!({"workspace_id": "nope"})).await;
+    assert_eq!(err["next"]["tool"], "workspace_create", "{err}");
+    no_command_line(&err);
+    let ws = ok(&client, "workspace_create", json!({})).await;
+    let id = ws["workspace_id"].as_str().unwrap().to_string();
+    ok(
+        &client,
+        "workspace_exec",
+        json!({"workspace_id": id, "command": "printf 'a\\000b' > bin"}),
+    )
+    .await;
+    let err = tool_error(
+        &client,
+        "workspace_file_read",
+        json!({"workspace_id": id, "path": "bin"}),
+    )
+    .await;
+    assert_eq!(err["next"]["tool"], "workspace_export", "{err}");
+    assert_eq!(err["next"]["arguments"]["path"], "/workspace/bin", "{err}");
+    no_command_line(&err);
+    ok(&client, "workspace_stop", json!({"workspace_id": id})).await;
+    let err = tool_error(
+        &client,
+        "workspace_exec",
+        json!({"workspace_id": id, "command": "true"}),
+    )
+    .await;
+    assert_eq!(err["kind"], "invalid_state");
+    assert_eq!(
+        err["next"],
+        json!({"tool": "workspace_start", "arguments": {"workspace_id": id}})
+    );
+    assert!(
+        err["hint"]
+            .as_str()
+            .unwrap()
+            .contains("call workspace_start"),
+        "{err}"
+    );
+    no_command_line(&err);
+    ok(&client, "workspace_delete", json!({"workspace_id": id})).await;
     client.cancel().await.unwrap();
 }
 

@@ -19,7 +19,7 @@ use crate::db::Db;
 use crate::fsutil::{self, FileLock};
 use crate::network::Network;
 use crate::vm::{self, VmOptions};
-use crate::{supervisor, Dirs, Error, ErrorKind, Progress, Result};
+use crate::{limits, supervisor, Dirs, Error, ErrorKind, Progress, Result};
 use pyro_proto::{Reply, Request};
 
 pub const BASELINE: &str = "baseline.tar";
@@ -70,10 +70,10 @@ impl CreateOptions {
             include_git: false,
             name: None,
             labels: Vec::new(),
-            vcpu_count: crate::run::DEFAULT_VCPU_COUNT,
-            mem_mib: crate::run::DEFAULT_MEM_MIB,
-            disk_gib: vm::DEFAULT_DISK_GIB,
-            ttl_seconds: validate::DEFAULT_TTL_SECONDS,
+            vcpu_count: limits::DEFAULT_VCPU_COUNT,
+            mem_mib: limits::DEFAULT_MEM_MIB,
+            disk_gib: limits::DEFAULT_DISK_GIB,
+            ttl_seconds: limits::DEFAULT_TTL_SECONDS,
             network: Network::off(),
             cold: false,
         }
@@ -144,10 +144,9 @@ pub fn require_started(record: &Record, operation: &str) -> Result<()> {
             record.id, record.state
         ),
     )
-    .with_hint(format!(
-        "start it with `pyro workspace start {}`",
-        record.id
-    )))
+    .with_next(crate::Next::WorkspaceStart {
+        workspace_id: record.id.clone(),
+    }))
 }
 
 pub async fn create(
@@ -490,7 +489,7 @@ pub struct UpdateOptions {
 pub fn update(dirs: &Dirs, reference: &str, options: &UpdateOptions) -> Result<Workspace> {
     if options.name.is_some() && options.clear_name {
         return Err(Error::invalid(
-            "--name and --clear-name cannot be used together",
+            "a new name and clearing the name cannot be asked for together",
         ));
     }
     if options.name.is_none()
@@ -499,7 +498,7 @@ pub fn update(dirs: &Dirs, reference: &str, options: &UpdateOptions) -> Result<W
         && options.clear_labels.is_empty()
     {
         return Err(Error::invalid("workspace update requested no change")
-            .with_hint("pass --name, --clear-name, --label or --clear-label"));
+            .with_hint("give a new name, clear the name, or set or clear labels"));
     }
     let name = options.name.as_deref().map(validate::name).transpose()?;
     let labels = validate::labels(&options.labels)?;

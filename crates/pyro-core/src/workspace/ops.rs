@@ -100,9 +100,11 @@ pub async fn exec(
         }
         ExecCommand::Shell(script) => (script.clone(), None, Command::Shell(script.clone())),
     };
-    if options.timeout_seconds == 0 {
-        return Err(Error::invalid("timeout_seconds must be positive"));
-    }
+    crate::limits::check(
+        "timeout_seconds",
+        options.timeout_seconds,
+        &crate::limits::TIMEOUT_SECONDS,
+    )?;
     crate::run::validate_env(&options.env)?;
     let cwd = resolve_cwd(options.cwd.as_deref())?;
     let (mut db, record, dir) = started(dirs, reference, "exec")?;
@@ -263,10 +265,11 @@ pub async fn file_read(
             "{path} is a binary file ({} bytes), not text",
             info.size_bytes
         ))
-        .with_hint(format!(
-            "copy it to the host with `pyro workspace export {} {path} --output FILE`",
-            record.id
-        )));
+        .with_hint("copy it to the host instead")
+        .with_next(crate::Next::WorkspaceExport {
+            workspace_id: record.id.clone(),
+            path: path.to_string(),
+        }));
     }
     let content = String::from_utf8(bytes).unwrap_or_default();
     Ok(FileReadResult {

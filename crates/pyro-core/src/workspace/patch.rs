@@ -158,7 +158,7 @@ fn parse(text: &str) -> Result<Vec<FilePatch>> {
     files.retain(|f| f.old_path.is_some() || f.new_path.is_some());
     if files.is_empty() {
         return Err(Error::invalid("the patch changes no file")
-            .with_hint("pass a unified diff such as `git diff` or `pyro workspace diff` prints"));
+            .with_hint("pass a unified diff, as `git diff` or a workspace's diff prints"));
     }
     Ok(files)
 }

@@ -137,7 +137,10 @@ pub fn ensure_name_free(conn: &Connection, name: &str, own_id: &str) -> Result<(
         Some(other) => Err(Error::invalid(format!(
             "the name '{name}' is already used by workspace {other}"
         ))
-        .with_hint("pick another name, or `pyro workspace update` the other workspace")),
+        .with_hint("pick another name, or rename the other workspace")
+        .with_next(crate::Next::WorkspaceUpdate {
+            workspace_id: other,
+        })),
         None => Ok(()),
     }
 }
@@ -180,16 +183,16 @@ pub fn resolve(conn: &Connection, reference: &str) -> Result<Record> {
             None => r.id.clone(),
         })
         .collect();
-    let hint = if candidates.is_empty() {
-        "there are no workspaces; `pyro workspace create` makes one".to_string()
-    } else {
-        format!("known workspaces: {}", candidates.join(", "))
-    };
-    Err(Error::new(
+    let err = Error::new(
         ErrorKind::NotFound,
         format!("workspace '{reference}' does not exist"),
-    )
-    .with_hint(hint))
+    );
+    Err(if candidates.is_empty() {
+        err.with_hint("there are no workspaces")
+            .with_next(crate::Next::WorkspaceCreate)
+    } else {
+        err.with_hint(format!("known workspaces: {}", candidates.join(", ")))
+    })
 }
 
 /// Every workspace, most recent activity first.

@@ -186,7 +186,7 @@ pub async fn summary(dirs: &Dirs, reference: &str) -> Result<SummaryResult> {
         (
             None,
             Some(format!(
-                "the workspace is stopped; `pyro workspace start {}` to include file changes",
+                "workspace {} is stopped; start it to include file changes",
                 record.id
             )),
         )

@@ -4,9 +4,6 @@ use std::collections::BTreeMap;
 
 use crate::{Error, Result};
 
-pub const DEFAULT_TTL_SECONDS: u64 = 3600;
-pub const MIN_TTL_SECONDS: u64 = 10;
-pub const MAX_TTL_SECONDS: u64 = 604_800;
 pub const WORKSPACE_ROOT: &str = "/workspace";
 
 /// A workspace id: 12 lowercase hex digits. Checked before an id touches any path.
@@ -79,12 +76,7 @@ pub fn labels(pairs: &[(String, String)]) -> Result<BTreeMap<String, String>> {
 }
 
 pub fn ttl_seconds(ttl: u64) -> Result<u64> {
-    if !(MIN_TTL_SECONDS..=MAX_TTL_SECONDS).contains(&ttl) {
-        return Err(Error::invalid(format!(
-            "ttl_seconds must be between {MIN_TTL_SECONDS} and {MAX_TTL_SECONDS}"
-        )));
-    }
-    Ok(ttl)
+    crate::limits::check("ttl_seconds", ttl, &crate::limits::TTL_SECONDS)
 }
 
 /// Normalises a workspace path (absolute under `/workspace`, or relative to it); `..` is refused.

@@ -1,0 +1,365 @@
+//! Every MCP tool pyro offers: one [`ToolDef`] each, and the core call it makes. Profiles and modes
+//! (`toolsets`) list these values; nothing else names a tool.
+
+use std::marker::PhantomData;
+
+use pyro_core::host_paths::Access;
+use pyro_core::network::NetworkPolicy;
+use pyro_core::project::ProjectSeed;
+use pyro_core::workspace::{self, CreateOptions, ExecCommand, ExecOptions, UpdateOptions};
+use pyro_core::{run, Error, Progress};
+use serde_json::Value;
+
+use crate::params::*;
+use crate::registry::{json, Call, Hints, ToolDef, ToolSpec};
+
+type Outcome = Result<Value, Error>;
+
+/// Tool calls report no progress: their result says it all.
+struct Quiet;
+impl Progress for Quiet {
+    fn phase(&self, _message: &str) {}
+}
+
+fn no_host_compat(allowed: bool) -> Result<(), Error> {
+    if allowed {
+        return Err(Error::invalid(
+            "allow_host_compat must be false: pyro never runs guest work on the host",
+        ));
+    }
+    Ok(())
+}
+
+fn labels(map: Option<std::collections::BTreeMap<String, String>>) -> Vec<(String, String)> {
+    map.unwrap_or_default().into_iter().collect()
+}
+
+pub static VM_RUN: ToolDef<VmRun> = ToolDef {
+    name: "vm_run",
+    description: "Run one shell command in a fresh, isolated Linux VM and return its exit code, stdout and stderr; the VM is deleted afterwards. For several steps on the same files, use a workspace instead.",
+    hints: Hints::COMMAND,
+    network_args: &[],
+    run: |a, c| Box::pin(vm_run(a, c)),
+    params: PhantomData,
+};
+
+async fn vm_run(a: VmRun, c: Call) -> Outcome {
+    no_host_compat(a.allow_host_compat)?;
+    if a.ttl_seconds == Some(0) {
+        return Err(Error::invalid(
+            "ttl_seconds must be positive (the VM lives only for this call anyway)",
+        ));
+    }
+    let options = run::RunOptions {
+        vcpu_count: a.vcpu_count,
+        mem_mib: a.mem_mib,
+        timeout_seconds: a.timeout_seconds,
+        network: c
+            .server
+            .network(a.network.then_some(NetworkPolicy::Egress), a.allow_hosts)?,
+        shell_command: Some(a.command),
+        ..run::RunOptions::new(&a.environment, Vec::new())
+    };
+    // A cancelled call (or a client gone) tears the VM down.
+    let cancel = c.context.ct.clone();
+    let done = async move { cancel.cancelled().await };
+    json(&run::run(c.server.dirs(), &options, &Quiet, None, done).await?)
+}
+
+pub static WORKSPACE_CREATE: ToolDef<WorkspaceCreate> = ToolDef {
+    name: "workspace_create",
+    description: "Create a persistent sandbox VM with /workspace seeded from seed_path (a host directory or archive) or, when omitted, from the current project. Returns workspace_id for the other workspace tools.",
+    hints: Hints::CHANGE,
+    network_args: &["network_policy", "allow_hosts"],
+    run: |a, c| Box::pin(workspace_create(a, c)),
+    params: PhantomData,
+};
+
+async fn workspace_create(a: WorkspaceCreate, c: Call) -> Outcome {
+    no_host_compat(a.allow_host_compat)?;
+    let policy = a
+        .network_policy
+        .as_deref()
+        .map(str::parse::<NetworkPolicy>)
+        .transpose()
+        .map_err(Error::invalid)?;
+    let network = c.server.network(policy, a.allow_hosts)?;
+    let project = match &a.seed_path {
+        Some(_) => None,
+        None => c.server.project()?.map(|p| ProjectSeed {
+            include_git: a.include_git,
+            ..p
+        }),
+    };
+    let options = CreateOptions {
+        seed_path: a
+            .seed_path
+            .map(|p| c.server.host_path(&p, Access::Read))
+            .transpose()?,
+        project,
+        include_git: a.include_git,
+        name: a.name,
+        labels: labels(a.labels),
+        vcpu_count: a.vcpu_count,
+        mem_mib: a.mem_mib,
+        ttl_seconds: a.ttl_seconds,
+        network,
+        ..CreateOptions::new(&a.environment)
+    };
+    json(&workspace::create(c.server.dirs(), &options, &Quiet).await?)
+}
+
+pub static WORKSPACE_LIST: ToolDef<NoArgs> = ToolDef {
+    name: "workspace_list",
+    description: "List workspaces, most recently active first, with state, name and labels.",
+    hints: Hints::READ,
+    network_args: &[],
+    run: |_, c| Box::pin(async move { json(&workspace::list(c.server.dirs())?) }),
+    params: PhantomData,
+};
+
+pub static WORKSPACE_UPDATE: ToolDef<WorkspaceUpdate> = ToolDef {
+    name: "workspace_update",
+    description: "Rename a workspace or change its labels.",
+    hints: Hints::SET,
+    network_args: &[],
+    run: |a, c| {
+        Box::pin(async move {
+            let options = UpdateOptions {
+                name: a.name,
+                clear_name: a.clear_name,
+                labels: labels(a.labels),
+                clear_labels: a.clear_labels.unwrap_or_default(),
+            };
+            json(&workspace::update(
+                c.server.dirs(),
+                &a.workspace_id,
+                &options,
+            )?)
+        })
+    },
+    params: PhantomData,
+};
+
+pub static WORKSPACE_STATUS: ToolDef<WorkspaceRef> = ToolDef {
+    name: "workspace_status",
+    description:
+        "Show one workspace: state (and why it stopped), seed, command count, last command.",
+    hints: Hints::READ,
+    network_args: &[],
+    run: |a, c| {
+        Box::pin(async move { json(&workspace::status(c.server.dirs(), &a.workspace_id)?) })
+    },
+    params: PhantomData,
+};
+
+pub static WORKSPACE_SYNC_PUSH: ToolDef<WorkspaceSyncPush> = ToolDef {
+    name: "workspace_sync_push",
+    description: "Copy a host directory or archive into the workspace (default /workspace). The baseline used by diff and reset does not change.",
+    hints: Hints::SET,
+    network_args: &[],
+    run: |a, c| {
+        Box::pin(async move {
+            let source = c.server.host_path(&a.source_path, Access::Read)?;
+            let dirs = c.server.dirs();
+            json(&workspace::sync_push(dirs, &a.workspace_id, &source, Some(&a.dest)).await?)
+        })
+    },
+    params: PhantomData,
+};
+
+pub static WORKSPACE_EXEC: ToolDef<WorkspaceExec> = ToolDef {
+    name: "workspace_exec",
+    description: "Run a shell command in the workspace (in /workspace unless cwd is given). Returns exit_code, stdout, stderr; output over 1 MiB keeps its head and tail.",
+    hints: Hints::COMMAND,
+    network_args: &[],
+    run: |a, c| {
+        Box::pin(async move {
+            let options = ExecOptions {
+                command: ExecCommand::Shell(a.command),
+                cwd: Some(a.cwd),
+                env: Default::default(),
+                timeout_seconds: a.timeout_seconds,
+            };
+            let dirs = c.server.dirs();
+            json(&workspace::exec(dirs, &a.workspace_id, &options, &mut |_, _| {}).await?)
+        })
+    },
+    params: PhantomData,
+};
+
+pub static WORKSPACE_LOGS: ToolDef<WorkspaceRef> = ToolDef {
+    name: "workspace_logs",
+    description: "The workspace's activity journal: every command with its output, and every write, patch, sync, export and reset.",
+    hints: Hints::READ,
+    network_args: &[],
+    run: |a, c| Box::pin(async move { json(&workspace::logs(c.server.dirs(), &a.workspace_id)?) }),
+    params: PhantomData,
+};
+
+pub static WORKSPACE_FILE_LIST: ToolDef<WorkspaceFileList> = ToolDef {
+    name: "workspace_file_list",
+    description: "List a directory in /workspace (recursively if asked) with types and sizes.",
+    hints: Hints::READ,
+    network_args: &[],
+    run: |a, c| {
+        Box::pin(async move {
+            let dirs = c.server.dirs();
+            json(&workspace::file_list(dirs, &a.workspace_id, &a.path, a.recursive).await?)
+        })
+    },
+    params: PhantomData,
+};
+
+pub static WORKSPACE_FILE_READ: ToolDef<WorkspaceFileRead> = ToolDef {
+    name: "workspace_file_read",
+    description: "Read a text file in /workspace (64 KiB by default; `truncated` and `offset` let you read on). Prefer this to `cat` via exec.",
+    hints: Hints::READ,
+    network_args: &[],
+    run: |a, c| {
+        Box::pin(async move {
+            let dirs = c.server.dirs();
+            let read = workspace::file_read(dirs, &a.workspace_id, &a.path, a.offset, a.max_bytes);
+            json(&read.await?)
+        })
+    },
+    params: PhantomData,
+};
+
+pub static WORKSPACE_FILE_WRITE: ToolDef<WorkspaceFileWrite> = ToolDef {
+    name: "workspace_file_write",
+    description: "Write a whole text file in /workspace, creating parent directories. For small edits to existing files, workspace_patch_apply is safer.",
+    hints: Hints::SET,
+    network_args: &[],
+    run: |a, c| {
+        Box::pin(async move {
+            let dirs = c.server.dirs();
+            json(&workspace::file_write(dirs, &a.workspace_id, &a.path, &a.text).await?)
+        })
+    },
+    params: PhantomData,
+};
+
+pub static WORKSPACE_PATCH_APPLY: ToolDef<WorkspacePatchApply> = ToolDef {
+    name: "workspace_patch_apply",
+    description: "Apply a unified diff to files in /workspace. All or nothing: if any hunk does not match, nothing changes and the error names the file and hunk.",
+    hints: Hints::CHANGE,
+    network_args: &[],
+    run: |a, c| {
+        Box::pin(async move {
+            let dirs = c.server.dirs();
+            json(&workspace::patch_apply(dirs, &a.workspace_id, &a.patch).await?)
+        })
+    },
+    params: PhantomData,
+};
+
+pub static WORKSPACE_DIFF: ToolDef<WorkspaceRef> = ToolDef {
+    name: "workspace_diff",
+    description: "What changed in /workspace since the baseline: entries per file and a unified patch (git apply accepts it). Binary files are listed, not patched.",
+    hints: Hints::READ,
+    network_args: &[],
+    run: |a, c| Box::pin(async move { json(&workspace::diff(c.server.dirs(), &a.workspace_id).await?) }),
+    params: PhantomData,
+};
+
+pub static WORKSPACE_EXPORT: ToolDef<WorkspaceExport> = ToolDef {
+    name: "workspace_export",
+    description:
+        "Copy a file or directory from /workspace to a new path on the host (never overwrites).",
+    hints: Hints::CHANGE,
+    network_args: &[],
+    run: |a, c| {
+        Box::pin(async move {
+            let output = c.server.host_path(&a.output_path, Access::Create)?;
+            let dirs = c.server.dirs();
+            json(&workspace::export(dirs, &a.workspace_id, &a.path, &output).await?)
+        })
+    },
+    params: PhantomData,
+};
+
+pub static WORKSPACE_RESET: ToolDef<WorkspaceReset> = ToolDef {
+    name: "workspace_reset",
+    description: "Start over: a fresh sandbox with /workspace restored to the baseline. The activity journal is kept.",
+    hints: Hints::DESTRUCTIVE,
+    network_args: &[],
+    run: |a, c| {
+        Box::pin(async move {
+            let dirs = c.server.dirs();
+            json(&workspace::reset(dirs, &a.workspace_id, &a.snapshot, false, &Quiet).await?)
+        })
+    },
+    params: PhantomData,
+};
+
+pub static WORKSPACE_DELETE: ToolDef<WorkspaceRef> = ToolDef {
+    name: "workspace_delete",
+    description: "Delete a workspace and everything in it.",
+    hints: Hints {
+        idempotent: true,
+        ..Hints::DESTRUCTIVE
+    },
+    network_args: &[],
+    run: |a, c| {
+        Box::pin(async move { json(&workspace::delete(c.server.dirs(), &a.workspace_id).await?) })
+    },
+    params: PhantomData,
+};
+
+pub static WORKSPACE_SUMMARY: ToolDef<WorkspaceRef> = ToolDef {
+    name: "workspace_summary",
+    description: "Review what changed and what ran since the last reset: changed files with line counts, commands with exit codes and durations, writes, patches, syncs and exports.",
+    hints: Hints::READ,
+    network_args: &[],
+    run: |a, c| Box::pin(async move { json(&workspace::summary(c.server.dirs(), &a.workspace_id).await?) }),
+    params: PhantomData,
+};
+
+pub static WORKSPACE_STOP: ToolDef<WorkspaceRef> = ToolDef {
+    name: "workspace_stop",
+    description: "Stop a workspace's VM to free the host; its files are kept for workspace_start.",
+    hints: Hints::SET,
+    network_args: &[],
+    run: |a, c| {
+        Box::pin(async move { json(&workspace::stop(c.server.dirs(), &a.workspace_id).await?) })
+    },
+    params: PhantomData,
+};
+
+pub static WORKSPACE_START: ToolDef<WorkspaceRef> = ToolDef {
+    name: "workspace_start",
+    description: "Start a stopped workspace again with its files as they were.",
+    hints: Hints::SET,
+    network_args: &[],
+    run: |a, c| {
+        Box::pin(async move {
+            let dirs = c.server.dirs();
+            json(&workspace::start(dirs, &a.workspace_id, false, &Quiet).await?)
+        })
+    },
+    params: PhantomData,
+};
+
+/// Every tool pyro implements, in the order hosts list them.
+pub static ALL: &[&dyn ToolSpec] = &[
+    &VM_RUN,
+    &WORKSPACE_CREATE,
+    &WORKSPACE_LIST,
+    &WORKSPACE_UPDATE,
+    &WORKSPACE_STATUS,
+    &WORKSPACE_SYNC_PUSH,
+    &WORKSPACE_EXEC,
+    &WORKSPACE_LOGS,
+    &WORKSPACE_FILE_LIST,
+    &WORKSPACE_FILE_READ,
+    &WORKSPACE_FILE_WRITE,
+    &WORKSPACE_PATCH_APPLY,
+    &WORKSPACE_DIFF,
+    &WORKSPACE_EXPORT,
+    &WORKSPACE_RESET,
+    &WORKSPACE_DELETE,
+    &WORKSPACE_SUMMARY,
+    &WORKSPACE_STOP,
+    &WORKSPACE_START,
+];
