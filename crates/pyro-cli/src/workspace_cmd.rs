@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use pyro_core::workspace::diff::NotPatched;
+use pyro_core::workspace::journal::Operation;
 use pyro_core::workspace::{
     self, CreateOptions, ExecCommand, ExecOptions, UpdateOptions, Workspace,
 };
@@ -474,14 +475,14 @@ async fn dispatch(
                     let status = if e.ok { "ok" } else { "failed" };
                     let mut text = format!(
                         "#{} {} ({} ms, {status})",
-                        e.sequence, e.kind, e.duration_ms
+                        e.sequence,
+                        e.recorded.kind(),
+                        e.duration_ms
                     );
-                    if e.kind == "exec" {
+                    if let Some(Operation::Exec { params, result }) = e.recorded.operation() {
                         text.push_str(&format!(
                             " exit_code={} cwd={}\n$ {}\n",
-                            e.result["exit_code"],
-                            e.params["cwd"].as_str().unwrap_or(""),
-                            e.params["command"].as_str().unwrap_or("")
+                            result.exit_code, params.cwd, params.command
                         ));
                         print(text);
                         print_product(entry.stdout.as_deref().unwrap_or_default());
@@ -490,7 +491,8 @@ async fn dispatch(
                                 .as_bytes(),
                         );
                     } else {
-                        text.push_str(&format!(" {}\n", e.params));
+                        let document = serde_json::to_value(&e.recorded).unwrap_or_default();
+                        text.push_str(&format!(" {}\n", document["params"]));
                         print(text);
                     }
                 }

@@ -6,7 +6,8 @@ use serde::Serialize;
 use crate::host::accel;
 use crate::initramfs::{self, Agent};
 use crate::limits::{self, DEFAULT_DISK_GIB};
-use crate::template::{self, Readiness, TemplateKey};
+use crate::template::{self, TemplateKey};
+use crate::vocab::Readiness;
 use crate::{catalog, environment, Dirs, Next, Progress, Result};
 
 #[derive(Debug, Clone)]
@@ -99,7 +100,7 @@ pub async fn prepare(
 #[derive(Debug, Clone, Serialize)]
 pub struct ShapeReadiness {
     pub shape: String,
-    pub state: &'static str,
+    pub state: Readiness,
     pub reason: String,
     pub template_id: Option<String>,
 }
@@ -108,8 +109,8 @@ pub struct ShapeReadiness {
 #[derive(Debug, Clone, Serialize)]
 pub struct EnvironmentReadiness {
     pub environment: String,
-    /// `warm` (every default template valid), `stale` or `cold`.
-    pub state: &'static str,
+    /// Warm when every default template is valid.
+    pub state: Readiness,
     pub reason: String,
     /// What makes it warm, when it is not.
     pub fix: Option<Next>,
@@ -127,7 +128,7 @@ pub fn readiness(dirs: &Dirs, name: &str) -> Result<EnvironmentReadiness> {
     };
     let cold = |reason: String, fix: Next| EnvironmentReadiness {
         environment: name.to_string(),
-        state: "cold",
+        state: Readiness::Cold,
         reason,
         fix: Some(fix),
         templates: Vec::new(),
@@ -148,13 +149,13 @@ pub fn readiness(dirs: &Dirs, name: &str) -> Result<EnvironmentReadiness> {
         limits::DEFAULT_MEM_MIB,
     )? {
         let (state, reason, template_id) = match template::check(dirs, &key) {
-            Readiness::Warm(t) => (
-                "warm",
+            template::Readiness::Warm(t) => (
+                Readiness::Warm,
                 format!("prepared {}", age(t.manifest.created_at_unix_ms)),
                 Some(key.id()),
             ),
-            Readiness::Stale(why) => ("stale", why, Some(key.id())),
-            Readiness::Cold(why) => ("cold", why, None),
+            template::Readiness::Stale(why) => (Readiness::Stale, why, Some(key.id())),
+            template::Readiness::Cold(why) => (Readiness::Cold, why, None),
         };
         templates.push(ShapeReadiness {
             shape: key.shape(),
@@ -163,18 +164,22 @@ pub fn readiness(dirs: &Dirs, name: &str) -> Result<EnvironmentReadiness> {
             template_id,
         });
     }
-    let worst = ["stale", "cold"]
+    let worst = [Readiness::Stale, Readiness::Cold]
         .into_iter()
         .find(|s| templates.iter().any(|t| t.state == *s));
     let (state, reason, fix) = match worst {
-        None => ("warm", "every default template is valid".to_string(), None),
+        None => (
+            Readiness::Warm,
+            "every default template is valid".to_string(),
+            None,
+        ),
         Some(state) => {
             let first = templates
                 .iter()
                 .find(|t| t.state == state)
                 .map(|t| t.reason.clone())
                 .unwrap_or_default();
-            (state, first, Some(prepare(state == "stale")))
+            (state, first, Some(prepare(state == Readiness::Stale)))
         }
     };
     Ok(EnvironmentReadiness {

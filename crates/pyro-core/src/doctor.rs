@@ -136,7 +136,10 @@ pub fn report(dirs: &Dirs, environment: Option<&str>) -> crate::Result<DoctorRep
         .iter()
         .filter_map(|n| crate::daily::readiness(dirs, n).ok())
         .collect();
-    for r in readiness.iter().filter(|r| r.state != "warm") {
+    for r in readiness
+        .iter()
+        .filter(|r| r.state != crate::vocab::Readiness::Warm)
+    {
         issues.push(format!("{} is {}: {}", r.environment, r.state, r.reason));
     }
     let blocking = tools.iter().any(|t| !t.found) || agent.error.is_some();

@@ -33,6 +33,7 @@ pub mod supervisor;
 pub mod template;
 pub mod unix_socket;
 pub mod vm;
+pub mod vocab;
 pub mod workspace;
 
 pub use error::{Error, ErrorKind, Next, Result};

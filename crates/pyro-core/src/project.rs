@@ -8,6 +8,7 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
+use crate::vocab::SeedMode;
 use crate::{fsutil, Dirs, Error, ErrorKind, Result};
 
 /// Where new workspaces are seeded from when a call gives no `seed_path`.
@@ -16,7 +17,7 @@ pub struct ProjectSeed {
     /// The directory whose files are copied.
     pub root: PathBuf,
     /// `project` (a local directory) or `repo_url` (a clone).
-    pub mode: &'static str,
+    pub mode: SeedMode,
     /// What the user pointed at: the directory or the URL.
     pub source: String,
     /// Copy `.git` too.
@@ -46,7 +47,7 @@ pub fn from_path(path: &Path) -> Result<ProjectSeed> {
     Ok(ProjectSeed {
         source: root.display().to_string(),
         root,
-        mode: "project",
+        mode: SeedMode::Project,
         include_git: false,
     })
 }
@@ -84,7 +85,7 @@ pub fn clone(dirs: &Dirs, url: &str) -> Result<ProjectSeed> {
     }
     Ok(ProjectSeed {
         root: target,
-        mode: "repo_url",
+        mode: SeedMode::RepoUrl,
         source: url.to_string(),
         include_git: false,
     })

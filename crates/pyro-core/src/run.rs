@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::host::accel::Accelerator;
 use crate::network::Network;
 use crate::vm::{self, OutputSink, VmOptions};
+use crate::vocab::BootMode;
 use crate::{limits, Dirs, Error, ErrorKind, Progress, Result};
 
 /// Bytes of each output stream kept in a result (head and tail).
@@ -88,7 +89,7 @@ pub struct RunResult {
     pub execution_mode: &'static str,
     pub accelerator: Accelerator,
     pub accelerator_reason: String,
-    pub boot_mode: &'static str,
+    pub boot_mode: BootMode,
     pub boot_mode_reason: String,
     pub boot_ms: u64,
     pub exec_ms: u64,

@@ -17,6 +17,7 @@ use crate::network::Network;
 use crate::supervisor::protocol::{ReadyInfo, SupervisorEvent};
 use crate::supervisor::{self, OwnerChannel, VmRecord, DATA_DISK, RECORD_FILE};
 use crate::template;
+use crate::vocab::BootMode;
 use crate::{fsutil, limits, Dirs, Error, ErrorKind, Progress, Result};
 
 /// Receives a command's output as it is produced.
@@ -53,7 +54,7 @@ pub struct BootFacts {
     pub accelerator: Accelerator,
     pub accelerator_reason: String,
     /// `warm` (restored from a template) or `cold` (booted from the kernel).
-    pub boot_mode: &'static str,
+    pub boot_mode: BootMode,
     pub boot_mode_reason: String,
     pub boot_ms: u64,
 }
@@ -79,7 +80,7 @@ pub struct Prepared {
     /// Anonymous memory (a cold boot) or a warm template to restore.
     pub memory: Memory,
     /// `warm` or `cold`.
-    pub boot_mode: &'static str,
+    pub boot_mode: BootMode,
     pub boot_mode_reason: String,
 }
 
@@ -106,7 +107,7 @@ pub fn prepare(dirs: &Dirs, options: &VmOptions, progress: &dyn Progress) -> Res
     let (memory, boot_mode, boot_mode_reason) = if options.cold {
         (
             Memory::Anonymous,
-            "cold",
+            BootMode::Cold,
             "a cold boot was asked for (--cold)".to_string(),
         )
     } else {
@@ -127,10 +128,10 @@ pub fn prepare(dirs: &Dirs, options: &VmOptions, progress: &dyn Progress) -> Res
                     key.id(),
                     key.shape()
                 );
-                (template.memory(), "warm", reason)
+                (template.memory(), BootMode::Warm, reason)
             }
             template::Readiness::Cold(why) | template::Readiness::Stale(why) => {
-                (Memory::Anonymous, "cold", why)
+                (Memory::Anonymous, BootMode::Cold, why)
             }
         }
     };

@@ -55,7 +55,7 @@ pub fn prepare(options: &ServeOptions) -> Result<(toolsets::Selection, ProjectSo
             Some(root) => ProjectSource::Path(project::ProjectSeed {
                 source: root.display().to_string(),
                 root,
-                mode: "project",
+                mode: pyro_core::vocab::SeedMode::Project,
                 include_git: false,
             }),
             None => ProjectSource::None,

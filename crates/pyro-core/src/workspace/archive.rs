@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use pyro_proto::archive_rules::{link_stays_inside, member_path};
 
+use crate::vocab::SeedMode;
 use crate::{Error, Result};
 
 /// The most one seed, sync or export may hold.
@@ -77,10 +78,10 @@ impl Source {
         }
     }
 
-    pub fn mode(&self) -> &'static str {
+    pub fn mode(&self) -> SeedMode {
         match self {
-            Source::Directory { .. } => "directory",
-            Source::Tar(_) | Source::TarGz(_) => "tar_archive",
+            Source::Directory { .. } => SeedMode::Directory,
+            Source::Tar(_) | Source::TarGz(_) => SeedMode::TarArchive,
             Source::Project(project) => project.mode,
         }
     }

@@ -22,6 +22,7 @@ use super::ops::started;
 use super::store;
 use super::validate::WORKSPACE_ROOT;
 use crate::agent_client::{self, AgentCall, Purpose};
+use crate::vocab::{ChangeStatus, ExecutionMode};
 use crate::{fsutil, Dirs, Error, ErrorKind, Result};
 
 /// Files larger than this are summarised, not patched.
@@ -57,8 +58,7 @@ pub enum NotPatched {
 pub struct DiffEntry {
     /// Relative to `/workspace`.
     pub path: String,
-    /// `added`, `modified`, `deleted`, `type_changed` or `mode_changed`.
-    pub status: String,
+    pub status: ChangeStatus,
     pub artifact_type: ArtifactType,
     /// Text changes are in the patch; binary, large and symlink changes are only listed.
     pub text: bool,
@@ -100,7 +100,7 @@ pub struct DiffResult {
     pub entries: Vec<DiffEntry>,
     /// Some changes are only listed because the diff reached its byte or time budget.
     pub budget_exceeded: bool,
-    pub execution_mode: &'static str,
+    pub execution_mode: ExecutionMode,
 }
 
 impl DiffResult {
@@ -140,7 +140,7 @@ impl Serialize for DiffResult {
             entries: &'a [DiffEntry],
             patch: PatchText<'a>,
             budget_exceeded: bool,
-            execution_mode: &'a str,
+            execution_mode: ExecutionMode,
         }
         Wire {
             workspace_id: &self.workspace_id,
@@ -243,7 +243,9 @@ pub async fn diff_as(dirs: &Dirs, reference: &str, purpose: Purpose) -> Result<D
     let wanted_base: BTreeSet<String> = changes
         .iter()
         .zip(&planned)
-        .filter(|(c, verdict)| verdict.is_none() && c.old.is_some() && c.status != "mode_changed")
+        .filter(|(c, verdict)| {
+            verdict.is_none() && c.old.is_some() && c.status != ChangeStatus::ModeChanged
+        })
         .map(|(c, _)| c.path.clone())
         .collect();
     let mut old_contents =
@@ -265,7 +267,7 @@ pub async fn diff_as(dirs: &Dirs, reference: &str, purpose: Purpose) -> Result<D
             Some(reason) => listed(&change, reason),
             None => {
                 let new_bytes = match &change.new {
-                    Some(new) if change.status != "mode_changed" => {
+                    Some(new) if change.status != ChangeStatus::ModeChanged => {
                         match read_live(&dir, new, purpose, op_deadline).await? {
                             Some(bytes) => Some(bytes),
                             None => {
@@ -316,22 +318,22 @@ pub async fn diff_as(dirs: &Dirs, reference: &str, purpose: Purpose) -> Result<D
         summary,
         entries,
         budget_exceeded,
-        execution_mode: "guest",
+        execution_mode: ExecutionMode::Guest,
     })
 }
 
 fn push_entry(entries: &mut Vec<DiffEntry>, summary: &mut DiffSummary, entry: DiffEntry) {
     summary.total += 1;
-    match entry.status.as_str() {
-        "added" => summary.added += 1,
-        "modified" => summary.modified += 1,
-        "deleted" => summary.deleted += 1,
-        "type_changed" => summary.type_changed += 1,
-        _ => summary.mode_changed += 1,
+    match entry.status {
+        ChangeStatus::Added => summary.added += 1,
+        ChangeStatus::Modified => summary.modified += 1,
+        ChangeStatus::Deleted => summary.deleted += 1,
+        ChangeStatus::TypeChanged => summary.type_changed += 1,
+        ChangeStatus::ModeChanged | ChangeStatus::Renamed => summary.mode_changed += 1,
     }
     if entry.text {
         summary.text_patched += 1;
-    } else if entry.status != "mode_changed" {
+    } else if entry.status != ChangeStatus::ModeChanged {
         summary.non_text += 1;
     }
     summary.lines_added += entry.lines_added;
@@ -431,7 +433,8 @@ fn patchability(change: &Change) -> Option<NotPatched> {
         e.as_ref()
             .is_none_or(|e| e.artifact_type == ArtifactType::File)
     };
-    if !is_file(&change.old) || !is_file(&change.new) || change.status == "type_changed" {
+    if !is_file(&change.old) || !is_file(&change.new) || change.status == ChangeStatus::TypeChanged
+    {
         return Some(NotPatched::NotText);
     }
     let small = |e: &Option<ManifestEntry>| {
@@ -479,7 +482,7 @@ fn base_entry(change: &Change) -> DiffEntry {
     let (before, after) = (file(&change.old), file(&change.new));
     DiffEntry {
         path: change.path.clone(),
-        status: change.status.to_string(),
+        status: change.status,
         artifact_type: kind,
         text: false,
         lines_added: 0,
@@ -495,7 +498,7 @@ fn base_entry(change: &Change) -> DiffEntry {
 
 struct Change {
     path: String,
-    status: &'static str,
+    status: ChangeStatus,
     old: Option<ManifestEntry>,
     new: Option<ManifestEntry>,
 }
@@ -518,14 +521,14 @@ fn compare(
     for path in paths {
         let (old, new) = (base.get(path), live.get(path));
         let status = match (old, new) {
-            (None, Some(n)) if n.artifact_type != ArtifactType::Directory => "added",
-            (Some(o), None) if o.artifact_type != ArtifactType::Directory => "deleted",
-            (Some(o), Some(n)) if o.artifact_type != n.artifact_type => "type_changed",
+            (None, Some(n)) if n.artifact_type != ArtifactType::Directory => ChangeStatus::Added,
+            (Some(o), None) if o.artifact_type != ArtifactType::Directory => ChangeStatus::Deleted,
+            (Some(o), Some(n)) if o.artifact_type != n.artifact_type => ChangeStatus::TypeChanged,
             (Some(o), Some(n)) if o.artifact_type == ArtifactType::File => {
                 if o.sha256 != n.sha256 {
-                    "modified"
+                    ChangeStatus::Modified
                 } else if (o.mode & 0o111 != 0) != (n.mode & 0o111 != 0) {
-                    "mode_changed"
+                    ChangeStatus::ModeChanged
                 } else {
                     continue;
                 }
@@ -533,7 +536,7 @@ fn compare(
             (Some(o), Some(n))
                 if o.artifact_type == ArtifactType::Symlink && o.link_target != n.link_target =>
             {
-                "modified"
+                ChangeStatus::Modified
             }
             _ => continue,
         };
@@ -593,7 +596,7 @@ fn render<'a>(
         }
         (None, None) => return entry,
     };
-    if change.status == "mode_changed" {
+    if change.status == ChangeStatus::ModeChanged {
         entry.text = true;
         entry.text_patch = Some(header);
         return entry;
@@ -827,7 +830,7 @@ mod tests {
     fn a_modified_text_file_gets_a_git_style_patch() {
         let change = Change {
             path: "a.txt".into(),
-            status: "modified",
+            status: ChangeStatus::Modified,
             old: Some(file("a.txt", "one\ntwo\n", 0o644)),
             new: Some(file("a.txt", "one\n2\n", 0o644)),
         };
@@ -840,7 +843,7 @@ mod tests {
     fn a_missing_final_newline_is_marked() {
         let change = Change {
             path: "n".into(),
-            status: "added",
+            status: ChangeStatus::Added,
             old: None,
             new: Some(file("n", "x", 0o755)),
         };
@@ -852,7 +855,7 @@ mod tests {
     fn binary_files_are_listed_not_patched() {
         let change = Change {
             path: "b".into(),
-            status: "modified",
+            status: ChangeStatus::Modified,
             old: Some(file("b", "\0", 0o644)),
             new: Some(file("b", "\0\0", 0o644)),
         };
@@ -873,7 +876,7 @@ mod tests {
         ] {
             let change = Change {
                 path: path.into(),
-                status: "added",
+                status: ChangeStatus::Added,
                 old: None,
                 new: Some(file(path, "x\n", 0o755)),
             };
@@ -889,7 +892,7 @@ mod tests {
         let new = "b\n".repeat(1 << 19);
         let change = Change {
             path: "lock".into(),
-            status: "modified",
+            status: ChangeStatus::Modified,
             old: Some(file("lock", &old, 0o644)),
             new: Some(file("lock", &new, 0o644)),
         };
@@ -936,7 +939,7 @@ mod tests {
             text_patch: patch.map(str::to_string),
             ..base_entry(&Change {
                 path: path.into(),
-                status: "added",
+                status: ChangeStatus::Added,
                 old: None,
                 new: Some(file(path, "", 0o644)),
             })
@@ -952,7 +955,7 @@ mod tests {
                 entry("c", Some("C\n")),
             ],
             budget_exceeded: false,
-            execution_mode: "guest",
+            execution_mode: ExecutionMode::Guest,
         };
         assert_eq!(result.patch(), "A\nC\n");
         let json = serde_json::to_value(&result).unwrap();

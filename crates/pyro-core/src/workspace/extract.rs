@@ -41,7 +41,7 @@ pub enum Shape {
 }
 
 /// A symlink that was not written because it would have led outside the export.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct SkippedLink {
     /// Relative to the exported directory.
     pub path: String,

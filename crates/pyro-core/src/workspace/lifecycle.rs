@@ -7,8 +7,6 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::json;
-
 use super::archive::{self, Source};
 use super::journal;
 use super::model::{Workspace, WorkspaceSeed};
@@ -19,6 +17,7 @@ use crate::db::Db;
 use crate::fsutil::{self, FileLock};
 use crate::network::Network;
 use crate::vm::{self, VmOptions};
+use crate::vocab::{SeedMode, WorkspaceState};
 use crate::{limits, supervisor, Dirs, Error, ErrorKind, Progress, Result};
 use pyro_proto::{Reply, Request};
 
@@ -96,14 +95,14 @@ fn vm_options(record: &Record, cold: bool) -> VmOptions {
 /// Brings the stored state in line with reality: a `started` workspace whose supervisor is gone is
 /// `stopped`, with the reason its supervisor left (or that it died).
 pub fn refresh(dirs: &Dirs, db: &Db, mut record: Record) -> Result<Record> {
-    if record.state == "stopped" {
+    if record.state == WorkspaceState::Stopped {
         return Ok(record);
     }
     let dir = vm_dir(dirs, &record.id);
     if vm::is_running(&dir) {
         return Ok(record);
     }
-    if record.state == "creating" {
+    if record.state == WorkspaceState::Creating {
         // Still being created if its creator holds the lifecycle lock.
         let lock = workspace_dir(dirs, &record.id).join("lifecycle.lock");
         if matches!(FileLock::try_acquire(&lock), Ok(None)) {
@@ -112,11 +111,16 @@ pub fn refresh(dirs: &Dirs, db: &Db, mut record: Record) -> Result<Record> {
     }
     let reason = match supervisor::stop_record(&dir) {
         Some(stop) => stop.reason,
-        None if record.state == "creating" => "the create did not finish".to_string(),
+        None if record.state == WorkspaceState::Creating => "the create did not finish".to_string(),
         None => "the VM's supervisor is gone (killed or crashed)".to_string(),
     };
-    store::set_state(db.conn(), &record.id, "stopped", Some(&reason))?;
-    record.state = "stopped".into();
+    store::set_state(
+        db.conn(),
+        &record.id,
+        WorkspaceState::Stopped,
+        Some(&reason),
+    )?;
+    record.state = WorkspaceState::Stopped;
     record.stop_reason = Some(reason);
     Ok(record)
 }
@@ -129,7 +133,7 @@ pub fn find(dirs: &Dirs, db: &Db, reference: &str) -> Result<Record> {
 
 /// An error for an operation that needs a started workspace.
 pub fn require_started(record: &Record, operation: &str) -> Result<()> {
-    if record.state == "started" {
+    if record.state == WorkspaceState::Started {
         return Ok(());
     }
     let why = record
@@ -185,10 +189,13 @@ pub async fn create(
             }
         };
         let seed = WorkspaceSeed {
-            mode: source.as_ref().map(Source::mode).unwrap_or("empty").to_string(),
+            mode: source.as_ref().map_or(SeedMode::Empty, Source::mode),
             seed_path: match &source {
                 Some(Source::Project(project)) => Some(project.root.display().to_string()),
-                _ => options.seed_path.as_deref().map(|p| absolute(p).display().to_string()),
+                _ => options
+                    .seed_path
+                    .as_deref()
+                    .map(|p| absolute(p).display().to_string()),
             },
             source: match &source {
                 Some(Source::Project(project)) => Some(project.source.clone()),
@@ -207,7 +214,7 @@ pub async fn create(
             disk_gib: options.disk_gib,
             network: options.network.clone(),
             ttl_seconds,
-            state: "creating".into(),
+            state: WorkspaceState::Creating,
             stop_reason: None,
             labels: labels.clone(),
             seed,
@@ -220,13 +227,32 @@ pub async fn create(
         };
         vm_options(&record, false).validate()?;
         store::insert(&mut db, &record)?;
-        boot_recorded(dirs, &mut db, &record, true, options.cold, "create", progress).await?;
-        let params = json!({"environment": record.environment, "seed_path": record.seed.seed_path, "name": record.name,
-                            "labels": record.labels, "network": record.network.has_device(),
-                            "network_policy": record.network.policy.as_str(),
-                            "allow_hosts": record.network.allow_host_names(), "ttl_seconds": ttl_seconds});
-        let result = json!({"workspace_seed": record.seed});
-        timer.record(&mut db, &id, "create", true, &params, &result)?;
+        boot_recorded(
+            dirs,
+            &mut db,
+            &record,
+            true,
+            options.cold,
+            "create",
+            progress,
+        )
+        .await?;
+        let operation = journal::Operation::Create {
+            params: journal::CreateParams {
+                environment: record.environment.clone(),
+                seed_path: record.seed.seed_path.clone(),
+                name: record.name.clone(),
+                labels: record.labels.clone(),
+                network: record.network.has_device(),
+                network_policy: Some(record.network.policy.as_str().to_string()),
+                allow_hosts: record.network.allow_host_names(),
+                ttl_seconds: Some(ttl_seconds),
+            },
+            result: journal::CreateRecord {
+                workspace_seed: record.seed.clone(),
+            },
+        };
+        timer.record(&mut db, &id, true, &operation)?;
         Ok::<_, Error>(())
     }
     .await;
@@ -320,7 +346,7 @@ async fn boot_recorded(
             store::set_state(
                 db.conn(),
                 &record.id,
-                "stopped",
+                WorkspaceState::Stopped,
                 Some(&format!("the {operation} failed: {err}")),
             )?;
             Err(err)
@@ -329,8 +355,13 @@ async fn boot_recorded(
 }
 
 /// Journals a lifecycle operation and returns the workspace's view.
-fn finish(db: &mut Db, id: &str, kind: &str, timer: journal::Timer) -> Result<Workspace> {
-    timer.record(db, id, kind, true, &json!({}), &json!({}))?;
+fn finish(
+    db: &mut Db,
+    id: &str,
+    operation: journal::Operation,
+    timer: journal::Timer,
+) -> Result<Workspace> {
+    timer.record(db, id, true, &operation)?;
     let record = store::resolve(db.conn(), id)?;
     store::view(db.conn(), &record)
 }
@@ -345,12 +376,16 @@ pub async fn start(
     let record = store::resolve(db.conn(), reference)?;
     let _lock = lifecycle_lock(dirs, &record.id)?;
     let record = refresh(dirs, &db, record)?;
-    if record.state == "started" {
+    if record.state == WorkspaceState::Started {
         return store::view(db.conn(), &record);
     }
     let timer = journal::Timer::start();
     boot_recorded(dirs, &mut db, &record, false, cold, "start", progress).await?;
-    finish(&mut db, &record.id, "start", timer)
+    let start = journal::Operation::Start {
+        params: journal::Nothing {},
+        result: journal::Nothing {},
+    };
+    finish(&mut db, &record.id, start, timer)
 }
 
 pub async fn stop(dirs: &Dirs, reference: &str) -> Result<Workspace> {
@@ -358,14 +393,18 @@ pub async fn stop(dirs: &Dirs, reference: &str) -> Result<Workspace> {
     let record = store::resolve(db.conn(), reference)?;
     let _lock = lifecycle_lock(dirs, &record.id)?;
     let record = refresh(dirs, &db, record)?;
-    if record.state == "stopped" {
+    if record.state == WorkspaceState::Stopped {
         return store::view(db.conn(), &record);
     }
     let timer = journal::Timer::start();
     let reason = "stopped by request";
     vm::stop(&vm_dir(dirs, &record.id), reason).await?;
-    store::set_state(db.conn(), &record.id, "stopped", Some(reason))?;
-    finish(&mut db, &record.id, "stop", timer)
+    store::set_state(db.conn(), &record.id, WorkspaceState::Stopped, Some(reason))?;
+    let stop = journal::Operation::Stop {
+        params: journal::Nothing {},
+        result: journal::Nothing {},
+    };
+    finish(&mut db, &record.id, stop, timer)
 }
 
 /// The result of `workspace reset`: the workspace plus what the reset restored.
@@ -376,7 +415,7 @@ pub struct ResetResult {
     pub workspace_reset: ResetInfo,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ResetInfo {
     pub snapshot_name: String,
     pub kind: String,
@@ -405,7 +444,12 @@ pub async fn reset(
     let record = refresh(dirs, &db, record)?;
     let timer = journal::Timer::start();
     vm::stop(&vm_dir(dirs, &record.id), "reset").await?;
-    store::set_state(db.conn(), &record.id, "stopped", Some("being reset"))?;
+    store::set_state(
+        db.conn(),
+        &record.id,
+        WorkspaceState::Stopped,
+        Some("being reset"),
+    )?;
     boot_recorded(dirs, &mut db, &record, true, cold, "reset", progress).await?;
     store::mark_reset(db.conn(), &record.id, timer.started_at_ms())?;
     let info = ResetInfo {
@@ -415,14 +459,13 @@ pub async fn reset(
         entry_count: record.seed.entry_count,
         bytes_written: record.seed.bytes_written,
     };
-    timer.record(
-        &mut db,
-        &record.id,
-        "reset",
-        true,
-        &json!({"snapshot": "baseline"}),
-        &serde_json::to_value(&info).unwrap_or_default(),
-    )?;
+    let operation = journal::Operation::Reset {
+        params: journal::ResetParams {
+            snapshot: "baseline".into(),
+        },
+        result: info.clone(),
+    };
+    timer.record(&mut db, &record.id, true, &operation)?;
     let record = store::resolve(db.conn(), &record.id)?;
     Ok(ResetResult {
         workspace: store::view(db.conn(), &record)?,

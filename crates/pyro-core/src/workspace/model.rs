@@ -4,11 +4,14 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::journal::Recorded;
+use crate::network::NetworkPolicy;
+use crate::vocab::{BootMode, ExecutionMode, SeedMode, WorkspaceState};
+
 /// Where `/workspace` came from at create time. The seed is the immutable baseline.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct WorkspaceSeed {
-    /// `empty`, `directory`, `tar_archive`, `project` or `repo_url`.
-    pub mode: String,
+    pub mode: SeedMode,
     pub seed_path: Option<String>,
     /// For `project` and `repo_url`: the directory or URL the seed came from.
     #[serde(default)]
@@ -39,19 +42,18 @@ pub struct Workspace {
     pub disk_gib: u32,
     /// Idle seconds after which the supervisor stops (never deletes) the workspace.
     pub ttl_seconds: u64,
-    /// `started` or `stopped` (`creating` while a create is under way).
-    pub state: String,
+    pub state: WorkspaceState,
     /// Why a stopped workspace stopped.
     pub stop_reason: Option<String>,
     pub created_at: f64,
     pub last_activity_at: f64,
     /// When the idle TTL will stop a started workspace, if nothing happens before.
     pub expires_at: Option<f64>,
-    pub network_policy: String,
+    pub network_policy: NetworkPolicy,
     pub network_enabled: bool,
     /// The only destinations the workspace reaches (empty: any public address, under `egress`).
     pub allow_hosts: Vec<String>,
-    pub execution_mode: String,
+    pub execution_mode: ExecutionMode,
     pub workspace_path: String,
     pub workspace_seed: WorkspaceSeed,
     /// Commands run since the last reset.
@@ -61,22 +63,20 @@ pub struct Workspace {
     pub last_reset_at: Option<f64>,
     pub service_count: u64,
     pub running_service_count: u64,
-    /// How the VM last booted: `warm` (restored from a template) or `cold`, and why.
-    pub boot_mode: Option<String>,
+    /// How the VM last booted (restored from a template, or from the kernel), and why.
+    pub boot_mode: Option<BootMode>,
     pub boot_mode_reason: Option<String>,
 }
 
-/// One recorded operation.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One recorded operation: its place and timing, and (flattened) its `kind`, `params` and `result`.
+#[derive(Debug, Clone, Serialize)]
 pub struct JournalEntry {
     pub sequence: u64,
-    /// `create`, `exec`, `file_write`, `patch_apply`, `sync_push`, `export`, `reset`, `start`, `stop`.
-    pub kind: String,
     pub started_at: f64,
     pub duration_ms: u64,
     pub ok: bool,
-    pub params: serde_json::Value,
-    pub result: serde_json::Value,
+    #[serde(flatten)]
+    pub recorded: Recorded,
 }
 
 /// Milliseconds since the epoch as the float seconds results carry.

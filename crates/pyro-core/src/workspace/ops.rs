@@ -6,12 +6,14 @@ use std::path::{Path, PathBuf};
 use pyro_proto::{
     ArtifactType, Command, ExecRequest, ExecResult, FileEntry, FileWrite, Reply, Request,
 };
-use serde::Serialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::archive::{self, Source};
 use super::extract::{self, Shape, SkippedLink};
-use super::journal;
+use super::journal::{
+    self, ExecParams, ExecRecord, ExportParams, FileWriteParams, FileWriteRecord, Operation,
+    SyncParams,
+};
 use super::lifecycle::{self, now_ms, vm_dir, workspace_dir};
 use super::model::JournalEntry;
 use super::store::{self, Record};
@@ -19,6 +21,7 @@ use super::validate;
 use crate::agent_client::{self, AgentCall};
 use crate::db::Db;
 use crate::vm::{self, OutputSink};
+use crate::vocab::{ExecutionMode, SeedMode};
 use crate::{Dirs, Error, Result};
 
 /// Bytes of each output stream kept in a result and in the journal.
@@ -69,7 +72,7 @@ pub struct WorkspaceExecResult {
     pub argv: Option<Vec<String>>,
     #[serde(flatten)]
     pub result: ExecResult,
-    pub execution_mode: &'static str,
+    pub execution_mode: ExecutionMode,
 }
 
 fn resolve_cwd(cwd: Option<&str>) -> Result<String> {
@@ -118,14 +121,26 @@ pub async fn exec(
     };
     let timer = journal::Timer::start();
     let result = vm::exec(&dir, request, on_output).await?;
-    let params = json!({"command": command, "argv": argv, "cwd": cwd, "timeout_seconds": options.timeout_seconds,
-                        "env_keys": options.env.keys().collect::<Vec<_>>()});
-    let summary = json!({"exit_code": result.exit_code, "signal": result.signal, "timed_out": result.timed_out,
-                         "stdout_bytes": result.stdout_bytes, "stderr_bytes": result.stderr_bytes,
-                         "stdout_truncated": result.stdout_truncated, "stderr_truncated": result.stderr_truncated,
-                         "guest_duration_ms": result.duration_ms});
-    let ok = result.exit_code == 0;
-    let sequence = timer.record(&mut db, &record.id, "exec", ok, &params, &summary)?;
+    let operation = Operation::Exec {
+        params: ExecParams {
+            command: command.clone(),
+            argv: argv.clone(),
+            cwd: cwd.clone(),
+            timeout_seconds: options.timeout_seconds,
+            env_keys: options.env.keys().cloned().collect(),
+        },
+        result: ExecRecord {
+            exit_code: result.exit_code.into(),
+            signal: result.signal,
+            timed_out: result.timed_out,
+            stdout_bytes: result.stdout_bytes,
+            stderr_bytes: result.stderr_bytes,
+            stdout_truncated: result.stdout_truncated,
+            stderr_truncated: result.stderr_truncated,
+            guest_duration_ms: result.duration_ms,
+        },
+    };
+    let sequence = timer.record(&mut db, &record.id, result.exit_code == 0, &operation)?;
     journal::save_output(
         &workspace_dir(dirs, &record.id),
         sequence,
@@ -139,7 +154,7 @@ pub async fn exec(
         command,
         argv,
         result,
-        execution_mode: "guest",
+        execution_mode: ExecutionMode::Guest,
     })
 }
 
@@ -171,7 +186,7 @@ pub struct FileListResult {
     pub recursive: bool,
     pub entries: Vec<ListedEntry>,
     pub truncated: bool,
-    pub execution_mode: &'static str,
+    pub execution_mode: ExecutionMode,
 }
 
 pub async fn file_list(
@@ -204,7 +219,7 @@ pub async fn file_list(
         recursive,
         entries,
         truncated: list.truncated,
-        execution_mode: "guest",
+        execution_mode: ExecutionMode::Guest,
     })
 }
 
@@ -218,7 +233,7 @@ pub struct FileReadResult {
     pub content: String,
     /// The file continues past what was returned.
     pub truncated: bool,
-    pub execution_mode: &'static str,
+    pub execution_mode: ExecutionMode,
 }
 
 pub async fn file_read(
@@ -280,7 +295,7 @@ pub async fn file_read(
         max_bytes,
         content,
         truncated,
-        execution_mode: "guest",
+        execution_mode: ExecutionMode::Guest,
     })
 }
 
@@ -290,7 +305,7 @@ pub struct FileWriteResult {
     pub path: String,
     pub size_bytes: u64,
     pub bytes_written: u64,
-    pub execution_mode: &'static str,
+    pub execution_mode: ExecutionMode,
 }
 
 /// Writes files and deletes paths in one agent request (all staged before any is put in place).
@@ -351,26 +366,26 @@ pub async fn file_write(
     let timer = journal::Timer::start();
     write_files(&dir, &[(path.clone(), text.as_bytes().to_vec(), None)], &[]).await?;
     let bytes = text.len() as u64;
-    timer.record(
-        &mut db,
-        &record.id,
-        "file_write",
-        true,
-        &json!({"path": path}),
-        &json!({"bytes_written": bytes, "lines": text.lines().count()}),
-    )?;
+    let operation = Operation::FileWrite {
+        params: FileWriteParams { path: path.clone() },
+        result: FileWriteRecord {
+            bytes_written: bytes,
+            lines: text.lines().count() as u64,
+        },
+    };
+    timer.record(&mut db, &record.id, true, &operation)?;
     Ok(FileWriteResult {
         workspace_id: record.id,
         path,
         size_bytes: bytes,
         bytes_written: bytes,
-        execution_mode: "guest",
+        execution_mode: ExecutionMode::Guest,
     })
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SyncInfo {
-    pub mode: String,
+    pub mode: SeedMode,
     pub source_path: String,
     pub destination: String,
     pub entry_count: u64,
@@ -381,7 +396,7 @@ pub struct SyncInfo {
 pub struct SyncResult {
     pub workspace_id: String,
     pub workspace_sync: SyncInfo,
-    pub execution_mode: &'static str,
+    pub execution_mode: ExecutionMode,
 }
 
 /// Copies a host directory or archive into the workspace. The baseline does not change.
@@ -421,28 +436,28 @@ pub async fn sync_push(
     let _ = std::fs::remove_file(&tmp);
     let counts = outcome?;
     let info = SyncInfo {
-        mode: kind.mode().into(),
+        mode: kind.mode(),
         source_path: source.display().to_string(),
         destination,
         entry_count: counts.entry_count,
         bytes_written: counts.bytes_written,
     };
-    timer.record(
-        &mut db,
-        &record.id,
-        "sync_push",
-        true,
-        &json!({"source_path": info.source_path, "destination": info.destination}),
-        &serde_json::to_value(&info).unwrap_or_default(),
-    )?;
+    let operation = Operation::SyncPush {
+        params: SyncParams {
+            source_path: info.source_path.clone(),
+            destination: info.destination.clone(),
+        },
+        result: info.clone(),
+    };
+    timer.record(&mut db, &record.id, true, &operation)?;
     Ok(SyncResult {
         workspace_id: record.id,
         workspace_sync: info,
-        execution_mode: "guest",
+        execution_mode: ExecutionMode::Guest,
     })
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExportResult {
     pub workspace_id: String,
     pub workspace_path: String,
@@ -452,7 +467,7 @@ pub struct ExportResult {
     pub bytes_written: u64,
     /// Symlinks that were not written because they would lead outside the export on the host.
     pub skipped_links: Vec<SkippedLink>,
-    pub execution_mode: &'static str,
+    pub execution_mode: ExecutionMode,
 }
 
 /// Copies a file or directory out of the workspace to a host path that must not exist yet.
@@ -529,16 +544,16 @@ pub async fn export(
         entry_count: extracted.counts.entry_count,
         bytes_written: extracted.counts.bytes_written,
         skipped_links: extracted.skipped_links,
-        execution_mode: "guest",
+        execution_mode: ExecutionMode::Guest,
     };
-    timer.record(
-        &mut db,
-        &record.id,
-        "export",
-        true,
-        &json!({"path": result.workspace_path, "output_path": result.output_path}),
-        &serde_json::to_value(&result).unwrap_or_default(),
-    )?;
+    let operation = Operation::Export {
+        params: ExportParams {
+            path: result.workspace_path.clone(),
+            output_path: result.output_path.clone(),
+        },
+        result: result.clone(),
+    };
+    timer.record(&mut db, &record.id, true, &operation)?;
     Ok(result)
 }
 
@@ -585,7 +600,7 @@ pub fn logs(dirs: &Dirs, reference: &str) -> Result<LogsResult> {
     let entries: Vec<LogEntry> = journal::entries(&db, &record.id, None)?
         .into_iter()
         .map(|entry| {
-            let is_exec = entry.kind == "exec";
+            let is_exec = entry.recorded.kind() == journal::EXEC;
             LogEntry {
                 stdout: is_exec.then(|| {
                     journal::load_output(&wdir, entry.sequence, "stdout").unwrap_or_default()

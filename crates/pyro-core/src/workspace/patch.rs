@@ -6,13 +6,13 @@
 use std::collections::BTreeMap;
 
 use pyro_proto::{Reply, Request};
-use serde::Serialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::journal;
 use super::ops::{started, write_files, MAX_WRITE_BYTES};
 use super::validate;
 use crate::agent_client::{self, AgentCall};
+use crate::vocab::{ChangeStatus, ExecutionMode};
 use crate::{Dirs, Error, ErrorKind, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -312,16 +312,16 @@ fn apply_hunks(path: &str, text: &str, hunks: &[Hunk]) -> Result<String> {
     Ok(out)
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PatchEntry {
     pub path: String,
-    /// `added`, `modified`, `deleted` or `renamed`.
-    pub status: String,
+    /// Added, modified, deleted or renamed.
+    pub status: ChangeStatus,
     pub lines_added: u64,
     pub lines_removed: u64,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PatchSummary {
     pub total: u64,
     pub added: u64,
@@ -330,13 +330,13 @@ pub struct PatchSummary {
     pub renamed: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PatchResult {
     pub workspace_id: String,
     pub changed: bool,
     pub summary: PatchSummary,
     pub entries: Vec<PatchEntry>,
-    pub execution_mode: &'static str,
+    pub execution_mode: ExecutionMode,
 }
 
 /// Reads a workspace file as text, or `None` if it does not exist.
@@ -467,7 +467,7 @@ pub async fn apply(dirs: &Dirs, reference: &str, patch_text: &str) -> Result<Pat
             }
             deletes.push(file.old_path.clone().unwrap_or_default());
             summary.deleted += 1;
-            "deleted"
+            ChangeStatus::Deleted
         } else {
             let new_path = file.new_path.clone().unwrap_or_default();
             if result.len() as u64 > MAX_WRITE_BYTES {
@@ -480,23 +480,23 @@ pub async fn apply(dirs: &Dirs, reference: &str, patch_text: &str) -> Result<Pat
             match (&file.old_path, file.new_file) {
                 (_, true) | (None, _) => {
                     summary.added += 1;
-                    "added"
+                    ChangeStatus::Added
                 }
                 (Some(old), false) if *old != new_path => {
                     deletes.push(old.clone());
                     summary.renamed += 1;
-                    "renamed"
+                    ChangeStatus::Renamed
                 }
                 _ => {
                     summary.modified += 1;
-                    "modified"
+                    ChangeStatus::Modified
                 }
             }
         };
         summary.total += 1;
         entries.push(PatchEntry {
             path: path_for_errors,
-            status: status.into(),
+            status,
             lines_added,
             lines_removed,
         });
@@ -507,10 +507,16 @@ pub async fn apply(dirs: &Dirs, reference: &str, patch_text: &str) -> Result<Pat
         changed: summary.total > 0,
         summary,
         entries,
-        execution_mode: "guest",
+        execution_mode: ExecutionMode::Guest,
     };
-    timer.record(&mut db, &record.id, "patch_apply", true, &json!({"files": result.entries.iter().map(|e| &e.path).collect::<Vec<_>>(), "bytes": patch_text.len()}), &serde_json::to_value(&result).unwrap_or_default(),
-    )?;
+    let operation = journal::Operation::PatchApply {
+        params: journal::PatchParams {
+            files: result.entries.iter().map(|e| e.path.clone()).collect(),
+            bytes: patch_text.len() as u64,
+        },
+        result: result.clone(),
+    };
+    timer.record(&mut db, &record.id, true, &operation)?;
     Ok(result)
 }
 

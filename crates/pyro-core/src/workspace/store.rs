@@ -4,10 +4,12 @@ use std::collections::BTreeMap;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use super::journal::{self, Operation};
 use super::model::{seconds, LastCommand, Workspace, WorkspaceSeed};
 use super::validate;
 use crate::db::{sql_error, Db};
 use crate::network::{Network, NetworkPolicy};
+use crate::vocab::{BootMode, ExecutionMode, SeedMode, WorkspaceState};
 use crate::{Error, ErrorKind, Result};
 
 /// A workspace row as stored.
@@ -21,7 +23,7 @@ pub struct Record {
     pub disk_gib: u32,
     pub network: Network,
     pub ttl_seconds: u64,
-    pub state: String,
+    pub state: WorkspaceState,
     pub stop_reason: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub seed: WorkspaceSeed,
@@ -29,7 +31,7 @@ pub struct Record {
     pub last_activity_at: i64,
     pub reset_count: u64,
     pub last_reset_at: Option<i64>,
-    pub boot_mode: Option<String>,
+    pub boot_mode: Option<BootMode>,
     pub boot_mode_reason: Option<String>,
 }
 
@@ -53,7 +55,7 @@ fn from_row(row: &Row) -> rusqlite::Result<Record> {
         stop_reason: row.get(9)?,
         labels: serde_json::from_str(&labels).unwrap_or_default(),
         seed: serde_json::from_str(&seed).unwrap_or(WorkspaceSeed {
-            mode: "empty".into(),
+            mode: SeedMode::Empty,
             seed_path: None,
             source: None,
             destination: validate::WORKSPACE_ROOT.into(),
@@ -210,7 +212,7 @@ pub fn list(conn: &Connection) -> Result<Vec<Record>> {
 pub fn set_state(
     conn: &Connection,
     id: &str,
-    state: &str,
+    state: WorkspaceState,
     stop_reason: Option<&str>,
 ) -> Result<()> {
     conn.execute(
@@ -222,10 +224,10 @@ pub fn set_state(
 }
 
 /// Records how the VM last booted (and that it is started).
-pub fn set_started(conn: &Connection, id: &str, boot_mode: &str, reason: &str) -> Result<()> {
+pub fn set_started(conn: &Connection, id: &str, boot_mode: BootMode, reason: &str) -> Result<()> {
     conn.execute(
-        "UPDATE workspaces SET state = 'started', stop_reason = NULL, boot_mode = ?2, boot_mode_reason = ?3 WHERE id = ?1",
-        params![id, boot_mode, reason],
+        "UPDATE workspaces SET state = ?4, stop_reason = NULL, boot_mode = ?2, boot_mode_reason = ?3 WHERE id = ?1",
+        params![id, boot_mode, reason, WorkspaceState::Started],
     )
     .map_err(sql_error)?;
     Ok(())
@@ -271,51 +273,18 @@ pub fn delete(conn: &Connection, id: &str) -> Result<()> {
 /// The public view of a record, with the command counters from the journal.
 pub fn view(conn: &Connection, record: &Record) -> Result<Workspace> {
     let since = record.last_reset_at.unwrap_or(0);
-    let command_count: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM journal WHERE workspace_id = ?1 AND kind = 'exec' AND started_at >= ?2",
-            params![record.id, since],
-            |r| r.get(0),
-        )
-        .map_err(sql_error)?;
-    let last: Option<(i64, String, i64)> = conn
-        .query_row(
-            "SELECT seq, params, duration_ms FROM journal WHERE workspace_id = ?1 AND kind = 'exec' AND started_at >= ?2 \
-             ORDER BY seq DESC LIMIT 1",
-            params![record.id, since],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()
-        .map_err(sql_error)?;
-    let last_command = match last {
-        Some((sequence, params_json, duration_ms)) => {
-            let result: Option<String> = conn
-                .query_row(
-                    "SELECT result FROM journal WHERE workspace_id = ?1 AND seq = ?2",
-                    params![record.id, sequence],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(sql_error)?;
-            let params_value: serde_json::Value =
-                serde_json::from_str(&params_json).unwrap_or_default();
-            let result_value: serde_json::Value = result
-                .and_then(|r| serde_json::from_str(&r).ok())
-                .unwrap_or_default();
-            Some(LastCommand {
-                sequence: sequence as u64,
-                command: params_value["command"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                cwd: params_value["cwd"].as_str().unwrap_or_default().to_string(),
-                exit_code: result_value["exit_code"].as_i64().unwrap_or(-1),
-                duration_ms: duration_ms.max(0) as u64,
-            })
-        }
-        None => None,
-    };
-    let started = record.state == "started";
+    let (command_count, last) = journal::last_command(conn, &record.id, since)?;
+    let last_command = last.and_then(|entry| match entry.recorded.operation() {
+        Some(Operation::Exec { params, result }) => Some(LastCommand {
+            sequence: entry.sequence,
+            command: params.command.clone(),
+            cwd: params.cwd.clone(),
+            exit_code: result.exit_code,
+            duration_ms: entry.duration_ms,
+        }),
+        _ => None,
+    });
+    let started = record.state == WorkspaceState::Started;
     Ok(Workspace {
         workspace_id: record.id.clone(),
         name: record.name.clone(),
@@ -325,24 +294,24 @@ pub fn view(conn: &Connection, record: &Record) -> Result<Workspace> {
         mem_mib: record.mem_mib,
         disk_gib: record.disk_gib,
         ttl_seconds: record.ttl_seconds,
-        state: record.state.clone(),
+        state: record.state,
         stop_reason: record.stop_reason.clone(),
         created_at: seconds(record.created_at),
         last_activity_at: seconds(record.last_activity_at),
         expires_at: started.then(|| seconds(record.last_activity_at) + record.ttl_seconds as f64),
-        network_policy: record.network.policy.as_str().into(),
+        network_policy: record.network.policy,
         network_enabled: record.network.has_device(),
         allow_hosts: record.network.allow_host_names(),
-        execution_mode: "guest".into(),
+        execution_mode: ExecutionMode::Guest,
         workspace_path: validate::WORKSPACE_ROOT.into(),
         workspace_seed: record.seed.clone(),
-        command_count: command_count.max(0) as u64,
+        command_count,
         last_command,
         reset_count: record.reset_count,
         last_reset_at: record.last_reset_at.map(seconds),
         service_count: 0,
         running_service_count: 0,
-        boot_mode: record.boot_mode.clone(),
+        boot_mode: record.boot_mode,
         boot_mode_reason: record.boot_mode_reason.clone(),
     })
 }

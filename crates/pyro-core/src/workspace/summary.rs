@@ -1,19 +1,19 @@
 //! `workspace summary`: what changed and what ran since the last reset, in one concise view.
 
 use serde::Serialize;
-use serde_json::Value;
 
 use super::diff::{self, DiffSummary};
-use super::journal;
+use super::journal::{self, Operation};
 use super::lifecycle;
 use super::model::seconds;
 use crate::db::Db;
+use crate::vocab::{ChangeStatus, WorkspaceState};
 use crate::{Dirs, Result};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ChangedFile {
     pub path: String,
-    pub status: String,
+    pub status: ChangeStatus,
     pub text: bool,
     pub lines_added: u64,
     pub lines_removed: u64,
@@ -63,7 +63,7 @@ pub struct Counts {
 pub struct SummaryResult {
     pub workspace_id: String,
     pub name: Option<String>,
-    pub state: String,
+    pub state: WorkspaceState,
     /// When the period began: the last reset, else the creation.
     pub since: f64,
     pub reset_count: u64,
@@ -75,39 +75,23 @@ pub struct SummaryResult {
     pub activity: Vec<Activity>,
 }
 
-fn describe(kind: &str, params: &Value, result: &Value) -> String {
-    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
-    match kind {
-        "exec" => text(&params["command"]),
-        "file_write" => format!(
-            "{} ({} bytes)",
-            text(&params["path"]),
-            result["bytes_written"]
-        ),
-        "patch_apply" => {
-            let files: Vec<String> = params["files"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(text)
-                .collect();
-            files.join(", ")
+/// A one-line description of an operation for the activity list.
+fn describe(operation: &Operation) -> String {
+    match operation {
+        Operation::Exec { params, .. } => params.command.clone(),
+        Operation::FileWrite { params, result } => {
+            format!("{} ({} bytes)", params.path, result.bytes_written)
         }
-        "sync_push" => format!(
-            "{} -> {}",
-            text(&params["source_path"]),
-            text(&params["destination"])
-        ),
-        "export" => format!(
-            "{} -> {}",
-            text(&params["path"]),
-            text(&params["output_path"])
-        ),
-        "create" => format!(
+        Operation::PatchApply { params, .. } => params.files.join(", "),
+        Operation::SyncPush { params, .. } => {
+            format!("{} -> {}", params.source_path, params.destination)
+        }
+        Operation::Export { params, .. } => format!("{} -> {}", params.path, params.output_path),
+        Operation::Create { params, .. } => format!(
             "seeded from {}",
-            params["seed_path"].as_str().unwrap_or("nothing")
+            params.seed_path.as_deref().unwrap_or("nothing")
         ),
-        _ => String::new(),
+        Operation::Reset { .. } | Operation::Start { .. } | Operation::Stop { .. } => String::new(),
     }
 }
 
@@ -123,42 +107,38 @@ pub async fn summary(dirs: &Dirs, reference: &str) -> Result<SummaryResult> {
     let mut commands = Vec::new();
     let mut activity = Vec::new();
     for entry in &entries {
-        match entry.kind.as_str() {
-            "exec" => {
+        match entry.recorded.operation() {
+            Some(Operation::Exec { params, result }) => {
                 counts.commands += 1;
-                let exit_code = entry.result["exit_code"].as_i64().unwrap_or(-1);
-                if exit_code != 0 {
+                if result.exit_code != 0 {
                     counts.failed_commands += 1;
                 }
                 commands.push(CommandRun {
                     sequence: entry.sequence,
-                    command: entry.params["command"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
-                    cwd: entry.params["cwd"].as_str().unwrap_or_default().to_string(),
-                    exit_code,
-                    timed_out: entry.result["timed_out"].as_bool().unwrap_or(false),
+                    command: params.command.clone(),
+                    cwd: params.cwd.clone(),
+                    exit_code: result.exit_code,
+                    timed_out: result.timed_out,
                     duration_ms: entry.duration_ms,
                     started_at: entry.started_at,
                 });
             }
-            "file_write" => counts.file_writes += 1,
-            "patch_apply" => counts.patches += 1,
-            "sync_push" => counts.syncs += 1,
-            "export" => counts.exports += 1,
+            Some(Operation::FileWrite { .. }) => counts.file_writes += 1,
+            Some(Operation::PatchApply { .. }) => counts.patches += 1,
+            Some(Operation::SyncPush { .. }) => counts.syncs += 1,
+            Some(Operation::Export { .. }) => counts.exports += 1,
             _ => {}
         }
         activity.push(Activity {
             sequence: entry.sequence,
-            kind: entry.kind.clone(),
+            kind: entry.recorded.kind().to_string(),
             started_at: entry.started_at,
             duration_ms: entry.duration_ms,
             ok: entry.ok,
-            detail: describe(&entry.kind, &entry.params, &entry.result),
+            detail: entry.recorded.operation().map(describe).unwrap_or_default(),
         });
     }
-    let (changes, changes_note) = if record.state == "started" {
+    let (changes, changes_note) = if record.state == WorkspaceState::Started {
         // Reading for the summary is not activity: it neither moves the workspace up the list nor
         // postpones its idle stop.
         let diff =
@@ -168,7 +148,7 @@ pub async fn summary(dirs: &Dirs, reference: &str) -> Result<SummaryResult> {
             .iter()
             .map(|e| ChangedFile {
                 path: e.path.clone(),
-                status: e.status.clone(),
+                status: e.status,
                 text: e.text,
                 lines_added: e.lines_added,
                 lines_removed: e.lines_removed,
@@ -194,7 +174,7 @@ pub async fn summary(dirs: &Dirs, reference: &str) -> Result<SummaryResult> {
     Ok(SummaryResult {
         workspace_id: record.id.clone(),
         name: record.name.clone(),
-        state: record.state.clone(),
+        state: record.state,
         since: seconds(record.last_reset_at.unwrap_or(record.created_at)),
         reset_count: record.reset_count,
         changes,
