@@ -13,7 +13,6 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -21,7 +20,9 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use crate::engine::instance::Instance;
 use crate::engine::qmp::Qmp;
+use crate::engine::snapshot;
 use crate::engine::{Memory, Qemu, VmConfig, AGENT_SOCKET, QMP_SOCKET, VM_SHAPE_VERSION};
 use crate::environment::Installed;
 use crate::host::accel::{self, Accelerator};
@@ -448,71 +449,18 @@ async fn snapshot(
     let backend = Qemu::locate()?;
     // The template's NIC needs a peer; the guest sends nothing before it is activated, so none
     // serves it. It stays open until QEMU is gone.
-    let launch = crate::engine::launch::prepare(&backend, &config, dir)?;
-    let (mut command, _nic_peer) = (launch.command, launch.nic);
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = tokio::process::Command::from(command)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| Error::new(ErrorKind::Engine, format!("cannot start QEMU: {e}")))?;
-    use crate::supervisor::{ENGINE_LOG, SERIAL_LOG};
-    let cap = crate::supervisor::process::LOG_CAP;
-    if let Some(stdout) = child.stdout.take() {
-        tokio::spawn(crate::supervisor::process::copy_capped(
-            stdout,
-            dir.join(SERIAL_LOG),
-            cap,
-        ));
-    }
-    if let Some(stderr) = child.stderr.take() {
-        tokio::spawn(crate::supervisor::process::copy_capped(
-            stderr,
-            dir.join(ENGINE_LOG),
-            cap,
-        ));
-    }
-    let logs = || {
-        let tail = |name: &str| fsutil::tail_lines(&dir.join(name), 15);
-        format!(
-            "--- QEMU log ---\n{}\n--- guest console ---\n{}",
-            tail(ENGINE_LOG),
-            tail(SERIAL_LOG)
-        )
-    };
-    let ready = tokio::select! {
-        ready = tokio::time::timeout(READY_DEADLINE, probe(dir)) => match ready {
-            Ok(ready) => ready?,
-            Err(_) => return Err(Error::new(ErrorKind::BootTimeout, format!("the template guest did not become ready within {}s\n{}", READY_DEADLINE.as_secs(), logs()))),
-        },
-        status = child.wait() => {
-            let how = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-            return Err(Error::new(ErrorKind::Engine, format!("QEMU exited while booting the template ({how})\n{}", logs())));
-        }
-    };
+    let (mut engine, _nic_peer) = Instance::spawn(&backend, &config, dir)?;
+    let ready = engine
+        .wait_ready("the template guest", READY_DEADLINE, probe(dir))
+        .await?;
     let boot_ms = started.elapsed().as_millis() as u64;
     let snapshot_started = Instant::now();
     let mut qmp = Qmp::connect(&dir.join(QMP_SOCKET), Duration::from_secs(5)).await?;
-    qmp.execute("stop", json!({})).await?;
-    qmp.execute(
-        "migrate-set-capabilities",
-        json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
-    )
-    .await?;
-    // QEMU may not spawn (`-sandbox spawn=deny`): it writes the state to a descriptor pyro opened.
-    let state_path = dir.join(STATE_FILE);
-    let state = fs::File::create(&state_path).map_err(|e| Error::io("create", &state_path, e))?;
-    qmp.send_fd("state", std::os::fd::AsFd::as_fd(&state))
-        .await?;
-    drop(state);
-    qmp.execute("migrate", json!({"uri": "fd:state"})).await?;
-    qmp.wait_for_migration(Duration::from_secs(120)).await?;
+    snapshot::save(&mut qmp, &dir.join(STATE_FILE)).await?;
     let _ = qmp.execute("quit", json!({})).await;
-    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
-    let _ = child.start_kill();
-    let _ = child.wait().await;
+    if !engine.exits_within(Duration::from_secs(10)).await {
+        engine.kill().await;
+    }
     let snapshot_ms = snapshot_started.elapsed().as_millis() as u64;
     for leftover in ["placeholder.img", AGENT_SOCKET, QMP_SOCKET] {
         let _ = fs::remove_file(dir.join(leftover));

@@ -1,9 +1,11 @@
 //! Engines turn a [`VmConfig`] into a running VM process. QEMU `microvm` is the one engine today; the
 //! [`Backend`] trait is the seam a Firecracker backend would implement.
 
+pub mod instance;
 pub mod launch;
 mod qemu;
 pub mod qmp;
+pub mod snapshot;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -109,14 +111,11 @@ pub enum Memory {
     },
 }
 
-/// An engine: how to start a VM and how to ask it to quit.
+/// An engine: the command that starts a VM (see [`instance::Instance`] for running it).
 pub trait Backend: Send + Sync {
     fn name(&self) -> &'static str;
 
     /// The command that starts the VM; it runs in the VM directory with the guest serial console on
     /// its stdout.
     fn command(&self, config: &VmConfig) -> Result<Command>;
-
-    /// Asks a running VM to quit at once (used when the guest does not power off by itself).
-    fn request_quit(&self, vm_dir: &Path) -> Result<()>;
 }

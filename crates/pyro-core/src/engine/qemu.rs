@@ -1,17 +1,15 @@
 //! The QEMU `microvm` backend.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use super::{
     Backend, Memory, VmConfig, AGENT_CHANNEL_FD, BASE_FD, DATA_FD, INITRD_FD, KERNEL_FD, QMP_FD,
-    QMP_SOCKET, RAM_FD,
+    RAM_FD,
 };
 use crate::host::accel::Accelerator;
 use crate::host::tools;
-use crate::{unix_socket, Error, ErrorKind, Result};
+use crate::{Error, ErrorKind, Result};
 
 pub struct Qemu {
     binary: PathBuf,
@@ -143,26 +141,6 @@ impl Backend for Qemu {
             command.args(["-incoming", "defer"]);
         }
         Ok(command)
-    }
-
-    fn request_quit(&self, vm_dir: &Path) -> Result<()> {
-        let qmp =
-            |e: std::io::Error| Error::new(ErrorKind::Engine, format!("QMP quit failed: {e}"));
-        let stream = unix_socket::connect(&vm_dir.join(QMP_SOCKET)).map_err(qmp)?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .map_err(qmp)?;
-        let mut writer = stream.try_clone().map_err(qmp)?;
-        let mut reader = BufReader::new(stream);
-        let mut greeting = String::new();
-        reader.read_line(&mut greeting).map_err(qmp)?;
-        writer
-            .write_all(b"{\"execute\":\"qmp_capabilities\"}\n")
-            .map_err(qmp)?;
-        let mut line = String::new();
-        reader.read_line(&mut line).map_err(qmp)?;
-        writer.write_all(b"{\"execute\":\"quit\"}\n").map_err(qmp)?;
-        Ok(())
     }
 }
 

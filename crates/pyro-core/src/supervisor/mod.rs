@@ -25,8 +25,7 @@ use crate::engine::VmConfig;
 pub const RECORD_FILE: &str = "vm.json";
 pub const SOCKET: &str = "supervisor.sock";
 pub const LOCK: &str = "lock";
-pub const SERIAL_LOG: &str = "serial.log";
-pub const ENGINE_LOG: &str = "engine.log";
+pub use crate::engine::instance::{ENGINE_LOG, SERIAL_LOG};
 pub const SUPERVISOR_LOG: &str = "supervisor.log";
 pub const DATA_DISK: &str = "disk.img";
 

@@ -2,29 +2,25 @@
 
 use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use pyro_proto::{read_frame, write_message, HelloReply, Reply, Request, PROTOCOL_VERSION};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::process::Child;
 use tokio::sync::watch;
 use tokio_yamux::{Control, Session};
 
 use super::protocol::{
     ClientReply, ClientRequest, OwnerCommand, ReadyInfo, StatusInfo, SupervisorEvent,
 };
-use super::{
-    StopRecord, VmRecord, ENGINE_LOG, LOCK, RECORD_FILE, SERIAL_LOG, SOCKET, STOPPED_FILE,
-};
+use super::{StopRecord, VmRecord, LOCK, RECORD_FILE, SOCKET, STOPPED_FILE};
+use crate::engine::instance::Instance;
 use crate::engine::qmp::Qmp;
-use crate::engine::{Backend, Memory, Qemu, AGENT_SOCKET, INCOMING_FD, QMP_SOCKET};
+use crate::engine::{snapshot, Memory, Qemu, AGENT_SOCKET, QMP_SOCKET};
 use crate::fsutil::{self, FileLock};
 use crate::{Error, ErrorKind, Result};
-use serde_json::json;
 
 /// A boot that has not reached the agent by then is a failure, with the serial log attached.
 const BOOT_DEADLINE: Duration = Duration::from_secs(60);
@@ -32,9 +28,6 @@ const BOOT_DEADLINE: Duration = Duration::from_secs(60);
 const CONNECTION_GRACE: Duration = Duration::from_secs(5);
 /// The limit of a connection from a client that announced no deadline.
 const LEGACY_CONNECTION_LIMIT: Duration = Duration::from_secs(24 * 3600);
-/// The serial console and QEMU's own messages: keep at most this much of each.
-pub(crate) const LOG_CAP: u64 = 1 << 20;
-
 /// Entry point of `pyro __supervise`. Returns the process exit code.
 pub fn main(vm_dir: &Path, owner_fd: i32) -> i32 {
     if let Err(err) = std::env::set_current_dir(vm_dir) {
@@ -74,7 +67,7 @@ pub fn main(vm_dir: &Path, owner_fd: i32) -> i32 {
 }
 
 struct Running {
-    child: Child,
+    engine: Instance,
     control: Control,
     boot_ms: u64,
     hello: HelloReply,
@@ -122,15 +115,14 @@ async fn supervise(vm_dir: PathBuf, owner: UnixStream) -> i32 {
     }) {
         Ok(listener) => listener,
         Err(err) => {
-            let _ = running.child.start_kill();
-            let _ = running.child.wait().await;
+            running.engine.kill().await;
             let err = Error::new(ErrorKind::Io, format!("cannot listen on {SOCKET}: {err}"));
             return fail(&mut owner_write, &vm_dir, record.ephemeral, err).await;
         }
     };
     let ready = SupervisorEvent::Ready(ReadyInfo {
         supervisor_pid: std::process::id(),
-        engine_pid: running.child.id().unwrap_or(0),
+        engine_pid: running.engine.pid().unwrap_or(0),
         boot_ms: running.boot_ms,
         agent: running.hello.clone(),
     });
@@ -141,7 +133,7 @@ async fn supervise(vm_dir: PathBuf, owner: UnixStream) -> i32 {
     let status = StatusInfo {
         vm_id: record.id.clone(),
         supervisor_pid: std::process::id(),
-        engine_pid: running.child.id().unwrap_or(0),
+        engine_pid: running.engine.pid().unwrap_or(0),
         boot_ms: running.boot_ms,
     };
     let activity = Activity::new();
@@ -157,17 +149,16 @@ async fn supervise(vm_dir: PathBuf, owner: UnixStream) -> i32 {
             _ = idle_check.tick(), if record.idle_timeout_seconds.is_some() => {
                 let limit = Duration::from_secs(record.idle_timeout_seconds.unwrap_or(u64::MAX));
                 if activity.idle_for().is_some_and(|idle| idle >= limit) {
-                    power_off(&backend, &mut running).await;
+                    power_off(&mut running).await;
                     break (format!("stopped after {}s without activity (its ttl_seconds)", limit.as_secs()), false);
                 }
             }
-            exited = running.child.wait() => {
-                let how = exited.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+            how = running.engine.exited() => {
                 break (format!("the VM stopped unexpectedly: QEMU exited ({how})"), true);
             }
             _ = shutdown_rx.changed() => {
                 let reason = shutdown_rx.borrow().clone().unwrap_or_default();
-                power_off(&backend, &mut running).await;
+                power_off(&mut running).await;
                 break (reason, false);
             }
         }
@@ -186,23 +177,7 @@ async fn boot(backend: &Qemu, record: &VmRecord) -> Result<Running> {
     let started = Instant::now();
     // The supervisor runs in its VM's directory.
     let vm_dir = std::env::current_dir().map_err(|e| Error::io("resolve", Path::new("."), e))?;
-    let launch = crate::engine::launch::prepare(backend, &record.config, &vm_dir)?;
-    let (mut command, nic) = (launch.command, launch.nic);
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = tokio::process::Command::from(command)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| Error::new(ErrorKind::Engine, format!("cannot start QEMU: {e}")))?;
-    // Both logs are guest-influenced (the console is the guest's; QEMU reports what the guest does).
-    if let Some(stdout) = child.stdout.take() {
-        tokio::spawn(copy_capped(stdout, PathBuf::from(SERIAL_LOG), LOG_CAP));
-    }
-    if let Some(stderr) = child.stderr.take() {
-        tokio::spawn(copy_capped(stderr, PathBuf::from(ENGINE_LOG), LOG_CAP));
-    }
+    let (mut engine, nic) = Instance::spawn(backend, &record.config, &vm_dir)?;
     if let Some(nic) = nic {
         let gateway = pyro_net::Gateway::new(record.egress.clone());
         let nic = nic
@@ -215,7 +190,8 @@ async fn boot(backend: &Qemu, record: &VmRecord) -> Result<Running> {
     }
     let handshake = async {
         if let Memory::Restore { disk_bytes, .. } = &record.config.memory {
-            restore(*disk_bytes, &record.config.data_disk).await?;
+            let mut qmp = Qmp::connect(Path::new(QMP_SOCKET), Duration::from_secs(10)).await?;
+            snapshot::restore(&mut qmp, *disk_bytes, &record.config.data_disk).await?;
         }
         let mut stream = connect_agent_socket().await?;
         start_session(&mut stream).await?;
@@ -225,29 +201,18 @@ async fn boot(backend: &Qemu, record: &VmRecord) -> Result<Running> {
         let hello = handshake(&control).await?;
         Ok::<_, Error>((control, hello))
     };
-    let outcome = tokio::select! {
-        result = tokio::time::timeout(BOOT_DEADLINE, handshake) => match result {
-            Ok(result) => result,
-            Err(_) => Err(Error::new(
-                ErrorKind::BootTimeout,
-                format!("the guest did not become ready within {}s\n{}", BOOT_DEADLINE.as_secs(), logs_tail()),
-            )),
-        },
-        exited = child.wait() => {
-            let how = exited.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-            Err(Error::new(ErrorKind::Engine, format!("QEMU exited during boot ({how})\n{}", logs_tail())))
-        }
-    };
-    match outcome {
+    match engine
+        .wait_ready("the guest", BOOT_DEADLINE, handshake)
+        .await
+    {
         Ok((control, hello)) => Ok(Running {
-            child,
+            engine,
             control,
             boot_ms: started.elapsed().as_millis() as u64,
             hello,
         }),
         Err(err) => {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
+            engine.kill().await;
             Err(err)
         }
     }
@@ -260,36 +225,6 @@ async fn connect_agent_socket() -> Result<UnixStream> {
             Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
         }
     }
-}
-
-/// Brings a VM started with `-incoming defer` to life: migrates the template's device state in (its RAM
-/// is the mapped template file), fits the data disk, and resumes it.
-async fn restore(template_disk_bytes: u64, data_disk: &Path) -> Result<()> {
-    let mut qmp = Qmp::connect(Path::new(QMP_SOCKET), Duration::from_secs(10)).await?;
-    qmp.execute(
-        "migrate-set-capabilities",
-        json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
-    )
-    .await?;
-    qmp.execute(
-        "migrate-incoming",
-        json!({"uri": format!("fd:{INCOMING_FD}")}),
-    )
-    .await?;
-    qmp.wait_for_status(&["paused", "postmigrate"], Duration::from_secs(30))
-        .await?;
-    let disk_bytes = std::fs::metadata(data_disk)
-        .map(|m| m.len())
-        .unwrap_or(template_disk_bytes);
-    if disk_bytes != template_disk_bytes {
-        qmp.execute(
-            "block_resize",
-            json!({"device": "data", "size": disk_bytes}),
-        )
-        .await?;
-    }
-    qmp.execute("cont", json!({})).await?;
-    Ok(())
 }
 
 /// Asks the (ready) agent to start a yamux session on the channel.
@@ -356,28 +291,17 @@ async fn handshake(control: &Control) -> Result<HelloReply> {
 }
 
 /// Asks the guest to power off; falls back to QMP `quit`, then to SIGKILL.
-async fn power_off(backend: &Qemu, running: &mut Running) {
+async fn power_off(running: &mut Running) {
     let polite = async {
         let mut stream = running.control.clone().open_stream().await.ok()?;
         write_message(&mut stream, &Request::PowerOff).await.ok()?;
         read_frame(&mut stream).await.ok()
     };
     let _ = tokio::time::timeout(Duration::from_secs(5), polite).await;
-    if tokio::time::timeout(Duration::from_secs(10), running.child.wait())
-        .await
-        .is_ok()
-    {
+    if running.engine.exits_within(Duration::from_secs(10)).await {
         return;
     }
-    let _ = backend.request_quit(Path::new("."));
-    if tokio::time::timeout(Duration::from_secs(3), running.child.wait())
-        .await
-        .is_ok()
-    {
-        return;
-    }
-    let _ = running.child.start_kill();
-    let _ = running.child.wait().await;
+    running.engine.stop(Duration::from_secs(3)).await;
 }
 
 async fn serve_client(
@@ -550,38 +474,5 @@ impl Drop for Busy {
         let mut state = (self.0).0.lock().unwrap_or_else(|p| p.into_inner());
         state.0 -= 1;
         state.1 = Instant::now();
-    }
-}
-
-/// The last lines of the engine's log and the guest console, for error messages.
-fn logs_tail() -> String {
-    let tail = |path: &str| fsutil::tail_lines(Path::new(path), 20);
-    format!(
-        "--- QEMU log ---\n{}\n--- guest console ---\n{}",
-        tail(ENGINE_LOG),
-        tail(SERIAL_LOG)
-    )
-}
-
-/// Copies `from` to a new file at `path`, keeping its first `cap` bytes and draining the rest.
-pub(crate) async fn copy_capped(mut from: impl AsyncRead + Unpin, path: PathBuf, cap: u64) {
-    let Ok(mut file) = tokio::fs::File::create(&path).await else {
-        return;
-    };
-    let mut written = 0u64;
-    let mut buf = vec![0u8; 16 << 10];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if written < cap {
-            let take = ((cap - written) as usize).min(n);
-            if file.write_all(&buf[..take]).await.is_err() {
-                return;
-            }
-            let _ = file.flush().await;
-            written += take as u64;
-        }
     }
 }

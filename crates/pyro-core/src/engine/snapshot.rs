@@ -1,0 +1,64 @@
+//! Memory snapshots of a guest, both halves side by side: `save` writes a stopped guest's device state
+//! to a file while its RAM stays in the shared file it runs on (`x-ignore-shared`), and `restore`
+//! migrates that state into an engine started with `-incoming defer` over the RAM file mapped
+//! copy-on-write. A snapshot fits only the exact device layout it was taken with: any change to the
+//! engine's command line or devices bumps [`super::VM_SHAPE_VERSION`].
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::qmp::Qmp;
+use super::INCOMING_FD;
+use crate::{Error, Result};
+
+/// RAM stays in the file the guest runs on; only the device state is migrated.
+async fn ignore_shared_ram(qmp: &mut Qmp) -> Result<()> {
+    qmp.execute(
+        "migrate-set-capabilities",
+        json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Stops the guest and writes its device state to `state_path` (through a descriptor pyro opens:
+/// the engine may not spawn a process to write it).
+pub async fn save(qmp: &mut Qmp, state_path: &Path) -> Result<()> {
+    qmp.execute("stop", json!({})).await?;
+    ignore_shared_ram(qmp).await?;
+    let state =
+        std::fs::File::create(state_path).map_err(|e| Error::io("create", state_path, e))?;
+    qmp.send_fd("state", std::os::fd::AsFd::as_fd(&state))
+        .await?;
+    drop(state);
+    qmp.execute("migrate", json!({"uri": "fd:state"})).await?;
+    qmp.wait_for_migration(Duration::from_secs(120)).await
+}
+
+/// Brings an engine started with `-incoming defer` to life: migrates the device state in (from the
+/// descriptor it was given), fits the data disk when its size differs from the one the snapshot was
+/// taken with, and resumes the guest.
+pub async fn restore(qmp: &mut Qmp, snapshot_disk_bytes: u64, data_disk: &Path) -> Result<()> {
+    ignore_shared_ram(qmp).await?;
+    qmp.execute(
+        "migrate-incoming",
+        json!({"uri": format!("fd:{INCOMING_FD}")}),
+    )
+    .await?;
+    qmp.wait_for_status(&["paused", "postmigrate"], Duration::from_secs(30))
+        .await?;
+    let disk_bytes = std::fs::metadata(data_disk)
+        .map(|m| m.len())
+        .unwrap_or(snapshot_disk_bytes);
+    if disk_bytes != snapshot_disk_bytes {
+        qmp.execute(
+            "block_resize",
+            json!({"device": "data", "size": disk_bytes}),
+        )
+        .await?;
+    }
+    qmp.execute("cont", json!({})).await?;
+    Ok(())
+}
