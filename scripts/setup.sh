@@ -32,6 +32,7 @@ have mke2fs || missing+=(e2fsprogs)
 have git || missing+=(git)  # lists a project's files for project-aware seeding
 have ip || missing+=(iproute2)  # the network tests' own test hosts, in network namespaces
 have mount || missing+=(mount)  # the disk-space test mounts a small tmpfs
+have curl || missing+=(curl)  # the host-config tests fetch the chat hosts' own programs
 if [ "$(id -u)" != 0 ] && ! have newuidmap; then missing+=(uidmap); fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then sudo=(); else
@@ -44,7 +45,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   # No recommends: they pull in a desktop stack and may conflict with a backported qemu-utils.
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-for tool in qemu-system-x86_64 mmdebstrap mke2fs git ip mount; do
+for tool in qemu-system-x86_64 mmdebstrap mke2fs git ip mount curl; do
   have "$tool" || die "$tool is still missing after the install; install it by hand and run this again"
 done
 $deps_only && exit 0

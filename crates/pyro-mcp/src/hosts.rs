@@ -1,12 +1,17 @@
 //! The chat-host onramp: write, repair, inspect and print pyro's MCP entry in each host's config.
 //!
 //! A host's own CLI is used when it is installed (`claude mcp add -s user`, `codex mcp add`); otherwise
-//! the config file is edited: parsed first (a file that does not parse is refused, and named), only the
-//! `pyro` entry changed, every other key kept, the old file backed up, and the new one written atomically.
+//! the config file is edited as its owner wrote it: parsed first (a file that does not parse is
+//! refused, and named), only the `pyro` entry changed, every other key kept in its place with its
+//! comments and formatting (a JSONC syntax tree, `toml_edit` for TOML), the old file backed up once
+//! (one backup, replaced by the next edit), and the new one written atomically, again if the host
+//! changed the file meanwhile.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use jsonc_parser::cst::{CstInputValue, CstRootNode};
+use jsonc_parser::ParseOptions;
 use pyro_core::{fsutil, Error, ErrorKind, Result};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -160,19 +165,34 @@ pub struct HostReport {
     pub entry: ServerEntry,
 }
 
-/// How a host stores an entry, as JSON.
-fn json_entry(host: Host, entry: &ServerEntry) -> Value {
-    match host {
-        Host::ClaudeCode => {
-            json!({"type": "stdio", "command": entry.command, "args": entry.args, "env": {}})
-        }
+/// How a host stores an entry, as JSON, with its keys in the order the host's own command writes them.
+fn json_entry(host: Host, entry: &ServerEntry) -> CstInputValue {
+    let text = |t: &str| CstInputValue::String(t.to_string());
+    let list = |items: &[String]| CstInputValue::Array(items.iter().map(|i| text(i)).collect());
+    let field = |name: &str, value: CstInputValue| (name.to_string(), value);
+    let empty = || CstInputValue::Object(Vec::new());
+    CstInputValue::Object(match host {
+        Host::ClaudeCode => vec![
+            field("type", text("stdio")),
+            field("command", text(&entry.command)),
+            field("args", list(&entry.args)),
+            field("env", empty()),
+        ],
         Host::Opencode => {
             let mut command = vec![entry.command.clone()];
             command.extend(entry.args.iter().cloned());
-            json!({"type": "local", "command": command, "enabled": true})
+            vec![
+                field("type", text("local")),
+                field("command", list(&command)),
+                field("enabled", CstInputValue::Bool(true)),
+            ]
         }
-        _ => json!({"command": entry.command, "args": entry.args, "env": {}}),
-    }
+        _ => vec![
+            field("command", text(&entry.command)),
+            field("args", list(&entry.args)),
+            field("env", empty()),
+        ],
+    })
 }
 
 /// How codex stores an entry: `[mcp_servers.pyro]` with `command` and `args`.
@@ -220,82 +240,85 @@ fn servers_key(host: Host) -> &'static str {
     }
 }
 
-/// Removes `//` and `/* */` comments and trailing commas (opencode's `.jsonc`), outside strings.
-fn strip_jsonc(text: &str) -> String {
-    let bytes: Vec<char> = text.chars().collect();
-    let mut out = String::with_capacity(text.len());
-    let (mut i, mut in_string) = (0, false);
-    while i < bytes.len() {
-        let c = bytes[i];
-        if in_string {
-            out.push(c);
-            if c == '\\' && i + 1 < bytes.len() {
-                out.push(bytes[i + 1]);
-                i += 1;
-            } else if c == '"' {
-                in_string = false;
-            }
-        } else if c == '"' {
-            in_string = true;
-            out.push(c);
-        } else if c == '/' && bytes.get(i + 1) == Some(&'/') {
-            while i < bytes.len() && bytes[i] != '\n' {
-                i += 1;
-            }
-            continue;
-        } else if c == '/' && bytes.get(i + 1) == Some(&'*') {
-            i += 2;
-            while i + 1 < bytes.len() && !(bytes[i] == '*' && bytes[i + 1] == '/') {
-                i += 1;
-            }
-            i += 2;
-            continue;
-        } else if c == ',' {
-            let next = bytes[i + 1..].iter().find(|c| !c.is_whitespace());
-            if !matches!(next, Some('}') | Some(']')) {
-                out.push(c);
-            }
-        } else {
-            out.push(c);
-        }
-        i += 1;
+/// A config file's text ("" when it does not exist yet).
+fn read_text(path: &Path) -> Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(Error::io("read", path, e)),
     }
-    out
+}
+
+fn not_json(path: &Path, why: impl std::fmt::Display) -> Error {
+    Error::invalid(format!(
+        "{} is not valid JSON ({why}); pyro will not overwrite it",
+        path.display()
+    ))
+    .with_hint("fix the file by hand (or move it away), then run the command again")
+}
+
+/// A JSON (or JSONC: comments, trailing commas) config as a syntax tree that keeps all of it.
+fn parse_jsonc(path: &Path, text: &str) -> Result<CstRootNode> {
+    let body = text.strip_prefix('\u{feff}').unwrap_or(text);
+    CstRootNode::parse(body, &ParseOptions::default()).map_err(|e| not_json(path, e))
 }
 
 fn read_json(path: &Path) -> Result<Value> {
-    match std::fs::read_to_string(path) {
-        Ok(text) if text.trim().is_empty() => Ok(json!({})),
-        Ok(text) => {
-            let parsed = serde_json::from_str::<Value>(&text)
-                .or_else(|_| serde_json::from_str::<Value>(&strip_jsonc(&text)));
-            match parsed {
-                Ok(value) if value.is_object() => Ok(value),
-                _ => Err(Error::invalid(format!(
-                    "{} is not valid JSON; pyro will not overwrite it",
-                    path.display()
-                ))
-                .with_hint("fix the file by hand (or move it away), then run the command again")),
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(json!({})),
-        Err(e) => Err(Error::io("read", path, e)),
+    let text = read_text(path)?;
+    if text.trim().is_empty() {
+        return Ok(json!({}));
+    }
+    match parse_jsonc(path, &text)?.to_serde_value() {
+        Some(value) if value.is_object() => Ok(value),
+        _ => Err(not_json(path, "the top level is not an object")),
     }
 }
 
-fn read_toml(path: &Path) -> Result<toml_edit::DocumentMut> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => text.parse::<toml_edit::DocumentMut>().map_err(|e| {
-            Error::invalid(format!(
-                "{} is not valid TOML ({}); pyro will not overwrite it",
-                path.display(),
-                e.message()
-            ))
-            .with_hint("fix the file by hand (or move it away), then run the command again")
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(toml_edit::DocumentMut::new()),
-        Err(e) => Err(Error::io("read", path, e)),
+/// `text` with the host's `pyro` entry set to `entry`; everything else (order, comments, commas,
+/// indentation) as it was.
+fn json_with_entry(host: Host, path: &Path, text: &str, entry: &ServerEntry) -> Result<String> {
+    let root = parse_jsonc(path, text)?;
+    let doc = root
+        .object_value_or_create()
+        .ok_or_else(|| not_json(path, "the top level is not an object"))?;
+    let key = servers_key(host);
+    let servers = doc.object_value_or_create(key).ok_or_else(|| {
+        Error::invalid(format!(
+            "{}: `{key}` is not an object; pyro will not overwrite it",
+            path.display()
+        ))
+    })?;
+    match servers.get(SERVER_NAME) {
+        Some(existing) => existing.set_value(json_entry(host, entry)),
+        None => {
+            servers.append(SERVER_NAME, json_entry(host, entry));
+        }
     }
+    let bom = if text.starts_with('\u{feff}') {
+        "\u{feff}"
+    } else {
+        ""
+    };
+    let mut out = format!("{bom}{root}");
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+fn parse_toml(path: &Path, text: &str) -> Result<toml_edit::DocumentMut> {
+    text.parse::<toml_edit::DocumentMut>().map_err(|e| {
+        Error::invalid(format!(
+            "{} is not valid TOML ({}); pyro will not overwrite it",
+            path.display(),
+            e.message()
+        ))
+        .with_hint("fix the file by hand (or move it away), then run the command again")
+    })
+}
+
+fn read_toml(path: &Path) -> Result<toml_edit::DocumentMut> {
+    parse_toml(path, &read_text(path)?)
 }
 
 /// pyro's entry as configured for `host`, if any.
@@ -328,13 +351,13 @@ pub fn configured_entry(host: Host) -> Result<Option<ServerEntry>> {
         .and_then(|e| entry_from_json(host, e)))
 }
 
+/// Keeps the file as it was before this edit, beside it (one backup: the next edit replaces it).
 fn backup(path: &Path) -> Result<Option<String>> {
     if !path.exists() {
         return Ok(None);
     }
-    let stamp = pyro_core::vm::now_unix_ms();
     let backup = path.with_file_name(format!(
-        "{}.pyro-backup-{stamp}",
+        "{}.pyro-backup",
         path.file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default()
@@ -343,54 +366,64 @@ fn backup(path: &Path) -> Result<Option<String>> {
     Ok(Some(backup.display().to_string()))
 }
 
-/// Writes `entry` into the host's file, keeping everything else.
+/// What identifies a version of a file: its size and modification time (`None`: no file).
+fn version(path: &Path) -> Option<(u64, std::time::SystemTime)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.len(), meta.modified().ok()?))
+}
+
+/// Writes `entry` into the host's file, keeping everything else. A host may rewrite its file at any
+/// time (Claude Code does): when the file changed between the read and the write, the edit starts
+/// over from the new text, so the host's change is not lost.
 fn write_entry(host: Host, entry: &ServerEntry) -> Result<Option<String>> {
     let path = config_path(host)?;
-    let text = if host == Host::Codex {
-        let mut doc = read_toml(&path)?;
-        let servers = doc.entry("mcp_servers").or_insert_with(|| {
-            let mut table = toml_edit::Table::new();
-            table.set_implicit(true);
-            toml_edit::Item::Table(table)
-        });
-        let Some(servers) = servers.as_table_like_mut() else {
-            return Err(Error::invalid(format!(
-                "{}: `mcp_servers` is not a table; pyro will not overwrite it",
-                path.display()
-            )));
-        };
-        servers.insert(SERVER_NAME, toml_entry(entry));
-        doc.to_string()
-    } else {
-        let mut doc = read_json(&path)?;
-        let key = servers_key(host);
-        if !doc.get(key).is_some_and(Value::is_object) {
-            if doc.get(key).is_some() {
-                return Err(Error::invalid(format!(
-                    "{}: `{key}` is not an object; pyro will not overwrite it",
-                    path.display()
-                )));
-            }
-            doc[key] = json!({});
-        }
-        doc[key][SERVER_NAME] = json_entry(host, entry);
-        format!(
-            "{}\n",
-            serde_json::to_string_pretty(&doc).unwrap_or_default()
-        )
-    };
-    let backup = backup(&path)?;
-    // A symlinked dotfile keeps its link: write where it points. Keep the file's permissions (configs
-    // may hold other servers' tokens); a new file is private.
+    // A symlinked dotfile keeps its link: write where it points.
     let target = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
-    let mode = std::fs::metadata(&target)
-        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
-        .unwrap_or(0o600);
-    if let Some(parent) = target.parent() {
-        fsutil::create_dir_all(parent)?;
+    for _ in 0..5 {
+        let before = version(&target);
+        let old = read_text(&target)?;
+        let text = if host == Host::Codex {
+            toml_with_entry(&path, &old, entry)?
+        } else {
+            json_with_entry(host, &path, &old, entry)?
+        };
+        if version(&target) != before {
+            continue;
+        }
+        let backup = backup(&target)?;
+        // Keep the file's permissions (configs may hold other servers' tokens); a new file is private.
+        let mode = std::fs::metadata(&target)
+            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
+            .unwrap_or(0o600);
+        if let Some(parent) = target.parent() {
+            fsutil::create_dir_all(parent)?;
+        }
+        fsutil::write_atomic_mode(&target, text.as_bytes(), mode)?;
+        return Ok(backup);
     }
-    fsutil::write_atomic_mode(&target, text.as_bytes(), mode)?;
-    Ok(backup)
+    Err(Error::new(
+        ErrorKind::InvalidState,
+        format!("{} keeps changing while pyro edits it", path.display()),
+    )
+    .with_hint("close the host (or wait until it is idle), then run the command again"))
+}
+
+/// `text` (a codex config) with `[mcp_servers.pyro]` set to `entry`; comments and layout kept.
+fn toml_with_entry(path: &Path, text: &str, entry: &ServerEntry) -> Result<String> {
+    let mut doc = parse_toml(path, text)?;
+    let servers = doc.entry("mcp_servers").or_insert_with(|| {
+        let mut table = toml_edit::Table::new();
+        table.set_implicit(true);
+        toml_edit::Item::Table(table)
+    });
+    let Some(servers) = servers.as_table_like_mut() else {
+        return Err(Error::invalid(format!(
+            "{}: `mcp_servers` is not a table; pyro will not overwrite it",
+            path.display()
+        )));
+    };
+    servers.insert(SERVER_NAME, toml_entry(entry));
+    Ok(doc.to_string())
 }
 
 /// Registers the entry with the host's own CLI: remove (if present), then add at user scope.
@@ -574,13 +607,7 @@ pub fn print_config(host: Host, entry: &ServerEntry) -> String {
             doc.insert("mcp_servers", toml_edit::Item::Table(servers));
             doc.to_string()
         }
-        _ => {
-            let doc = json!({ servers_key(host): { SERVER_NAME: json_entry(host, entry) } });
-            format!(
-                "{}\n",
-                serde_json::to_string_pretty(&doc).unwrap_or_default()
-            )
-        }
+        _ => json_with_entry(host, Path::new("snippet"), "", entry).unwrap_or_default(),
     }
 }
 
@@ -588,11 +615,49 @@ pub fn print_config(host: Host, entry: &ServerEntry) -> String {
 mod tests {
     use super::*;
 
+    fn entry() -> ServerEntry {
+        ServerEntry {
+            command: "/usr/local/bin/pyro".into(),
+            args: vec!["mcp".into(), "serve".into()],
+        }
+    }
+
     #[test]
-    fn jsonc_comments_and_trailing_commas() {
-        let text = "{\n  // a comment\n  \"a\": \"http://x\", /* b */\n  \"list\": [1, 2,],\n}\n";
-        let value: Value = serde_json::from_str(&strip_jsonc(text)).unwrap();
-        assert_eq!(value, json!({"a": "http://x", "list": [1, 2]}));
+    fn jsonc_keeps_its_comments_commas_and_order() {
+        let text = "{\n  // my servers\n  \"zeta\": 1,\n  \"mcp\": {\n    \"other\": {\"type\": \"local\"}, /* keep */\n  },\n  \"alpha\": [1, 2,],\n}\n";
+        let path = Path::new("opencode.jsonc");
+        let out = json_with_entry(Host::Opencode, path, text, &entry()).unwrap();
+        for kept in ["// my servers", "/* keep */", "\"alpha\": [1, 2,],"] {
+            assert!(out.contains(kept), "{kept} lost:\n{out}");
+        }
+        assert!(
+            out.find("\"zeta\"").unwrap() < out.find("\"alpha\"").unwrap(),
+            "{out}"
+        );
+        assert!(
+            out.find("\"other\"").unwrap() < out.find("\"pyro\"").unwrap(),
+            "{out}"
+        );
+        let value = parse_jsonc(path, &out).unwrap().to_serde_value().unwrap();
+        assert_eq!(
+            value["mcp"]["pyro"],
+            json!({"type": "local", "command": ["/usr/local/bin/pyro", "mcp", "serve"], "enabled": true})
+        );
+        // Writing it again changes nothing.
+        assert_eq!(
+            json_with_entry(Host::Opencode, path, &out, &entry()).unwrap(),
+            out
+        );
+    }
+
+    #[test]
+    fn a_config_that_is_not_an_object_is_refused() {
+        let path = Path::new("x.json");
+        assert!(json_with_entry(Host::Cursor, path, "[1]", &entry()).is_err());
+        assert!(json_with_entry(Host::Cursor, path, "{\"mcpServers\": 3}", &entry()).is_err());
+        assert!(json_with_entry(Host::Cursor, path, "{\"a\": ", &entry()).is_err());
+        let fresh = json_with_entry(Host::Cursor, path, "", &entry()).unwrap();
+        assert!(fresh.contains("\"mcpServers\""), "{fresh}");
     }
 
     #[test]

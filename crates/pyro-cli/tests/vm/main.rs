@@ -6,6 +6,7 @@
 
 mod daily;
 mod env_cache;
+mod hostprogs;
 mod mcp;
 mod nethost;
 mod run_basics;

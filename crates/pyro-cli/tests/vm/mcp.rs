@@ -3,7 +3,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject};
@@ -12,6 +12,7 @@ use rmcp::transport::TokioChildProcess;
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::{json, Value};
 
+use crate::hostprogs;
 use crate::support::{one_vm_slot, pyro_bin, stderr_of, Sandbox};
 
 type Client = RunningService<RoleClient, ()>;
@@ -530,7 +531,9 @@ fn host_connect_and_repair_keep_everything_else() {
             .output()
             .unwrap()
     };
-    fs::write(home.join(".claude.json"), r#"{"theme":"dark","mcpServers":{"other":{"type":"stdio","command":"other-server","args":[]}}}"#).unwrap();
+    // Keys out of alphabetical order, and an OpenCode config with comments and trailing commas: they
+    // come back as their owners wrote them, with only pyro's entry added.
+    fs::write(home.join(".claude.json"), r#"{"theme":"dark","mcpServers":{"other":{"type":"stdio","command":"other-server","args":[]}},"autoUpdates":false}"#).unwrap();
     fs::create_dir_all(home.join(".codex")).unwrap();
     fs::write(
         home.join(".codex/config.toml"),
@@ -538,11 +541,8 @@ fn host_connect_and_repair_keep_everything_else() {
     )
     .unwrap();
     fs::create_dir_all(home.join(".config/opencode")).unwrap();
-    fs::write(
-        home.join(".config/opencode/opencode.json"),
-        r#"{"mcp":{"other":{"type":"local","command":["other-server"]}}}"#,
-    )
-    .unwrap();
+    let opencode_jsonc = "{\n  // my setup\n  \"theme\": \"tokyonight\",\n  \"mcp\": {\n    \"other\": {\"type\": \"local\", \"command\": [\"other-server\"]}, /* keep */\n  },\n  \"autoupdate\": false,\n}\n";
+    fs::write(home.join(".config/opencode/opencode.jsonc"), opencode_jsonc).unwrap();
     fs::create_dir_all(home.join(".cursor")).unwrap();
     fs::write(
         home.join(".cursor/mcp.json"),
@@ -565,8 +565,13 @@ fn host_connect_and_repair_keep_everything_else() {
             serde_json::from_slice(&host(&["host", "connect", name, "--json"]).stdout).unwrap();
         assert_eq!(again["action"], "unchanged", "{name} is idempotent");
     }
-    let claude: Value =
-        serde_json::from_str(&fs::read_to_string(home.join(".claude.json")).unwrap()).unwrap();
+    let claude_text = fs::read_to_string(home.join(".claude.json")).unwrap();
+    let order: Vec<usize> = ["\"theme\"", "\"mcpServers\"", "\"autoUpdates\""]
+        .iter()
+        .map(|k| claude_text.find(k).unwrap())
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{claude_text}");
+    let claude: Value = serde_json::from_str(&claude_text).unwrap();
     assert_eq!(claude["theme"], "dark");
     assert_eq!(claude["mcpServers"]["other"]["command"], "other-server");
     assert_eq!(
@@ -582,12 +587,48 @@ fn host_connect_and_repair_keep_everything_else() {
         codex.contains("[mcp_servers.other]") && codex.contains("[mcp_servers.pyro]"),
         "{codex}"
     );
-    let opencode: Value = serde_json::from_str(
-        &fs::read_to_string(home.join(".config/opencode/opencode.json")).unwrap(),
+    let opencode_text = fs::read_to_string(home.join(".config/opencode/opencode.jsonc")).unwrap();
+    for kept in ["// my setup", "/* keep */", "\"autoupdate\": false,\n}"] {
+        assert!(opencode_text.contains(kept), "{kept}: {opencode_text}");
+    }
+    assert!(
+        opencode_text.find("\"theme\"").unwrap() < opencode_text.find("\"mcp\"").unwrap(),
+        "{opencode_text}"
+    );
+    // Read back by the hosts' own programs.
+    let opencode_config = String::from_utf8(
+        Command::new(hostprogs::path(&hostprogs::OPENCODE))
+            .args(["debug", "config"])
+            .env("HOME", &home)
+            .env_remove("XDG_CONFIG_HOME")
+            .output()
+            .unwrap()
+            .stdout,
     )
     .unwrap();
+    let opencode: Value =
+        serde_json::from_str(&opencode_config).unwrap_or_else(|e| panic!("{e}: {opencode_config}"));
     assert_eq!(opencode["mcp"]["other"]["command"], json!(["other-server"]));
-    assert_eq!(opencode["mcp"]["pyro"]["type"], "local");
+    assert_eq!(
+        opencode["mcp"]["pyro"]["command"],
+        json!([pyro_bin().to_str().unwrap(), "mcp", "serve"]),
+        "{opencode}"
+    );
+    let claude_says = Command::new(hostprogs::path(&hostprogs::CLAUDE))
+        .args(["mcp", "get", "pyro"])
+        .env("HOME", &home)
+        .env_remove("CLAUDE_CONFIG_DIR")
+        .env("DISABLE_AUTOUPDATER", "1")
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .output()
+        .unwrap();
+    let claude_says = String::from_utf8_lossy(&claude_says.stdout);
+    assert!(
+        claude_says.contains(&format!("Command: {}", pyro_bin().display()))
+            && claude_says.contains("Args: mcp serve")
+            && claude_says.contains("Connected"),
+        "{claude_says}"
+    );
     assert!(home
         .join(".config/Claude/claude_desktop_config.json")
         .exists());
@@ -621,12 +662,14 @@ fn host_connect_and_repair_keep_everything_else() {
     let cursor: Value =
         serde_json::from_str(&fs::read_to_string(home.join(".cursor/mcp.json")).unwrap()).unwrap();
     assert_eq!(cursor["mcpServers"]["other"]["command"], "other-server");
-    let backups = fs::read_dir(home.join(".cursor"))
+    // One backup, the file as it was before the last edit; never a pile.
+    let backups: Vec<_> = fs::read_dir(home.join(".cursor"))
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().contains("pyro-backup"))
-        .count();
-    assert!(backups >= 1);
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains("pyro-backup"))
+        .collect();
+    assert_eq!(backups, ["mcp.json.pyro-backup"]);
 
     // A file that does not parse is refused and left as it was.
     fs::write(home.join(".claude.json"), "{ not json").unwrap();

@@ -47,7 +47,7 @@ pub fn pyro_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_pyro"))
 }
 
-fn workspace_root() -> PathBuf {
+pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
