@@ -73,7 +73,7 @@ pub fn extract(destination: &str, reader: impl Read) -> io::Result<ArchiveSummar
                 let (parent, name) = split(&target);
                 let dir = dirs.get(parent)?;
                 let file = create_file(dir, name, mode).map_err(|e| match e.raw_os_error() {
-                    Some(libc::ELOOP) | Some(libc::EISDIR) => {
+                    Some(libc::ELOOP | libc::EISDIR) => {
                         refuse(format!("file conflicts with existing path: {member}"))
                     }
                     _ => e,
@@ -139,8 +139,8 @@ fn create_file(dir: RawFd, name: &str, mode: u32) -> io::Result<File> {
     match confine::open_beneath(dir, name, flags | libc::O_EXCL, mode) {
         Ok(fd) => {
             let file = File::from(fd);
-            // SAFETY: fchmod on a descriptor we own; the umask does not apply to it.
             if mode & 0o022 != 0 {
+                // SAFETY: fchmod on a descriptor we own; the umask does not apply to it.
                 unsafe { libc::fchmod(file.as_raw_fd(), mode) };
             }
             Ok(file)

@@ -101,8 +101,8 @@ impl Beneath {
                 ),
             ));
         }
-        // SAFETY: fd is a fresh descriptor we own.
         Ok(Beneath {
+            // SAFETY: fd is a fresh descriptor we own.
             root: unsafe { OwnedFd::from_raw_fd(fd) },
         })
     }
@@ -195,12 +195,14 @@ pub fn open_beneath(dir: RawFd, rel: &str, flags: i32, mode: u32) -> io::Result<
         return Err(io::Error::last_os_error());
     }
     // SAFETY: a fresh descriptor we own.
+    // SAFETY: fd is a fresh descriptor the call above returned, owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 pub fn fstat(fd: RawFd) -> io::Result<libc::stat> {
     // SAFETY: stat is plain data, filled by fstat.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid stat buffer for fstat to fill.
     if unsafe { libc::fstat(fd, &mut st) } < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -211,6 +213,7 @@ pub fn lstat_at(dir: RawFd, name: &str) -> io::Result<libc::stat> {
     let name = cstring(name)?;
     // SAFETY: stat is plain data, filled by fstatat.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `name` is a NUL-terminated string and `st` a valid buffer, both alive for the call.
     if unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } < 0 {
         return Err(io::Error::last_os_error());
     }

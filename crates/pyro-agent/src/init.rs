@@ -30,9 +30,8 @@ pub fn boot() -> Result<(), String> {
 
 /// Loads the modules listed, in dependency order, in `/lib/modules/order`.
 fn load_modules() -> Result<(), String> {
-    let order = match std::fs::read_to_string("/lib/modules/order") {
-        Ok(order) => order,
-        Err(_) => return Ok(()),
+    let Ok(order) = std::fs::read_to_string("/lib/modules/order") else {
+        return Ok(());
     };
     for name in order.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let path = std::path::Path::new("/lib/modules").join(format!("{name}.ko"));

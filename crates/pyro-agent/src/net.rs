@@ -117,7 +117,7 @@ pub fn configure(config: &NetworkConfig) -> io::Result<()> {
         let raw = sockaddr_in(addr);
         // SAFETY: sockaddr is 16 bytes, the size of raw.
         unsafe {
-            std::ptr::copy_nonoverlapping(raw.as_ptr(), (field as *mut libc::sockaddr).cast(), 16)
+            std::ptr::copy_nonoverlapping(raw.as_ptr(), (field as *mut libc::sockaddr).cast(), 16);
         };
     };
     write_addr(&mut route.rt_dst, Ipv4Addr::UNSPECIFIED);

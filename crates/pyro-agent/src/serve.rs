@@ -288,7 +288,7 @@ mod tests {
     fn the_handshake_refuses_another_protocol_version() {
         match hello(PROTOCOL_VERSION + 1) {
             Reply::Error { message, .. } => {
-                assert!(message.contains("protocol mismatch"), "{message}")
+                assert!(message.contains("protocol mismatch"), "{message}");
             }
             other => panic!("accepted a mismatched version: {other:?}"),
         }

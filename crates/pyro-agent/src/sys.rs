@@ -135,6 +135,7 @@ pub fn load_module(path: &Path) -> io::Result<()> {
 pub fn uname_release() -> String {
     // SAFETY: utsname is plain old data; uname fills it.
     let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `uts` is a valid buffer for uname to fill.
     if unsafe { libc::uname(&mut uts) } != 0 {
         return String::new();
     }

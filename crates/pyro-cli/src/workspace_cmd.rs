@@ -432,7 +432,7 @@ async fn dispatch(
             });
         }
         WorkspaceCommand::Status(t) => show(&workspace::status(dirs, &t.workspace)?, json, |ws| {
-            print(describe(ws))
+            print(describe(ws));
         }),
         WorkspaceCommand::Update(args) => {
             let options = UpdateOptions {
@@ -449,8 +449,8 @@ async fn dispatch(
         }
         WorkspaceCommand::Stop(t) => {
             show(&workspace::stop(dirs, &t.workspace).await?, json, |ws| {
-                print(describe(ws))
-            })
+                print(describe(ws));
+            });
         }
         WorkspaceCommand::Start(t) => {
             let progress = StderrProgress::new("workspace-start");
@@ -462,7 +462,7 @@ async fn dispatch(
         }
         WorkspaceCommand::Delete(t) => {
             show(&workspace::delete(dirs, &t.workspace).await?, json, |r| {
-                say(format!("Deleted workspace {}", r.workspace_id))
+                say(format!("Deleted workspace {}", r.workspace_id));
             });
         }
         WorkspaceCommand::Logs(t) => {
@@ -526,7 +526,7 @@ async fn dispatch(
                     } else {
                         ""
                     }
-                ))
+                ));
             });
             return Ok(ExitCode::from(result.result.exit_code.clamp(0, 255) as u8));
         }
@@ -542,7 +542,7 @@ async fn dispatch(
                 say(format!(
                     "Pushed {} ({} entries, {} bytes) to {}",
                     s.source_path, s.entry_count, s.bytes_written, s.destination
-                ))
+                ));
             });
         }
         WorkspaceCommand::File(FileCommand::List {
@@ -619,7 +619,7 @@ async fn dispatch(
             let text = inline_or_file(text, text_file.as_deref())?;
             let result = workspace::file_write(dirs, &workspace, &path, &text).await?;
             show(&result, json, |r| {
-                say(format!("Wrote {} bytes to {}", r.bytes_written, r.path))
+                say(format!("Wrote {} bytes to {}", r.bytes_written, r.path));
             });
         }
         WorkspaceCommand::Patch(PatchCommand::Apply {

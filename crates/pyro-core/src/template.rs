@@ -402,6 +402,7 @@ fn ensure_free_space(dir: &Path, needed: u64) -> Result<()> {
         .map_err(|_| Error::invalid("bad cache path"))?;
     // SAFETY: statvfs fills a plain struct for a valid path.
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a valid buffer, both alive for the call.
     if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
         return Ok(());
     }

@@ -33,6 +33,8 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
     // SAFETY: umask only changes this process's file-creation mask; restored right after.
     let old = unsafe { libc::umask(0o177) };
     let result = with_short_path(path, |p| UnixListener::bind(p));
+    // SAFETY: as above; puts the previous mask back. (The mask is process-wide: binding happens
+    // where no other thread creates files at the same time.)
     unsafe { libc::umask(old) };
     result
 }

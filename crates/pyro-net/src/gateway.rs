@@ -613,13 +613,11 @@ async fn relay(
     to_guest: mpsc::Sender<HostEvent>,
     wake: Arc<Notify>,
 ) {
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await {
-        Ok(Ok(stream)) => stream,
-        _ => {
-            let _ = to_guest.send(HostEvent::Failed).await;
-            wake.notify_one();
-            return;
-        }
+    let Ok(Ok(stream)) = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await
+    else {
+        let _ = to_guest.send(HostEvent::Failed).await;
+        wake.notify_one();
+        return;
     };
     let _ = stream.set_nodelay(true);
     if to_guest.send(HostEvent::Connected).await.is_err() {

@@ -89,22 +89,22 @@ impl Hostile {
         match (mode.as_str(), &request) {
             ("manifest-unsafe", Request::Manifest { .. }) => {
                 self.manifest(stream, vec![entry("../escape", b"x"), entry("ok", b"y")])
-                    .await
+                    .await;
             }
             ("manifest-absolute", Request::Manifest { .. }) => {
                 self.manifest(stream, vec![entry("/etc/cron.d/x", b"x")])
-                    .await
+                    .await;
             }
             ("manifest-duplicate", Request::Manifest { .. }) => {
                 self.manifest(stream, vec![entry("twice", b"x"), entry("twice", b"y")])
-                    .await
+                    .await;
             }
             ("manifest-endless", Request::Manifest { .. }) => {
                 let chunk = vec![b'['; 1 << 20];
                 while pyro_proto::write_data(stream, &chunk).await.is_ok() {}
             }
             ("size-lies", Request::Manifest { .. }) => {
-                self.manifest(stream, vec![entry("lie.txt", b"1234")]).await
+                self.manifest(stream, vec![entry("lie.txt", b"1234")]).await;
             }
             ("size-lies", Request::ReadFile { path, .. }) => {
                 let _ = pyro_proto::write_payload(stream, &vec![b'a'; 1 << 20]).await;

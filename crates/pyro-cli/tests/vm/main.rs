@@ -4,6 +4,9 @@
 //! gets the pull lock first). At most two VMs boot at once, except in the test that proves four
 //! parallel runs work, which runs alone.
 
+// Test helpers, not only `#[test]` functions, fail the test at the first surprise.
+#![allow(clippy::unwrap_used)]
+
 mod daily;
 mod env_cache;
 mod hostprogs;

@@ -342,8 +342,48 @@ impl Sandbox {
     }
 }
 
+impl Sandbox {
+    /// What the VMs of this sandbox left behind, for a failed test: each VM directory's supervisor
+    /// log, QEMU's log, the guest console and the stop record (their last lines).
+    fn failure_dump(&self) -> String {
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for pattern in ["vms", "workspaces"] {
+            for entry in std::fs::read_dir(self.state.join(pattern))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let dir = entry.path();
+                dirs.push(if pattern == "workspaces" {
+                    dir.join("vm")
+                } else {
+                    dir
+                });
+            }
+        }
+        let mut text = String::new();
+        for dir in dirs.iter().filter(|d| d.is_dir()) {
+            for name in ["supervisor.log", "engine.log", "serial.log", "stopped.json"] {
+                let Ok(content) = std::fs::read_to_string(dir.join(name)) else {
+                    continue;
+                };
+                let lines: Vec<&str> = content.lines().collect();
+                let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+                text.push_str(&format!("--- {} ---\n{tail}\n", dir.join(name).display()));
+            }
+        }
+        text
+    }
+}
+
 impl Drop for Sandbox {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let dump = self.failure_dump();
+            if !dump.is_empty() {
+                eprintln!("=== what the sandbox's VMs left ===\n{dump}");
+            }
+        }
         for (pid, _) in self.processes() {
             // SAFETY: kill takes no pointers.
             unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -395,11 +435,8 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> i32 {
 
 pub fn signal(pid: i32, signal: i32) {
     // SAFETY: kill takes no pointers.
-    assert_eq!(
-        unsafe { libc::kill(pid, signal) },
-        0,
-        "kill({pid}, {signal})"
-    );
+    let sent = unsafe { libc::kill(pid, signal) };
+    assert_eq!(sent, 0, "kill({pid}, {signal})");
 }
 
 pub fn stderr_of(out: &Output) -> String {

@@ -34,12 +34,9 @@ pub fn main(vm_dir: &Path, owner_fd: i32) -> i32 {
         eprintln!("supervisor: cannot enter {}: {err}", vm_dir.display());
         return 1;
     }
-    let _lock = match FileLock::try_acquire(Path::new(LOCK)) {
-        Ok(Some(lock)) => lock,
-        _ => {
-            eprintln!("supervisor: another supervisor owns {}", vm_dir.display());
-            return 1;
-        }
+    let Ok(Some(_lock)) = FileLock::try_acquire(Path::new(LOCK)) else {
+        eprintln!("supervisor: another supervisor owns {}", vm_dir.display());
+        return 1;
     };
     // SAFETY: the launcher passed this descriptor as one end of a socket pair; we take ownership.
     let owner = unsafe { std::os::unix::net::UnixStream::from_raw_fd(owner_fd) };

@@ -101,7 +101,7 @@ pub fn build_tar(source: &Source, out: &Path) -> Result<Counts> {
     match source {
         Source::Directory { path, include_git } => {
             let keep = |name: &str| *include_git || name != ".git";
-            add_dir_filtered(&mut builder, path, "", &mut counts, &keep)?
+            add_dir_filtered(&mut builder, path, "", &mut counts, &keep)?;
         }
         Source::Tar(path) => copy_members(&mut builder, open(path)?, &mut counts)?,
         Source::TarGz(path) => copy_members(

@@ -269,9 +269,8 @@ pub async fn file_read(
     if truncated {
         // A cut may split the last character: leave its bytes for the next read.
         let cut = match std::str::from_utf8(&bytes) {
-            Ok(_) => bytes.len(),
             Err(err) if err.error_len().is_none() => err.valid_up_to(),
-            Err(_) => bytes.len(),
+            _ => bytes.len(),
         };
         bytes.truncate(cut);
     }
