@@ -341,9 +341,11 @@ pub static WORKSPACE_START: ToolDef<WorkspaceRef> = ToolDef {
     params: PhantomData,
 };
 
-/// Every tool pyro implements, in the order hosts list them.
-pub static ALL: &[&dyn ToolSpec] = &[
-    &VM_RUN,
+/// One-shot runs.
+pub static RUN: &[&dyn ToolSpec] = &[&VM_RUN];
+
+/// A workspace's daily loop: create, work in it, review, reset, delete.
+pub static WORKSPACE: &[&dyn ToolSpec] = &[
     &WORKSPACE_CREATE,
     &WORKSPACE_LIST,
     &WORKSPACE_UPDATE,
@@ -360,6 +362,12 @@ pub static ALL: &[&dyn ToolSpec] = &[
     &WORKSPACE_RESET,
     &WORKSPACE_DELETE,
     &WORKSPACE_SUMMARY,
-    &WORKSPACE_STOP,
-    &WORKSPACE_START,
 ];
+
+/// Stopping a workspace's VM and starting it again.
+pub static LIFECYCLE: &[&dyn ToolSpec] = &[&WORKSPACE_STOP, &WORKSPACE_START];
+
+/// Every tool pyro implements, in the order hosts list them.
+pub fn all() -> Vec<&'static dyn ToolSpec> {
+    [RUN, WORKSPACE, LIFECYCLE].concat()
+}

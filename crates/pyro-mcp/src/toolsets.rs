@@ -6,30 +6,10 @@ use pyro_core::{Error, Result};
 use crate::registry::{self, ToolSpec};
 use crate::tools::*;
 
-/// The workspace-core tool set: what chat hosts get by default.
-pub static CORE: &[&dyn ToolSpec] = &[
-    &VM_RUN,
-    &WORKSPACE_CREATE,
-    &WORKSPACE_LIST,
-    &WORKSPACE_UPDATE,
-    &WORKSPACE_STATUS,
-    &WORKSPACE_SYNC_PUSH,
-    &WORKSPACE_EXEC,
-    &WORKSPACE_LOGS,
-    &WORKSPACE_FILE_LIST,
-    &WORKSPACE_FILE_READ,
-    &WORKSPACE_FILE_WRITE,
-    &WORKSPACE_PATCH_APPLY,
-    &WORKSPACE_DIFF,
-    &WORKSPACE_EXPORT,
-    &WORKSPACE_RESET,
-    &WORKSPACE_DELETE,
-    &WORKSPACE_SUMMARY,
-];
-
 pub struct Profile {
     pub name: &'static str,
-    pub tools: &'static [&'static dyn ToolSpec],
+    /// Groups of tools (see `tools`), in order.
+    pub groups: &'static [&'static [&'static dyn ToolSpec]],
     /// Whether `workspace_create` offers a network (`network_policy`, `allow_hosts`).
     pub offers_network: bool,
     pub summary: &'static str,
@@ -38,19 +18,19 @@ pub struct Profile {
 pub const PROFILES: &[Profile] = &[
     Profile {
         name: "vm-run",
-        tools: &[&VM_RUN],
+        groups: &[RUN],
         offers_network: false,
         summary: "one-shot commands in a fresh VM",
     },
     Profile {
         name: "workspace-core",
-        tools: CORE,
+        groups: &[RUN, WORKSPACE],
         offers_network: false,
         summary: "persistent workspaces for a daily loop (the default)",
     },
     Profile {
         name: "workspace-full",
-        tools: ALL,
+        groups: &[RUN, WORKSPACE, LIFECYCLE],
         offers_network: true,
         summary: "every tool pyro implements",
     },
@@ -71,24 +51,7 @@ pub const MODES: &[Mode] = &[
     Mode {
         name: "repro-fix",
         // The core set without vm_run: everything happens in the workspace.
-        tools: &[
-            &WORKSPACE_CREATE,
-            &WORKSPACE_LIST,
-            &WORKSPACE_UPDATE,
-            &WORKSPACE_STATUS,
-            &WORKSPACE_SYNC_PUSH,
-            &WORKSPACE_EXEC,
-            &WORKSPACE_LOGS,
-            &WORKSPACE_FILE_LIST,
-            &WORKSPACE_FILE_READ,
-            &WORKSPACE_FILE_WRITE,
-            &WORKSPACE_PATCH_APPLY,
-            &WORKSPACE_DIFF,
-            &WORKSPACE_EXPORT,
-            &WORKSPACE_RESET,
-            &WORKSPACE_DELETE,
-            &WORKSPACE_SUMMARY,
-        ],
+        tools: WORKSPACE,
         network_off: false,
         summary: "reproduce a failure, fix it, prove the fix",
         instructions: "Repro-fix mode: reproduce a failure in an isolated copy of the project, fix it, and prove the fix.\n\
@@ -187,6 +150,12 @@ pub struct Selection {
     pub instructions: String,
 }
 
+impl Profile {
+    pub fn tools(&self) -> Vec<&'static dyn ToolSpec> {
+        self.groups.concat()
+    }
+}
+
 impl Selection {
     /// The tool called `name`, when this selection offers it.
     pub fn tool(&self, name: &str) -> Option<&'static dyn ToolSpec> {
@@ -238,7 +207,7 @@ pub fn select(profile: Option<&str>, mode: Option<&str>) -> Result<Selection> {
             let profile = find("profile", name, PROFILES, |p| p.name)?;
             Ok(Selection {
                 label: format!("profile {}", profile.name),
-                tools: profile.tools.to_vec(),
+                tools: profile.tools(),
                 network_off: false,
                 offers_network: profile.offers_network,
                 instructions: PROFILE_INSTRUCTIONS.to_string(),
@@ -252,7 +221,7 @@ pub fn catalog_json() -> serde_json::Value {
     let names = |tools: &[&dyn ToolSpec]| -> Vec<&str> { tools.iter().map(|t| t.name()).collect() };
     let profiles: Vec<_> = PROFILES
         .iter()
-        .map(|p| serde_json::json!({"name": p.name, "tools": names(p.tools), "summary": p.summary}))
+        .map(|p| serde_json::json!({"name": p.name, "tools": names(&p.tools()), "summary": p.summary}))
         .collect();
     let modes: Vec<_> = MODES
         .iter()
@@ -261,7 +230,7 @@ pub fn catalog_json() -> serde_json::Value {
                 "summary": m.summary, "instructions": m.instructions})
         })
         .collect();
-    let tools: Vec<_> = ALL
+    let tools: Vec<_> = all()
         .iter()
         .map(|t| {
             let h = t.hints();
@@ -290,7 +259,7 @@ pub fn markdown_tables() -> String {
         text.push_str(&format!(
             "| `{}` | {} | {} |\n",
             p.name,
-            names(p.tools),
+            names(&p.tools()),
             p.summary
         ));
     }
@@ -316,8 +285,8 @@ pub fn markdown_tools() -> String {
     let mut text = String::from(
         "| tool | arguments (defaults) | annotations | what it does |\n|---|---|---|---|\n",
     );
-    for tool in ALL {
-        let arguments = registry::arguments(*tool);
+    for tool in all() {
+        let arguments = registry::arguments(tool);
         text.push_str(&format!(
             "| `{}` | {} | {} | {} |\n",
             tool.name(),
@@ -360,11 +329,11 @@ mod tests {
     #[test]
     fn every_tool_is_named_once_and_in_workspace_full() {
         let mut seen = std::collections::BTreeSet::new();
-        for tool in ALL {
+        for tool in all() {
             assert!(seen.insert(tool.name()), "{} twice", tool.name());
         }
         for p in PROFILES {
-            for t in p.tools {
+            for t in p.tools() {
                 assert!(seen.contains(t.name()));
             }
         }
