@@ -1,6 +1,7 @@
 """Helpers shared by the benchmark scripts: running pyro, finding its binary, measuring VM memory."""
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -40,9 +41,12 @@ def vm_memory_kib(state_dir, field="Rss"):
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             rollup = (entry / "smaps_rollup").read_text()
+            cwd = os.readlink(entry / "cwd")
         except OSError:
             continue
-        if str(state_dir) not in cmdline:
+        # QEMU gets its files as descriptors, so its command line names no path: it is found by the
+        # VM directory it runs in.
+        if str(state_dir) not in cmdline and not cwd.startswith(str(state_dir)):
             continue
         kind = "qemu" if "qemu-system" in cmdline else "supervisor" if "__supervise" in cmdline else None
         if kind is None:

@@ -21,6 +21,7 @@ pub fn command(next: &Next) -> Option<String> {
         Next::WorkspaceDiff { workspace_id } => format!("pyro workspace diff {workspace_id}"),
         Next::EnvList => "pyro env list".into(),
         Next::Doctor => "pyro doctor".into(),
+        Next::AllowHostPath => return None,
         Next::Prepare {
             environment,
             vcpu_count,
@@ -45,9 +46,14 @@ pub fn command(next: &Next) -> Option<String> {
 
 /// `next` as advice: the command to run, or what to do where no command does it.
 pub fn advice(next: &Next) -> String {
-    match command(next) {
-        Some(command) => format!("run `{command}`"),
-        None => "reinstall pyro with scripts/setup.sh (it installs pyro-agent beside pyro)".into(),
+    match (command(next), next) {
+        (Some(command), _) => format!("run `{command}`"),
+        (None, Next::AllowHostPath) => {
+            "start the server with --allow-host-path DIR to let tools use DIR (the project is allowed already)".into()
+        }
+        (None, _) => {
+            "reinstall pyro with scripts/setup.sh (it installs pyro-agent beside pyro)".into()
+        }
     }
 }
 

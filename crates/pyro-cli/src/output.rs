@@ -41,7 +41,7 @@ pub fn fail(err: &pyro_core::Error, json: bool, code: u8) -> ExitCode {
         print_json(&serde_json::json!({ "error": err.to_json_with(hint, next) }));
     } else {
         // Messages may quote the guest (its errors, file names): never raw on a terminal.
-        let mut text = format!("error: {}\n", crate::terminal::text(&err.to_string()));
+        let mut text = format!("error: {}\n", crate::terminal::text(err.message()));
         for cause in err.causes() {
             text.push_str(&format!("caused by: {}\n", crate::terminal::text(cause)));
         }

@@ -62,6 +62,8 @@ pub enum Next {
     EnvList,
     /// Check the host.
     Doctor,
+    /// Start the MCP server with more host directories its tools may use.
+    AllowHostPath,
     /// Install pyro and its guest agent again (they come from different builds, or one is missing).
     Reinstall,
     /// Make the warm templates of an environment (anew, with `force`).
@@ -162,14 +164,15 @@ impl Error {
     }
 
     /// The JSON form, with the hint and the next step as a surface spelled them: `{"kind",
-    /// "message", "hint", "next", "causes"}` (the last two only when there are some).
+    /// "message" (with its causes), "hint", "next", "causes"}` (the last two only when there are
+    /// some).
     pub fn to_json_with(
         &self,
         hint: Option<String>,
         next: Option<serde_json::Value>,
     ) -> serde_json::Value {
         let mut json =
-            serde_json::json!({ "kind": self.kind, "message": self.message, "hint": hint });
+            serde_json::json!({ "kind": self.kind, "message": self.to_string(), "hint": hint });
         if let Some(next) = next {
             json["next"] = next;
         }
@@ -181,9 +184,14 @@ impl Error {
     }
 }
 
+/// The message with its causes: `outer: cause: deeper cause`.
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(&self.message)?;
+        for cause in self.causes() {
+            write!(f, ": {cause}")?;
+        }
+        Ok(())
     }
 }
 
@@ -210,6 +218,10 @@ mod tests {
         assert_eq!(outer.kind(), ErrorKind::InvalidState);
         assert_eq!(outer.hint(), Some("its disk is kept"));
         assert_eq!(outer.causes(), ["workspace w is stopped"]);
+        assert_eq!(
+            outer.to_string(),
+            "cannot read the file: workspace w is stopped"
+        );
         let next = serde_json::to_value(outer.next()).unwrap();
         let json = outer.to_json_with(outer.hint().map(str::to_string), Some(next));
         assert_eq!(json["next"]["action"], "workspace_start");

@@ -18,6 +18,8 @@ pub struct HostRoots {
     private: Vec<PathBuf>,
     /// `base` (as given, perhaps through a link) is itself one of the roots.
     base_is_root: bool,
+    /// The roots as the user spelled them (absolute, perhaps through links), for paths spelled so.
+    given: Vec<PathBuf>,
 }
 
 /// What a path is for: reading an existing file or directory, or creating a new one.
@@ -51,11 +53,17 @@ impl HostRoots {
             .map(|d| std::fs::canonicalize(d).unwrap_or_else(|_| d.to_path_buf()))
             .collect();
         let base_is_root = std::fs::canonicalize(base).is_ok_and(|real| resolved.contains(&real));
+        let given = roots
+            .iter()
+            .filter_map(|r| std::path::absolute(r).ok())
+            .map(|r| lexically_normal(&r))
+            .collect();
         Ok(HostRoots {
             roots: resolved,
             base: base.to_path_buf(),
             private,
             base_is_root,
+            given,
         })
     }
 
@@ -73,12 +81,23 @@ impl HostRoots {
         } else {
             self.base.join(path)
         };
-        if !self.holds(&lexically_normal(&absolute)) && !self.holds(&absolute) {
+        if !self.holds(&lexically_normal(&absolute)) {
             return Err(self.refusal(&absolute, false));
         }
         let real = match access {
-            Access::Read => std::fs::canonicalize(&absolute)
-                .map_err(|_| Error::invalid(format!("{} does not exist", absolute.display())))?,
+            Access::Read => match std::fs::canonicalize(&absolute) {
+                Ok(real) => real,
+                // Missing: say so only when what exists of it lies inside (else nothing is told).
+                Err(_) => match resolve_new(&lexically_normal(&absolute)) {
+                    Ok(real) if self.holds(&real) => {
+                        return Err(Error::invalid(format!(
+                            "{} does not exist",
+                            absolute.display()
+                        )))
+                    }
+                    _ => return Err(self.refusal(&absolute, false)),
+                },
+            },
             Access::Create => resolve_new(&absolute)?,
         };
         let private = self.private.iter().any(|dir| real.starts_with(dir));
@@ -88,10 +107,13 @@ impl HostRoots {
         Err(self.refusal(&absolute, private))
     }
 
-    /// Whether `path` lies in a root, by its name alone.
+    /// Whether `path` lies in a root, by its name alone (a root counts as given, and resolved).
     fn holds(&self, path: &Path) -> bool {
-        self.roots.iter().any(|root| path.starts_with(root))
-            || (self.base_is_root && path.starts_with(&self.base))
+        self.roots
+            .iter()
+            .chain(&self.given)
+            .any(|root| path.starts_with(root))
+            || (self.base_is_root && path.starts_with(lexically_normal(&self.base)))
     }
 
     fn refusal(&self, path: &Path, private: bool) -> Error {
@@ -109,9 +131,7 @@ impl HostRoots {
         } else {
             format!("is outside the host paths this server may use ({roots})")
         };
-        Error::invalid(format!("{} {why}", path.display())).with_hint(
-            "start the server with --allow-host-path DIR to let tools use DIR (the project is allowed already)",
-        )
+        Error::invalid(format!("{} {why}", path.display())).with_next(crate::Next::AllowHostPath)
     }
 }
 
@@ -187,8 +207,7 @@ mod tests {
         ] {
             let err = roots.check(&path, access).unwrap_err();
             assert!(
-                err.hint().unwrap_or_default().contains("--allow-host-path")
-                    || err.message().contains(".."),
+                err.next() == Some(&crate::Next::AllowHostPath) || err.message().contains(".."),
                 "{}: {}",
                 path.display(),
                 err.message()
@@ -218,11 +237,22 @@ mod tests {
             .unwrap_err();
         assert!(there.message().contains("outside"), "{}", there.message());
         assert!(absent.message().contains("outside"), "{}", absent.message());
-        // A link out is refused under its own name, not its target's.
+        // A link out is refused under its own name, not its target's, whether its target exists.
         let err = roots
             .check(Path::new("link/new.txt"), Access::Create)
             .unwrap_err();
         assert!(!err.message().contains("secret"), "{}", err.message());
+        let there = roots.check(Path::new("link"), Access::Read).unwrap_err();
+        let absent = roots
+            .check(Path::new("link/nothing"), Access::Read)
+            .unwrap_err();
+        assert!(there.message().contains("outside"), "{}", there.message());
+        assert!(absent.message().contains("outside"), "{}", absent.message());
+        // `..` that climbs out is judged by where it leads, existing or not.
+        let climb = roots
+            .check(Path::new("../secret"), Access::Read)
+            .unwrap_err();
+        assert!(climb.message().contains("outside"), "{}", climb.message());
         // Inside, a missing file is just missing.
         let err = roots
             .check(Path::new("missing.txt"), Access::Read)

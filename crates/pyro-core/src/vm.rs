@@ -108,7 +108,7 @@ pub fn prepare(dirs: &Dirs, options: &VmOptions, progress: &dyn Progress) -> Res
         (
             Memory::Anonymous,
             BootMode::Cold,
-            "a cold boot was asked for (--cold)".to_string(),
+            "a cold boot was asked for".to_string(),
         )
     } else {
         let key = template::key_for(

@@ -387,7 +387,8 @@ fn write_entry(host: Host, entry: &ServerEntry) -> Result<Option<String>> {
         } else {
             json_with_entry(host, &path, &old, entry)?
         };
-        if version(&target) != before {
+        // The host may have written since: compare what is there now with what was edited.
+        if version(&target) != before || read_text(&target)? != old {
             continue;
         }
         let backup = backup(&target)?;

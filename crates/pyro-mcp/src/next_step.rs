@@ -8,29 +8,41 @@ use serde_json::{json, Value};
 pub struct Step {
     /// What to do, in words that name the tool.
     pub advice: String,
-    /// `{"tool", "arguments"}` when a tool this server offers takes the step.
+    /// `{"tool", "arguments", "also_needs"?}` when a tool this server offers takes the step;
+    /// `also_needs` names the arguments the caller must still choose.
     pub call: Option<Value>,
 }
 
-/// The tool that takes `next`, with the arguments known here.
-fn tool(next: &Next) -> Option<(&'static str, Value)> {
+/// The tool that takes `next`, the arguments known here, and those the caller must add.
+fn tool(next: &Next) -> Option<(&'static str, Value, &'static [&'static str])> {
     Some(match next {
-        Next::WorkspaceStart { workspace_id } => {
-            ("workspace_start", json!({ "workspace_id": workspace_id }))
-        }
+        Next::WorkspaceStart { workspace_id } => (
+            "workspace_start",
+            json!({ "workspace_id": workspace_id }),
+            &[],
+        ),
         Next::WorkspaceExport { workspace_id, path } => (
             "workspace_export",
             json!({ "workspace_id": workspace_id, "path": path }),
+            &["output_path"],
         ),
-        Next::WorkspaceCreate => ("workspace_create", json!({})),
-        Next::WorkspaceList => ("workspace_list", json!({})),
-        Next::WorkspaceUpdate { workspace_id } => {
-            ("workspace_update", json!({ "workspace_id": workspace_id }))
-        }
-        Next::WorkspaceDiff { workspace_id } => {
-            ("workspace_diff", json!({ "workspace_id": workspace_id }))
-        }
-        Next::EnvList | Next::Doctor | Next::Reinstall | Next::Prepare { .. } => return None,
+        Next::WorkspaceCreate => ("workspace_create", json!({}), &[]),
+        Next::WorkspaceList => ("workspace_list", json!({}), &[]),
+        Next::WorkspaceUpdate { workspace_id } => (
+            "workspace_update",
+            json!({ "workspace_id": workspace_id }),
+            &["name"],
+        ),
+        Next::WorkspaceDiff { workspace_id } => (
+            "workspace_diff",
+            json!({ "workspace_id": workspace_id }),
+            &[],
+        ),
+        Next::EnvList
+        | Next::Doctor
+        | Next::Reinstall
+        | Next::AllowHostPath
+        | Next::Prepare { .. } => return None,
     })
 }
 
@@ -42,6 +54,7 @@ fn words(next: &Next) -> String {
         Next::Reinstall => {
             "pyro's parts come from different builds: ask the user to reinstall pyro".into()
         }
+        Next::AllowHostPath => "the user can let tools use another directory by starting the server with --allow-host-path DIR (the project is allowed already)".into(),
         Next::Prepare { environment, .. } => format!(
             "starts stay slow until the user prepares {environment} on the host (nothing to do in this call)"
         ),
@@ -52,11 +65,19 @@ fn words(next: &Next) -> String {
 /// `next` for a model, given which tools this server offers.
 pub fn render(next: &Next, offered: &dyn Fn(&str) -> bool) -> Step {
     match tool(next) {
-        Some((name, arguments)) if offered(name) => Step {
-            advice: format!("call {name} with {arguments}"),
-            call: Some(json!({ "tool": name, "arguments": arguments })),
-        },
-        Some((name, _)) => Step {
+        Some((name, arguments, also_needs)) if offered(name) => {
+            let mut call = json!({ "tool": name, "arguments": arguments });
+            let mut advice = format!("call {name} with {arguments}");
+            if !also_needs.is_empty() {
+                call["also_needs"] = json!(also_needs);
+                advice.push_str(&format!(" and {}", also_needs.join(", ")));
+            }
+            Step {
+                advice,
+                call: Some(call),
+            }
+        }
+        Some((name, _, _)) => Step {
             advice: format!(
                 "{name} would do it, but this server does not offer it (the workspace-full profile does)"
             ),

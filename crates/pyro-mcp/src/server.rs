@@ -123,7 +123,7 @@ impl PyroServer {
             (None, Some(step)) => Some(step.advice.clone()),
             (None, None) => None,
         };
-        let mut text = format!("error: {err}");
+        let mut text = format!("error: {}", err.message());
         for cause in err.causes() {
             text.push_str(&format!("\ncaused by: {cause}"));
         }

@@ -390,8 +390,13 @@ impl Stack {
                     }
                     IpProtocol::Udp if dst == a.dns => {}
                     IpProtocol::Udp => {
-                        let refusal = refusal_of_datagram(&eth, &ip);
-                        self.device.tx.push_back(refusal);
+                        // Never for broadcast or multicast, and never past the queue's bound: a
+                        // guest that floods and does not read only loses refusals.
+                        let unicast = !dst.is_broadcast() && !dst.is_multicast();
+                        if unicast && self.device.tx.len() < FRAME_QUEUE {
+                            let refusal = refusal_of_datagram(&eth, &ip);
+                            self.device.tx.push_back(refusal);
+                        }
                         return;
                     }
                     IpProtocol::Icmp if dst == a.gateway || dst == a.dns => {}

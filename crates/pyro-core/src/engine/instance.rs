@@ -99,11 +99,16 @@ impl Instance {
         tokio::time::timeout(limit, self.child.wait()).await.is_ok()
     }
 
-    /// Asks the engine to quit at once (QMP `quit`), for a guest that does not power off.
+    /// Asks the engine to quit at once (QMP `quit`), for a guest that does not power off. A frozen
+    /// engine that does not answer within 2 s is left to [`Instance::kill`].
     pub async fn request_quit(&self) -> Result<()> {
-        let mut qmp = Qmp::connect(&self.dir.join(QMP_SOCKET), Duration::from_secs(2)).await?;
-        let _ = qmp.execute("quit", json!({})).await;
-        Ok(())
+        let quit = async {
+            let mut qmp = Qmp::connect(&self.dir.join(QMP_SOCKET), Duration::from_secs(2)).await?;
+            qmp.execute("quit", json!({})).await.map(|_| ())
+        };
+        tokio::time::timeout(Duration::from_secs(2), quit)
+            .await
+            .unwrap_or_else(|_| Err(Error::new(ErrorKind::Engine, "QMP quit timed out")))
     }
 
     /// Kills the engine and reaps it.

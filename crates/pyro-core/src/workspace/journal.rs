@@ -73,7 +73,8 @@ pub struct CreateParams {
     pub name: Option<String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
-    #[serde(default)]
+    /// Whether it had a network (older entries wrote the whole network here).
+    #[serde(default, deserialize_with = "had_network")]
     pub network: bool,
     #[serde(default)]
     pub network_policy: Option<String>,
@@ -148,6 +149,18 @@ pub struct ExportParams {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResetParams {
     pub snapshot: String,
+}
+
+/// `true`/`false`, or an older entry's network object (on unless its policy is `off`).
+fn had_network<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Bool(on) => on,
+        Value::Object(network) => network
+            .get("policy")
+            .and_then(Value::as_str)
+            .is_some_and(|p| p != "off"),
+        _ => false,
+    })
 }
 
 impl Operation {
@@ -417,5 +430,17 @@ mod tests {
                 "destination": "/workspace", "entry_count": 0, "bytes_written": 0}}),
         );
         assert!(matches!(create.operation(), Some(Operation::Create { .. })));
+        // Older creates wrote the whole network object where a flag stands now.
+        let networked = Recorded::read(
+            "create".into(),
+            serde_json::json!({"environment": "debian:12", "seed_path": null, "name": null,
+                "network": {"policy": "egress", "allow_hosts": []}}),
+            serde_json::json!({"workspace_seed": {"mode": "empty", "seed_path": null,
+                "destination": "/workspace", "entry_count": 0, "bytes_written": 0}}),
+        );
+        match networked.operation() {
+            Some(Operation::Create { params, .. }) => assert!(params.network),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -465,6 +465,7 @@ pub struct ExportResult {
     pub entry_count: u64,
     pub bytes_written: u64,
     /// Symlinks that were not written because they would lead outside the export on the host.
+    #[serde(default)]
     pub skipped_links: Vec<SkippedLink>,
     pub execution_mode: ExecutionMode,
 }

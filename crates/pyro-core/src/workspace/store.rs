@@ -51,7 +51,12 @@ fn from_row(row: &Row) -> rusqlite::Result<Record> {
         disk_gib: row.get(5)?,
         network: network_from_row(row)?,
         ttl_seconds: row.get::<_, i64>(7)?.max(0) as u64,
-        state: row.get(8)?,
+        // A state or boot mode this build does not know (another version's) reads as stopped / none.
+        state: row
+            .get::<_, String>(8)
+            .ok()
+            .and_then(|s| WorkspaceState::parse(&s))
+            .unwrap_or(WorkspaceState::Stopped),
         stop_reason: row.get(9)?,
         labels: serde_json::from_str(&labels).unwrap_or_default(),
         seed: serde_json::from_str(&seed).unwrap_or(WorkspaceSeed {
@@ -66,7 +71,9 @@ fn from_row(row: &Row) -> rusqlite::Result<Record> {
         last_activity_at: row.get(13)?,
         reset_count: row.get::<_, i64>(14)?.max(0) as u64,
         last_reset_at: row.get(15)?,
-        boot_mode: row.get(16)?,
+        boot_mode: row
+            .get::<_, Option<String>>(16)?
+            .and_then(|b| BootMode::parse(&b)),
         boot_mode_reason: row.get(17)?,
     })
 }

@@ -123,11 +123,14 @@ pub async fn summary(dirs: &Dirs, reference: &str) -> Result<SummaryResult> {
                     started_at: entry.started_at,
                 });
             }
-            Some(Operation::FileWrite { .. }) => counts.file_writes += 1,
-            Some(Operation::PatchApply { .. }) => counts.patches += 1,
-            Some(Operation::SyncPush { .. }) => counts.syncs += 1,
-            Some(Operation::Export { .. }) => counts.exports += 1,
-            _ => {}
+            // The rest is counted by kind, so an entry of another version's shape counts too.
+            _ => match entry.recorded.kind() {
+                "file_write" => counts.file_writes += 1,
+                "patch_apply" => counts.patches += 1,
+                "sync_push" => counts.syncs += 1,
+                "export" => counts.exports += 1,
+                _ => {}
+            },
         }
         activity.push(Activity {
             sequence: entry.sequence,
