@@ -122,7 +122,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
     })
 }
 
-fn build(request: &ExecRequest, root: &Path) -> io::Result<std::process::Command> {
+pub(crate) fn build(request: &ExecRequest, root: &Path) -> io::Result<std::process::Command> {
     let mut command = match &request.command {
         Command::Argv(argv) => {
             let Some(program) = argv.first() else {
@@ -195,7 +195,7 @@ fn spawn_failure(request: &ExecRequest, err: &io::Error) -> ExecResult {
     }
 }
 
-fn spawn_reader(
+pub(crate) fn spawn_reader(
     fd: OwnedFd,
     stream: OutputStream,
     tx: mpsc::Sender<(OutputStream, Vec<u8>)>,
@@ -222,14 +222,14 @@ fn spawn_reader(
     Ok(())
 }
 
-fn kill_group(pid: i32) {
+pub(crate) fn kill_group(pid: i32) {
     // SAFETY: kill takes no pointers; the child leads its own process group (setsid).
     unsafe {
         libc::kill(-pid, libc::SIGKILL);
     }
 }
 
-fn decode_status(status: i32) -> (i32, Option<i32>) {
+pub(crate) fn decode_status(status: i32) -> (i32, Option<i32>) {
     if libc::WIFSIGNALED(status) {
         let signal = libc::WTERMSIG(status);
         (128 + signal, Some(signal))

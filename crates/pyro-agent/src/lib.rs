@@ -23,6 +23,7 @@ mod port;
 mod privileges;
 mod reaper;
 pub mod serve;
+mod services;
 mod sys;
 
 /// Runs the agent: boot duties when PID 1, then the request loop. `forger`, for tests only, may

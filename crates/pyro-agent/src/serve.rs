@@ -9,7 +9,7 @@ use pyro_proto::{GuestErrorKind, HelloReply, Reply, Request, PROTOCOL_VERSION};
 use tokio::io::AsyncWriteExt;
 use tokio_yamux::{Session, StreamHandle};
 
-use crate::{activate, archive, exec, files, log, payload, port, reaper, sys};
+use crate::{activate, archive, exec, files, log, payload, port, reaper, services, sys};
 
 pub async fn serve() -> io::Result<()> {
     reaper::start()?;
@@ -224,6 +224,22 @@ async fn dispatch(request: Request, stream: &mut StreamHandle) -> io::Result<Rep
             forwarded?;
             Ok(Reply::Extracted(summary))
         }
+        Request::ServiceStart(spec) => {
+            require_active()?;
+            services::start(spec, Path::new(activate::ROOT))
+                .await
+                .map(Reply::Service)
+        }
+        Request::ServiceStop { name, grace_ms } => {
+            require_active()?;
+            services::stop(&name, Duration::from_millis(grace_ms))
+                .await
+                .map(Reply::Service)
+        }
+        Request::ServiceList => Ok(Reply::Services {
+            services: services::list(),
+        }),
+        Request::ServiceOutput { name } => services::output(&name).map(Reply::ServiceOutput),
         Request::ExportArchive { path, max_bytes } => {
             require_active()?;
             let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);

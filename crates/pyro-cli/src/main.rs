@@ -10,6 +10,7 @@ mod output;
 mod prepare_cmd;
 mod progress;
 mod run_cmd;
+mod service_cmd;
 mod terminal;
 mod workspace_cmd;
 

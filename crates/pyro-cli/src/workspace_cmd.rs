@@ -60,6 +60,9 @@ pub enum WorkspaceCommand {
     Reset(ResetArgs),
     /// What changed and what ran since the last reset
     Summary(Target),
+    /// Named long-running commands (servers, workers) with a readiness check
+    #[command(subcommand)]
+    Service(crate::service_cmd::ServiceCommand),
 }
 
 #[derive(Args)]
@@ -77,7 +80,7 @@ pub struct Target {
     json: Json,
 }
 
-fn parse_label(text: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_label(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
         _ => Err(format!("expected KEY=VALUE, got '{text}'")),
@@ -283,7 +286,7 @@ fn inline_or_file(
 }
 
 /// Prints `value` as JSON, or runs `human` to print it for people.
-fn show<T: Serialize>(value: &T, json: bool, human: impl FnOnce(&T)) {
+pub(crate) fn show<T: Serialize>(value: &T, json: bool, human: impl FnOnce(&T)) {
     if json {
         output::print_json(value);
     } else {
@@ -292,17 +295,17 @@ fn show<T: Serialize>(value: &T, json: bool, human: impl FnOnce(&T)) {
 }
 
 /// A message on stderr; guest-controlled parts never reach the terminal raw.
-fn say(text: String) {
+pub(crate) fn say(text: String) {
     output::write_stderr(format!("{}\n", terminal::text(&text)).as_bytes());
 }
 
 /// Human-readable output on stdout (listings, descriptions), escaped like [`say`].
-fn print(text: String) {
+pub(crate) fn print(text: String) {
     output::write_stdout(terminal::text(&text).as_bytes());
 }
 
 /// A product on stdout (patch, file content): exact unless stdout is a terminal.
-fn print_product(text: &str) {
+pub(crate) fn print_product(text: &str) {
     output::write_stdout(terminal::product(text).as_bytes());
 }
 
@@ -370,6 +373,7 @@ pub fn main(command: WorkspaceCommand) -> ExitCode {
         WorkspaceCommand::Patch(PatchCommand::Apply { json, .. }) => (json.json, EXIT_FAILURE),
         WorkspaceCommand::Export(a) => (a.json.json, EXIT_FAILURE),
         WorkspaceCommand::Reset(a) => (a.json.json, EXIT_FAILURE),
+        WorkspaceCommand::Service(c) => (c.json(), EXIT_FAILURE),
     };
     let dirs = match output::dirs(json, failure_code) {
         Ok(dirs) => dirs,
@@ -387,6 +391,9 @@ async fn dispatch(
     json: bool,
 ) -> pyro_core::Result<ExitCode> {
     match command {
+        WorkspaceCommand::Service(command) => {
+            return crate::service_cmd::dispatch(dirs, command, json).await
+        }
         WorkspaceCommand::Create(args) => {
             let options = CreateOptions {
                 seed_path: args.seed_path,

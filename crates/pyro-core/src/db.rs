@@ -46,6 +46,13 @@ const MIGRATIONS: &[&str] = &[
     // 3: network policies with allow lists (`network` stays: whether the VM has a device).
     "ALTER TABLE workspaces ADD COLUMN network_policy TEXT;
      ALTER TABLE workspaces ADD COLUMN allow_hosts TEXT;",
+    // 4: services: each one's definition and last known state (JSON).
+    "CREATE TABLE services (
+        workspace_id TEXT NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        record TEXT NOT NULL,
+        PRIMARY KEY (workspace_id, name)
+    );",
 ];
 
 pub struct Db {

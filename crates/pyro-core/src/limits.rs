@@ -22,6 +22,12 @@ pub const DEFAULT_TIMEOUT_SECONDS: u64 = 30;
 /// Idle time before a workspace's VM is stopped, in seconds.
 pub const TTL_SECONDS: RangeInclusive<u64> = 10..=604_800;
 pub const DEFAULT_TTL_SECONDS: u64 = 3600;
+/// How long a service may take to become ready, in seconds.
+pub const READY_TIMEOUT_SECONDS: RangeInclusive<u64> = 1..=3600;
+pub const DEFAULT_READY_TIMEOUT_SECONDS: u64 = 30;
+/// How often a service's readiness check runs, in milliseconds.
+pub const READY_INTERVAL_MS: RangeInclusive<u64> = 10..=60_000;
+pub const DEFAULT_READY_INTERVAL_MS: u64 = 500;
 
 /// `value` of the argument `name` if it lies in `range`, else an error that names both.
 pub fn check<T: PartialOrd + Display + Copy>(

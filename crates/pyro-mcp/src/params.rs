@@ -199,3 +199,65 @@ pub struct WorkspaceReset {
     #[serde(default = "default_baseline")]
     pub snapshot: String,
 }
+
+fn default_ready_timeout() -> u64 {
+    pyro_core::limits::DEFAULT_READY_TIMEOUT_SECONDS
+}
+fn default_ready_interval() -> u64 {
+    pyro_core::limits::DEFAULT_READY_INTERVAL_MS
+}
+fn default_tail_lines() -> usize {
+    200
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceStart {
+    pub workspace_id: String,
+    /// A name for the service (letters, digits, '.', '_', '-'); unique while it runs.
+    pub service_name: String,
+    /// Shell command, run with /bin/sh -lc; it should keep running (a server, a worker).
+    pub command: String,
+    #[serde(default = "default_root")]
+    pub cwd: String,
+    /// Ready once this path under /workspace exists. Give at most one ready_* check.
+    #[serde(default)]
+    pub ready_file: Option<String>,
+    /// Ready once a TCP connection to HOST:PORT succeeds, from inside the VM.
+    #[serde(default)]
+    pub ready_tcp: Option<String>,
+    /// Ready once GET of this http:// URL answers below 400, from inside the VM.
+    #[serde(default)]
+    pub ready_http: Option<String>,
+    /// Ready once this shell command exits 0 in the service's directory.
+    #[serde(default)]
+    pub ready_command: Option<String>,
+    /// Stop the service and report it failed when it is not ready after this long.
+    #[serde(default = "default_ready_timeout")]
+    pub ready_timeout_seconds: u64,
+    #[serde(default = "default_ready_interval")]
+    pub ready_interval_ms: u64,
+    /// Start it again whenever the workspace starts (services do not come back otherwise).
+    #[serde(default)]
+    pub restart_on_start: bool,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceRef {
+    pub workspace_id: String,
+    pub service_name: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceLogs {
+    pub workspace_id: String,
+    pub service_name: String,
+    /// Keep the last N lines of each stream.
+    #[serde(default = "default_tail_lines")]
+    pub tail_lines: usize,
+    /// Everything kept instead (the head and tail of each stream).
+    #[serde(default)]
+    pub all: bool,
+}

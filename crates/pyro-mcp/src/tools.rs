@@ -6,6 +6,7 @@ use std::marker::PhantomData;
 use pyro_core::host_paths::Access;
 use pyro_core::network::NetworkPolicy;
 use pyro_core::project::ProjectSeed;
+use pyro_core::workspace::services::{self, ReadinessOptions, ServiceOptions};
 use pyro_core::workspace::{self, CreateOptions, ExecCommand, ExecOptions, UpdateOptions};
 use pyro_core::{run, Error, Progress};
 use serde_json::Value;
@@ -341,6 +342,87 @@ pub static WORKSPACE_START: ToolDef<WorkspaceRef> = ToolDef {
     params: PhantomData,
 };
 
+pub static SERVICE_START: ToolDef<ServiceStart> = ToolDef {
+    name: "service_start",
+    description: "Start a named long-running command (a server, a worker) in the workspace and wait until its readiness check passes: ready_file, ready_tcp, ready_http or ready_command (at most one). A service that exits first or is not ready in time is stopped and reported failed; service_logs shows why.",
+    hints: Hints::COMMAND,
+    network_args: &[],
+    run: |a, c| Box::pin(service_start(a, c)),
+    params: PhantomData,
+};
+
+async fn service_start(a: ServiceStart, c: Call) -> Outcome {
+    let options = ServiceOptions {
+        cwd: Some(a.cwd),
+        readiness: ReadinessOptions {
+            file: a.ready_file,
+            tcp: a.ready_tcp,
+            http: a.ready_http,
+            command: a.ready_command,
+        },
+        ready_timeout_seconds: a.ready_timeout_seconds,
+        ready_interval_ms: a.ready_interval_ms,
+        restart_on_start: a.restart_on_start,
+        ..ServiceOptions::new(&a.service_name, ExecCommand::Shell(a.command))
+    };
+    json(&services::start(c.server.dirs(), &a.workspace_id, &options).await?)
+}
+
+pub static SERVICE_LIST: ToolDef<WorkspaceRef> = ToolDef {
+    name: "service_list",
+    description:
+        "List a workspace's services with their states (running, exited, stopped, failed).",
+    hints: Hints::READ,
+    network_args: &[],
+    run: |a, c| {
+        Box::pin(async move { json(&services::list(c.server.dirs(), &a.workspace_id).await?) })
+    },
+    params: PhantomData,
+};
+
+pub static SERVICE_STATUS: ToolDef<ServiceRef> = ToolDef {
+    name: "service_status",
+    description: "One service: state, pid, exit code, readiness and why it stopped.",
+    hints: Hints::READ,
+    network_args: &[],
+    run: |a, c| {
+        Box::pin(async move {
+            let dirs = c.server.dirs();
+            json(&services::status(dirs, &a.workspace_id, &a.service_name).await?)
+        })
+    },
+    params: PhantomData,
+};
+
+pub static SERVICE_LOGS: ToolDef<ServiceLogs> = ToolDef {
+    name: "service_logs",
+    description: "A service's stdout and stderr so far (the last tail_lines lines of each; all=true for everything kept). Works while it runs.",
+    hints: Hints::READ,
+    network_args: &[],
+    run: |a, c| {
+        Box::pin(async move {
+            let tail = (!a.all).then_some(a.tail_lines);
+            let dirs = c.server.dirs();
+            json(&services::logs(dirs, &a.workspace_id, &a.service_name, tail).await?)
+        })
+    },
+    params: PhantomData,
+};
+
+pub static SERVICE_STOP: ToolDef<ServiceRef> = ToolDef {
+    name: "service_stop",
+    description: "Stop a service: SIGTERM to its process group, SIGKILL 5 s later.",
+    hints: Hints::SET,
+    network_args: &[],
+    run: |a, c| {
+        Box::pin(async move {
+            let dirs = c.server.dirs();
+            json(&services::stop(dirs, &a.workspace_id, &a.service_name).await?)
+        })
+    },
+    params: PhantomData,
+};
+
 /// One-shot runs.
 pub static RUN: &[&dyn ToolSpec] = &[&VM_RUN];
 
@@ -367,7 +449,16 @@ pub static WORKSPACE: &[&dyn ToolSpec] = &[
 /// Stopping a workspace's VM and starting it again.
 pub static LIFECYCLE: &[&dyn ToolSpec] = &[&WORKSPACE_STOP, &WORKSPACE_START];
 
+/// Services: long-running commands with a readiness check.
+pub static SERVICES: &[&dyn ToolSpec] = &[
+    &SERVICE_START,
+    &SERVICE_LIST,
+    &SERVICE_STATUS,
+    &SERVICE_LOGS,
+    &SERVICE_STOP,
+];
+
 /// Every tool pyro implements, in the order hosts list them.
 pub fn all() -> Vec<&'static dyn ToolSpec> {
-    [RUN, WORKSPACE, LIFECYCLE].concat()
+    [RUN, WORKSPACE, LIFECYCLE, SERVICES].concat()
 }

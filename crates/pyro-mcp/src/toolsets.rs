@@ -30,7 +30,7 @@ pub const PROFILES: &[Profile] = &[
     },
     Profile {
         name: "workspace-full",
-        groups: &[RUN, WORKSPACE, LIFECYCLE],
+        groups: &[RUN, WORKSPACE, LIFECYCLE, SERVICES],
         offers_network: true,
         summary: "every tool pyro implements",
     },
@@ -98,14 +98,22 @@ pub const MODES: &[Mode] = &[
             &WORKSPACE_EXPORT,
             &WORKSPACE_SUMMARY,
             &WORKSPACE_DELETE,
+            &SERVICE_START,
+            &SERVICE_LIST,
+            &SERVICE_STATUS,
+            &SERVICE_LOGS,
+            &SERVICE_STOP,
         ],
         network_off: false,
         summary: "check that a project builds and runs from a clean machine",
         instructions: "Cold-start mode: prove a project builds and runs from nothing.\n\
             1. workspace_create from the project (environment debian:12-build has compilers and python3).\n\
             2. Follow the project's own setup instructions with workspace_exec, one step at a time; read files as needed.\n\
-            3. Record what failed and why (workspace_logs keeps every command and its output).\n\
-            4. Summarise with workspace_summary; export any notes; delete the workspace.",
+            3. Start what it serves with service_start and one readiness check (ready_http for a web server, ready_tcp, \
+            ready_file or ready_command); a service that is not ready in time is reported failed: read service_logs.\n\
+            4. Prove it answers: workspace_exec a request against it from inside the VM (e.g. curl).\n\
+            5. Record what failed and why (workspace_logs keeps every command and its output).\n\
+            6. Summarise with workspace_summary; export any notes; service_stop, then delete the workspace.",
     },
     Mode {
         name: "review-eval",

@@ -13,15 +13,17 @@ pub mod capture;
 pub mod frame;
 pub mod message;
 pub mod preamble;
+pub mod service;
 
 pub use capture::CappedOutput;
 pub use frame::{
     read_frame, write_chunk, write_data, write_message, write_payload, Frame, OutputStream,
 };
 pub use message::*;
+pub use service::{Readiness, ServiceInfo, ServiceOutput, ServiceSpec, ServiceState};
 
 /// Bumped on any incompatible change to frames or messages.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The name of the virtio-serial port the agent listens on (`/sys/class/virtio-ports/*/name`).
 pub const AGENT_PORT_NAME: &str = "org.pyro.agent.0";

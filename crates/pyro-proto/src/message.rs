@@ -46,6 +46,14 @@ pub enum Request {
     ExtractArchive { destination: String },
     /// Send `path` as a tar archive (data frames), at most `max_bytes` of it.
     ExportArchive { path: String, max_bytes: u64 },
+    /// Start a service and answer once it is ready, or failed.
+    ServiceStart(crate::ServiceSpec),
+    /// Stop a service: SIGTERM to its process group, then SIGKILL after `grace_ms`.
+    ServiceStop { name: String, grace_ms: u64 },
+    /// Every service the agent knows.
+    ServiceList,
+    /// One service with the output it kept.
+    ServiceOutput { name: String },
 }
 
 /// The agent's answer, the last frame it writes on a stream.
@@ -63,6 +71,11 @@ pub enum Reply {
     Manifest(Manifest),
     Extracted(ArchiveSummary),
     Exported(ArchiveSummary),
+    Service(crate::ServiceInfo),
+    Services {
+        services: Vec<crate::ServiceInfo>,
+    },
+    ServiceOutput(crate::ServiceOutput),
     Error {
         message: String,
         /// What was wrong: the request (`invalid`), a missing path (`not_found`), or the guest (`failed`).

@@ -14,6 +14,7 @@ mod mcp;
 mod nethost;
 mod run_basics;
 mod run_failures;
+mod services;
 mod support;
 mod trust;
 mod workspaces;

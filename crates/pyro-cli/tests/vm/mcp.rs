@@ -110,7 +110,15 @@ async fn profiles_and_modes_expose_exactly_their_tools() {
     );
     assert_eq!(tool_names(&sb, &["--profile", "vm-run"]).await, ["vm_run"]);
     let mut full: Vec<&str> = CORE.to_vec();
-    full.extend(["workspace_stop", "workspace_start"]);
+    full.extend([
+        "workspace_stop",
+        "workspace_start",
+        "service_start",
+        "service_list",
+        "service_status",
+        "service_logs",
+        "service_stop",
+    ]);
     assert_eq!(
         tool_names(&sb, &["--profile", "workspace-full"]).await,
         full
@@ -145,7 +153,12 @@ async fn profiles_and_modes_expose_exactly_their_tools() {
             "workspace_file_write",
             "workspace_export",
             "workspace_summary",
-            "workspace_delete"
+            "workspace_delete",
+            "service_start",
+            "service_list",
+            "service_status",
+            "service_logs",
+            "service_stop"
         ]
     );
     assert_eq!(
@@ -445,6 +458,90 @@ async fn errors_name_the_tool_to_call_never_a_command_line() {
         "{err}"
     );
     no_command_line(&err);
+    ok(&client, "workspace_delete", json!({"workspace_id": id})).await;
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cold_start_serves_through_mcp_with_http_and_tcp_readiness() {
+    let _slot = one_vm_slot();
+    let sb = Sandbox::new();
+    let repo = sb.scratch("app");
+    fs::write(repo.join("index.html"), "hello from the app\n").unwrap();
+    let client = connect(
+        &sb,
+        &[
+            "--mode",
+            "cold-start",
+            "--project-path",
+            repo.to_str().unwrap(),
+        ],
+        sb.root(),
+    )
+    .await;
+    let ws = ok(
+        &client,
+        "workspace_create",
+        json!({"environment": "debian:12-build"}),
+    )
+    .await;
+    let id = ws["workspace_id"].as_str().unwrap().to_string();
+    let web = ok(
+        &client,
+        "service_start",
+        json!({"workspace_id": id, "service_name": "web", "command": "exec python3 -m http.server 8000",
+               "ready_http": "http://127.0.0.1:8000/index.html"}),
+    )
+    .await;
+    assert_eq!(web["state"], "running", "{web}");
+    let echo = ok(
+        &client,
+        "service_start",
+        json!({"workspace_id": id, "service_name": "echo", "command": "exec python3 -m http.server 8001",
+               "ready_tcp": "127.0.0.1:8001", "restart_on_start": true}),
+    )
+    .await;
+    assert_eq!(echo["state"], "running", "{echo}");
+    let fetched = ok(
+        &client,
+        "workspace_exec",
+        json!({"workspace_id": id, "command": "curl -s http://127.0.0.1:8000/index.html"}),
+    )
+    .await;
+    assert_eq!(fetched["stdout"], "hello from the app\n", "{fetched}");
+    let logs = ok(
+        &client,
+        "service_logs",
+        json!({"workspace_id": id, "service_name": "web", "tail_lines": 5}),
+    )
+    .await;
+    assert!(
+        logs["stderr"].as_str().unwrap().contains("GET /index.html"),
+        "{logs}"
+    );
+    let err = tool_error(
+        &client,
+        "service_start",
+        json!({"workspace_id": id, "service_name": "x", "command": "true",
+               "ready_file": "a", "ready_command": "true"}),
+    )
+    .await;
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("one readiness check"),
+        "{err}"
+    );
+    let listed = ok(&client, "service_list", json!({"workspace_id": id})).await;
+    assert_eq!(listed["running_count"], 2, "{listed}");
+    let stopped = ok(
+        &client,
+        "service_stop",
+        json!({"workspace_id": id, "service_name": "web"}),
+    )
+    .await;
+    assert_eq!(stopped["state"], "stopped", "{stopped}");
     ok(&client, "workspace_delete", json!({"workspace_id": id})).await;
     client.cancel().await.unwrap();
 }

@@ -442,3 +442,15 @@ pub fn signal(pid: i32, signal: i32) {
 pub fn stderr_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// Polls `workspace status` until the workspace is stopped (or `limit` passes); returns the status.
+pub fn wait_until_stopped(sb: &Sandbox, id: &str, limit: Duration) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let status = sb.ok(&["workspace", "status", id]);
+        if status["state"] == "stopped" || Instant::now() > deadline {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

@@ -2,11 +2,11 @@
 
 use std::fs;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{all_vm_slots, one_vm_slot, signal, Sandbox};
+use crate::support::{all_vm_slots, one_vm_slot, signal, wait_until_stopped, Sandbox};
 
 /// A small project whose check fails until `add` adds.
 fn buggy_project(dir: &Path) {
@@ -550,17 +550,6 @@ fn git_apply(dir: &Path, patch: &str) {
 }
 
 /// Polls `status` until the workspace is stopped (or `limit` passes) and returns the last status.
-fn wait_until_stopped(sb: &Sandbox, id: &str, limit: Duration) -> Value {
-    let deadline = Instant::now() + limit;
-    loop {
-        let status = sb.ok(&["workspace", "status", id]);
-        if status["state"] == "stopped" || Instant::now() > deadline {
-            return status;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 /// A tar whose only member has `name`, bypassing the tar crate's own path checks.
 fn write_tar_with_member(path: &Path, name: &str) {
     let mut header = tar::Header::new_gnu();

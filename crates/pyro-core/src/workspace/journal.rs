@@ -57,6 +57,19 @@ pub enum Operation {
         params: Nothing,
         result: Nothing,
     },
+    ServiceStart {
+        params: ServiceParams,
+        result: pyro_proto::ServiceInfo,
+    },
+    ServiceStop {
+        params: ServiceParams,
+        result: pyro_proto::ServiceInfo,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceParams {
+    pub name: String,
 }
 
 /// The kind commands are journalled as (for queries that count them).
@@ -176,6 +189,8 @@ impl Operation {
             Operation::Reset { .. } => "reset",
             Operation::Start { .. } => "start",
             Operation::Stop { .. } => "stop",
+            Operation::ServiceStart { .. } => "service_start",
+            Operation::ServiceStop { .. } => "service_stop",
         }
     }
 

@@ -385,7 +385,11 @@ pub async fn start(
         params: journal::Nothing {},
         result: journal::Nothing {},
     };
-    finish(&mut db, &record.id, start, timer)
+    finish(&mut db, &record.id, start, timer)?;
+    // Services that asked to come back with the workspace; their outcomes are in their records.
+    super::services::restart_marked(dirs, &record.id).await?;
+    let record = store::resolve(db.conn(), &record.id)?;
+    store::view(db.conn(), &record)
 }
 
 pub async fn stop(dirs: &Dirs, reference: &str) -> Result<Workspace> {

@@ -10,6 +10,7 @@ pub mod lifecycle;
 pub mod model;
 pub mod ops;
 pub mod patch;
+pub mod services;
 pub mod store;
 pub mod summary;
 pub mod validate;

@@ -54,6 +54,26 @@ pub enum ExecCommand {
     Shell(String),
 }
 
+impl ExecCommand {
+    /// The command as one string (an argv shell-quoted), the argv when it is one, and the request form.
+    pub(crate) fn to_wire(&self) -> Result<(String, Option<Vec<String>>, Command)> {
+        Ok(match self {
+            ExecCommand::Argv(argv) if argv.is_empty() => {
+                return Err(Error::invalid("a command is required"))
+            }
+            ExecCommand::Argv(argv) => (
+                shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" ")),
+                Some(argv.clone()),
+                Command::Argv(argv.clone()),
+            ),
+            ExecCommand::Shell(script) if script.trim().is_empty() => {
+                return Err(Error::invalid("command must not be empty"))
+            }
+            ExecCommand::Shell(script) => (script.clone(), None, Command::Shell(script.clone())),
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ExecOptions {
     pub command: ExecCommand,
@@ -75,7 +95,7 @@ pub struct WorkspaceExecResult {
     pub execution_mode: ExecutionMode,
 }
 
-fn resolve_cwd(cwd: Option<&str>) -> Result<String> {
+pub(crate) fn resolve_cwd(cwd: Option<&str>) -> Result<String> {
     match cwd {
         None => Ok(validate::WORKSPACE_ROOT.to_string()),
         Some(cwd) if cwd.starts_with('/') => Ok(cwd.to_string()),
@@ -89,20 +109,7 @@ pub async fn exec(
     options: &ExecOptions,
     on_output: OutputSink<'_>,
 ) -> Result<WorkspaceExecResult> {
-    let (command, argv, wire) = match &options.command {
-        ExecCommand::Argv(argv) if argv.is_empty() => {
-            return Err(Error::invalid("a command is required after `--`"))
-        }
-        ExecCommand::Argv(argv) => (
-            shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" ")),
-            Some(argv.clone()),
-            Command::Argv(argv.clone()),
-        ),
-        ExecCommand::Shell(script) if script.trim().is_empty() => {
-            return Err(Error::invalid("command must not be empty"))
-        }
-        ExecCommand::Shell(script) => (script.clone(), None, Command::Shell(script.clone())),
-    };
+    let (command, argv, wire) = options.command.to_wire()?;
     crate::limits::check(
         "timeout_seconds",
         options.timeout_seconds,

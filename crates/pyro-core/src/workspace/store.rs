@@ -292,6 +292,8 @@ pub fn view(conn: &Connection, record: &Record) -> Result<Workspace> {
         _ => None,
     });
     let started = record.state == WorkspaceState::Started;
+    let (service_count, running_service_count) =
+        super::services::counts(conn, &record.id, started)?;
     Ok(Workspace {
         workspace_id: record.id.clone(),
         name: record.name.clone(),
@@ -316,8 +318,8 @@ pub fn view(conn: &Connection, record: &Record) -> Result<Workspace> {
         last_command,
         reset_count: record.reset_count,
         last_reset_at: record.last_reset_at.map(seconds),
-        service_count: 0,
-        running_service_count: 0,
+        service_count,
+        running_service_count,
         boot_mode: record.boot_mode,
         boot_mode_reason: record.boot_mode_reason.clone(),
     })

@@ -91,6 +91,10 @@ fn describe(operation: &Operation) -> String {
             "seeded from {}",
             params.seed_path.as_deref().unwrap_or("nothing")
         ),
+        Operation::ServiceStart { params, result } => {
+            format!("{} ({:?})", params.name, result.state)
+        }
+        Operation::ServiceStop { params, .. } => params.name.clone(),
         Operation::Reset { .. } | Operation::Start { .. } | Operation::Stop { .. } => String::new(),
     }
 }
