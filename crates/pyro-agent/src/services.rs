@@ -280,7 +280,17 @@ async fn http_status(url: &str) -> Option<u16> {
         }
     }
     let line = std::str::from_utf8(&head[..filled]).ok()?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    let status = line.split_whitespace().nth(1)?.parse().ok()?;
+    // Read the rest (within bounds) before closing, so the server is not cut off mid-answer.
+    let mut rest = [0u8; 16 << 10];
+    let mut drained = 0usize;
+    while drained < (1 << 20) {
+        match stream.read(&mut rest).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
+    Some(status)
 }
 
 /// SIGTERM to the service's group, then SIGKILL if it is still there after `grace`.

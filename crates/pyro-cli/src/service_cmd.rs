@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use pyro_core::workspace::services::{
-    self, Readiness, ReadinessOptions, Service, ServiceOptions, ServiceState,
+    self, PortSpec, Readiness, ReadinessOptions, Service, ServiceOptions, ServiceState,
 };
 use pyro_core::workspace::ExecCommand;
 use pyro_core::{limits, Dirs};
@@ -90,6 +90,10 @@ pub struct StartArgs {
     /// Start it again whenever the workspace starts (services do not come back otherwise)
     #[arg(long)]
     restart_on_start: bool,
+    /// Publish a guest port on the host's 127.0.0.1, at HOST or a free port (repeatable; needs the
+    /// egress+published-ports network policy)
+    #[arg(long = "publish", value_name = "[HOST:]GUEST", value_parser = parse_port)]
+    published_ports: Vec<PortSpec>,
     /// Set an environment variable KEY=VALUE for the service (repeatable)
     #[arg(long = "env", short = 'e', value_parser = parse_label)]
     env: Vec<(String, String)>,
@@ -110,6 +114,10 @@ pub struct LogsArgs {
     /// Everything the VM kept (the head and tail of each stream)
     #[arg(long)]
     all: bool,
+}
+
+fn parse_port(text: &str) -> Result<PortSpec, String> {
+    text.parse()
 }
 
 fn describe(s: &Service) -> String {
@@ -138,6 +146,12 @@ fn describe(s: &Service) -> String {
         text.push_str(&format!(
             "  readiness: {} ({ready})\n",
             readiness_text(readiness)
+        ));
+    }
+    for port in &s.published_ports {
+        text.push_str(&format!(
+            "  published: {}:{} -> guest port {}\n",
+            port.host, port.host_port, port.guest_port
         ));
     }
     if s.restart_on_start {
@@ -183,6 +197,7 @@ pub async fn dispatch(
                 ready_timeout_seconds: args.ready_timeout_seconds,
                 ready_interval_ms: args.ready_interval_ms,
                 restart_on_start: args.restart_on_start,
+                published_ports: args.published_ports,
                 ..ServiceOptions::new(&args.name, ExecCommand::Argv(args.command))
             };
             let service = services::start(dirs, &args.workspace, &options).await?;

@@ -240,6 +240,20 @@ pub struct ServiceStart {
     /// Start it again whenever the workspace starts (services do not come back otherwise).
     #[serde(default)]
     pub restart_on_start: bool,
+    /// Guest ports to publish on the host's 127.0.0.1 once ready (the workspace needs the
+    /// egress+published-ports network policy); the result says which host port each got.
+    #[serde(default)]
+    pub published_ports: Option<Vec<PublishPort>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishPort {
+    /// 1 to 65535.
+    pub guest_port: u16,
+    /// 1025 to 65535; a free port when left out.
+    #[serde(default)]
+    pub host_port: Option<u16>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use pyro_core::host_paths::Access;
 use pyro_core::network::NetworkPolicy;
 use pyro_core::project::ProjectSeed;
-use pyro_core::workspace::services::{self, ReadinessOptions, ServiceOptions};
+use pyro_core::workspace::services::{self, PortSpec, ReadinessOptions, ServiceOptions};
 use pyro_core::workspace::{self, CreateOptions, ExecCommand, ExecOptions, UpdateOptions};
 use pyro_core::{run, Error, Progress};
 use serde_json::Value;
@@ -363,6 +363,15 @@ async fn service_start(a: ServiceStart, c: Call) -> Outcome {
         ready_timeout_seconds: a.ready_timeout_seconds,
         ready_interval_ms: a.ready_interval_ms,
         restart_on_start: a.restart_on_start,
+        published_ports: a
+            .published_ports
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| PortSpec {
+                guest_port: p.guest_port,
+                host_port: p.host_port,
+            })
+            .collect(),
         ..ServiceOptions::new(&a.service_name, ExecCommand::Shell(a.command))
     };
     json(&services::start(c.server.dirs(), &a.workspace_id, &options).await?)

@@ -75,6 +75,12 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 const FRAME_QUEUE: usize = 512;
 const RELAY_CHUNK: usize = 64 << 10;
 
+/// A connection a host client made to a published port, to carry to the guest's `guest_port`.
+pub struct Inbound {
+    pub guest_port: u16,
+    pub stream: TcpStream,
+}
+
 /// One VM's gateway.
 pub struct Gateway {
     policy: Arc<Policy>,
@@ -91,8 +97,13 @@ impl Gateway {
         }
     }
 
-    /// Serves the guest until its NIC socket closes (QEMU exited).
-    pub async fn run(self, nic: tokio::net::UnixStream) -> io::Result<()> {
+    /// Serves the guest until its NIC socket closes (QEMU exited). Connections to published ports
+    /// arrive on `inbound` (see [`Inbound`]).
+    pub async fn run(
+        self,
+        nic: tokio::net::UnixStream,
+        mut inbound: mpsc::Receiver<Inbound>,
+    ) -> io::Result<()> {
         let (read, write) = nic.into_split();
         let (frames_in, mut from_guest) = mpsc::channel::<Vec<u8>>(FRAME_QUEUE);
         let (to_guest, frames_out) = mpsc::channel::<Vec<u8>>(FRAME_QUEUE);
@@ -133,6 +144,7 @@ impl Gateway {
                     None => return Ok(()),
                 },
                 _ = stack.wake.notified() => {}
+                Some(connection) = inbound.recv() => stack.on_inbound(connection),
                 answer = stack.dns_answers.recv() => {
                     if let Some(answer) = answer {
                         stack.answer_dns(answer);
@@ -277,6 +289,8 @@ struct Stack {
     dns_sender: mpsc::Sender<DnsAnswer>,
     dns_answers: mpsc::Receiver<DnsAnswer>,
     epoch: std::time::Instant,
+    /// The gateway's side of the last connection made to a published port.
+    next_local_port: u16,
 }
 
 impl Stack {
@@ -322,6 +336,7 @@ impl Stack {
             dns_sender,
             dns_answers,
             epoch,
+            next_local_port: 49152,
         }
     }
 
@@ -468,6 +483,58 @@ impl Stack {
         );
     }
 
+    /// A host client's connection to a published port: the gateway connects to the guest's port from
+    /// its own address and relays both ways, as for outbound connections.
+    fn on_inbound(&mut self, inbound: Inbound) {
+        if self.connections.len() >= MAX_CONNECTIONS {
+            return; // dropping the stream refuses the client
+        }
+        let a = self.gateway.addressing;
+        self.next_local_port = match self.next_local_port {
+            port if port >= 65000 => 49152,
+            port => port + 1,
+        };
+        let local = SocketAddrV4::new(a.gateway, self.next_local_port);
+        let remote = SocketAddrV4::new(a.guest, inbound.guest_port);
+        let mut socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0u8; SOCKET_BUFFER]),
+            tcp::SocketBuffer::new(vec![0u8; SOCKET_BUFFER]),
+        );
+        socket.set_nagle_enabled(false);
+        socket.set_ack_delay(None);
+        let connected = socket.connect(
+            self.iface.context(),
+            (IpAddress::Ipv4(*remote.ip()), remote.port()),
+            (IpAddress::Ipv4(*local.ip()), local.port()),
+        );
+        if connected.is_err() {
+            return;
+        }
+        let handle = self.sockets.add(socket);
+        let (to_host, from_guest) = mpsc::channel(8);
+        let (to_guest, from_host) = mpsc::channel(8);
+        tokio::spawn(pump_stream(
+            inbound.stream,
+            from_guest,
+            to_guest,
+            self.wake.clone(),
+        ));
+        self.by_key.insert((remote, local), handle);
+        self.connections.insert(
+            handle,
+            Connection {
+                key: (remote, local),
+                to_host: Some(to_host),
+                from_host,
+                pending: None,
+                connected: false,
+                host_finished: false,
+                fin_sent: false,
+                created: std::time::Instant::now(),
+            },
+        );
+    }
+
     /// Moves bytes between one connection's socket and its host task.
     fn pump(&mut self, handle: SocketHandle) {
         let Some(conn) = self.connections.get_mut(&handle) else {
@@ -560,8 +627,10 @@ impl Stack {
         let mut done = Vec::new();
         for (handle, conn) in &self.connections {
             let socket = self.sockets.get::<tcp::Socket>(*handle);
-            let stale = matches!(socket.state(), tcp::State::Listen | tcp::State::SynReceived)
-                && conn.created.elapsed() > HANDSHAKE_TIMEOUT;
+            let stale = matches!(
+                socket.state(),
+                tcp::State::Listen | tcp::State::SynReceived | tcp::State::SynSent
+            ) && conn.created.elapsed() > HANDSHAKE_TIMEOUT;
             if socket.state() == tcp::State::Closed || stale {
                 done.push(*handle);
             }
@@ -614,7 +683,7 @@ impl Stack {
 /// The host side of one connection: connect, then copy both ways until both sides are done.
 async fn relay(
     target: SocketAddr,
-    mut from_guest: mpsc::Receiver<Vec<u8>>,
+    from_guest: mpsc::Receiver<Vec<u8>>,
     to_guest: mpsc::Sender<HostEvent>,
     wake: Arc<Notify>,
 ) {
@@ -624,6 +693,16 @@ async fn relay(
         wake.notify_one();
         return;
     };
+    pump_stream(stream, from_guest, to_guest, wake).await;
+}
+
+/// Relays between a connected host stream and a connection's socket (through its channels).
+async fn pump_stream(
+    stream: TcpStream,
+    mut from_guest: mpsc::Receiver<Vec<u8>>,
+    to_guest: mpsc::Sender<HostEvent>,
+    wake: Arc<Notify>,
+) {
     let _ = stream.set_nodelay(true);
     if to_guest.send(HostEvent::Connected).await.is_err() {
         return;

@@ -15,5 +15,5 @@ pub mod dns;
 pub mod gateway;
 pub mod policy;
 
-pub use gateway::{Gateway, GuestAddressing, GUEST_ADDRESSING};
+pub use gateway::{Gateway, GuestAddressing, Inbound, GUEST_ADDRESSING};
 pub use policy::{AllowHost, EgressRules, NetworkPolicy};

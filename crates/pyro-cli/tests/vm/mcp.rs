@@ -462,8 +462,22 @@ async fn errors_name_the_tool_to_call_never_a_command_line() {
     client.cancel().await.unwrap();
 }
 
+/// A plain HTTP GET from the host: the body, or `None` when the connection is refused.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (_, body) = response.split_once("\r\n\r\n")?;
+    Some(body.to_string())
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn cold_start_serves_through_mcp_with_http_and_tcp_readiness() {
+async fn cold_start_serves_through_mcp_with_readiness_and_published_ports() {
     let _slot = one_vm_slot();
     let sb = Sandbox::new();
     let repo = sb.scratch("app");
@@ -482,7 +496,7 @@ async fn cold_start_serves_through_mcp_with_http_and_tcp_readiness() {
     let ws = ok(
         &client,
         "workspace_create",
-        json!({"environment": "debian:12-build"}),
+        json!({"environment": "debian:12-build", "network_policy": "egress+published-ports"}),
     )
     .await;
     let id = ws["workspace_id"].as_str().unwrap().to_string();
@@ -490,10 +504,22 @@ async fn cold_start_serves_through_mcp_with_http_and_tcp_readiness() {
         &client,
         "service_start",
         json!({"workspace_id": id, "service_name": "web", "command": "exec python3 -m http.server 8000",
-               "ready_http": "http://127.0.0.1:8000/index.html"}),
+               "ready_http": "http://127.0.0.1:8000/index.html", "published_ports": [{"guest_port": 8000}]}),
     )
     .await;
     assert_eq!(web["state"], "running", "{web}");
+    let published = &web["published_ports"][0];
+    assert_eq!(
+        (published["host"].as_str(), published["guest_port"].as_u64()),
+        (Some("127.0.0.1"), Some(8000)),
+        "{web}"
+    );
+    let host_port = published["host_port"].as_u64().unwrap() as u16;
+    // Fetched from the host, through the published port.
+    assert_eq!(
+        http_get(host_port, "/index.html").as_deref(),
+        Some("hello from the app\n")
+    );
     let echo = ok(
         &client,
         "service_start",
@@ -505,20 +531,41 @@ async fn cold_start_serves_through_mcp_with_http_and_tcp_readiness() {
     let fetched = ok(
         &client,
         "workspace_exec",
-        json!({"workspace_id": id, "command": "curl -s http://127.0.0.1:8000/index.html"}),
+        json!({"workspace_id": id, "command": "curl -s http://127.0.0.1:8001/index.html"}),
     )
     .await;
     assert_eq!(fetched["stdout"], "hello from the app\n", "{fetched}");
     let logs = ok(
         &client,
         "service_logs",
-        json!({"workspace_id": id, "service_name": "web", "tail_lines": 5}),
+        json!({"workspace_id": id, "service_name": "web", "tail_lines": 50}),
     )
     .await;
     assert!(
         logs["stderr"].as_str().unwrap().contains("GET /index.html"),
         "{logs}"
     );
+    // A host port that is taken is a clear error, and the service does not stay half up.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().port();
+    let err = tool_error(
+        &client,
+        "service_start",
+        json!({"workspace_id": id, "service_name": "busy", "command": "exec python3 -m http.server 8002",
+               "ready_tcp": "127.0.0.1:8002", "published_ports": [{"guest_port": 8002, "host_port": busy}]}),
+    )
+    .await;
+    assert!(
+        err["message"].as_str().unwrap().contains("already in use"),
+        "{err}"
+    );
+    let failed = ok(
+        &client,
+        "service_status",
+        json!({"workspace_id": id, "service_name": "busy"}),
+    )
+    .await;
+    assert_eq!(failed["stop_reason"], "published_port_failed", "{failed}");
     let err = tool_error(
         &client,
         "service_start",
@@ -535,6 +582,7 @@ async fn cold_start_serves_through_mcp_with_http_and_tcp_readiness() {
     );
     let listed = ok(&client, "service_list", json!({"workspace_id": id})).await;
     assert_eq!(listed["running_count"], 2, "{listed}");
+    // Stopping the service frees its port.
     let stopped = ok(
         &client,
         "service_stop",
@@ -542,6 +590,25 @@ async fn cold_start_serves_through_mcp_with_http_and_tcp_readiness() {
     )
     .await;
     assert_eq!(stopped["state"], "stopped", "{stopped}");
+    assert_eq!(stopped["published_ports"], json!([]), "{stopped}");
+    assert_eq!(http_get(host_port, "/index.html"), None, "freed on stop");
+    // So does a VM that dies.
+    let again = ok(
+        &client,
+        "service_start",
+        json!({"workspace_id": id, "service_name": "web", "command": "exec python3 -m http.server 8000",
+               "ready_tcp": "127.0.0.1:8000", "published_ports": [{"guest_port": 8000}]}),
+    )
+    .await;
+    let port = again["published_ports"][0]["host_port"].as_u64().unwrap() as u16;
+    assert!(http_get(port, "/index.html").is_some());
+    crate::support::signal(sb.pid_of("qemu-system").expect("QEMU runs"), libc::SIGKILL);
+    crate::support::wait_until_stopped(&sb, &id, Duration::from_secs(30));
+    assert_eq!(
+        http_get(port, "/index.html"),
+        None,
+        "freed when the VM died"
+    );
     ok(&client, "workspace_delete", json!({"workspace_id": id})).await;
     client.cancel().await.unwrap();
 }

@@ -10,6 +10,7 @@
 //! run`) is shut down when its owner goes away, even if the owner was killed.
 
 mod launch;
+pub mod ports;
 pub(crate) mod process;
 pub mod protocol;
 

@@ -12,6 +12,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio_yamux::{Control, Session};
 
+use super::ports::Ports;
 use super::protocol::{
     ClientReply, ClientRequest, OwnerCommand, ReadyInfo, StatusInfo, SupervisorEvent,
 };
@@ -65,6 +66,7 @@ pub fn main(vm_dir: &Path, owner_fd: i32) -> i32 {
 
 struct Running {
     engine: Instance,
+    ports: std::sync::Arc<Ports>,
     control: Control,
     boot_ms: u64,
     hello: HelloReply,
@@ -139,7 +141,7 @@ async fn supervise(vm_dir: PathBuf, owner: UnixStream) -> i32 {
         tokio::select! {
             accepted = listener.accept() => {
                 if let Ok((stream, _)) = accepted {
-                    let client = serve_client(stream, running.control.clone(), shutdown_tx.clone(), status.clone(), activity.clone());
+                    let client = serve_client(stream, running.control.clone(), shutdown_tx.clone(), status.clone(), activity.clone(), running.ports.clone());
                     tokio::spawn(client);
                 }
             }
@@ -175,16 +177,20 @@ async fn boot(backend: &Qemu, record: &VmRecord) -> Result<Running> {
     // The supervisor runs in its VM's directory.
     let vm_dir = std::env::current_dir().map_err(|e| Error::io("resolve", Path::new("."), e))?;
     let (mut engine, nic) = Instance::spawn(backend, &record.config, &vm_dir)?;
+    let mut inbound_tx = None;
     if let Some(nic) = nic {
         let gateway = pyro_net::Gateway::new(record.egress.clone());
         let nic = nic
             .set_nonblocking(true)
             .and_then(|_| UnixStream::from_std(nic))
             .map_err(|e| Error::new(ErrorKind::Engine, format!("cannot serve the NIC: {e}")))?;
+        let (tx, inbound) = tokio::sync::mpsc::channel(16);
+        inbound_tx = Some(tx);
         tokio::spawn(async move {
-            let _ = gateway.run(nic).await;
+            let _ = gateway.run(nic, inbound).await;
         });
     }
+    let ports = std::sync::Arc::new(Ports::new(inbound_tx));
     let handshake = async {
         if let Memory::Restore { disk_bytes, .. } = &record.config.memory {
             let mut qmp = Qmp::connect(Path::new(QMP_SOCKET), Duration::from_secs(10)).await?;
@@ -204,6 +210,7 @@ async fn boot(backend: &Qemu, record: &VmRecord) -> Result<Running> {
     {
         Ok((control, hello)) => Ok(Running {
             engine,
+            ports,
             control,
             boot_ms: started.elapsed().as_millis() as u64,
             hello,
@@ -307,6 +314,7 @@ async fn serve_client(
     shutdown: watch::Sender<Option<String>>,
     status: StatusInfo,
     activity: Activity,
+    ports: std::sync::Arc<Ports>,
 ) {
     let request: ClientRequest = match read_frame(&mut stream).await {
         Ok(Some(frame)) => match frame.into_message() {
@@ -351,6 +359,20 @@ async fn serve_client(
         ClientRequest::Shutdown { reason } => {
             let _ = shutdown.send(Some(reason));
             let _ = write_message(&mut stream, &ClientReply::ShuttingDown).await;
+        }
+        ClientRequest::Publish {
+            guest_port,
+            host_port,
+        } => {
+            let reply = match ports.publish(guest_port, host_port).await {
+                Ok(host_port) => ClientReply::Published { host_port },
+                Err(message) => ClientReply::Error { message },
+            };
+            let _ = write_message(&mut stream, &reply).await;
+        }
+        ClientRequest::Unpublish { host_port } => {
+            ports.unpublish(host_port);
+            let _ = write_message(&mut stream, &ClientReply::Unpublished).await;
         }
     }
 }

@@ -22,6 +22,14 @@ pub enum ClientRequest {
     },
     /// Report the VM's state.
     Status,
+    /// Listen on the host's 127.0.0.1:`host_port` (a free port when `None`) and carry connections
+    /// to the guest's `guest_port`.
+    Publish {
+        guest_port: u16,
+        host_port: Option<u16>,
+    },
+    /// Stop listening on a published port.
+    Unpublish { host_port: u16 },
     /// Power the VM off and clean up.
     Shutdown { reason: String },
 }
@@ -32,6 +40,8 @@ pub enum ClientReply {
     Attached,
     Status(StatusInfo),
     ShuttingDown,
+    Published { host_port: u16 },
+    Unpublished,
     Error { message: String },
 }
 

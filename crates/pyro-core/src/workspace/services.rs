@@ -17,6 +17,8 @@ use super::ops::{resolve_cwd, started, ExecCommand};
 use super::validate;
 use crate::agent_client::{self, AgentCall, Purpose};
 use crate::db::{sql_error, Db};
+use crate::network::NetworkPolicy;
+use crate::supervisor::{self, protocol::ClientReply, protocol::ClientRequest};
 use crate::vocab::{ExecutionMode, WorkspaceState};
 use crate::{limits, Dirs, Error, ErrorKind, Result};
 
@@ -103,6 +105,79 @@ fn tcp_address(address: &str) -> Result<String> {
     Ok(format!("{host}:{port}"))
 }
 
+/// A guest port to publish on the host's 127.0.0.1, at `host_port` or a free port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortSpec {
+    pub guest_port: u16,
+    pub host_port: Option<u16>,
+}
+
+impl std::str::FromStr for PortSpec {
+    type Err = String;
+
+    /// `GUEST` or `HOST:GUEST`.
+    fn from_str(text: &str) -> std::result::Result<PortSpec, String> {
+        let number = |t: &str| t.trim().parse::<u16>().ok();
+        let spec = match text.split_once(':') {
+            Some((host, guest)) => PortSpec {
+                guest_port: number(guest).ok_or_else(|| format!("'{text}' is not [HOST:]GUEST"))?,
+                host_port: Some(
+                    number(host).ok_or_else(|| format!("'{text}' is not [HOST:]GUEST"))?,
+                ),
+            },
+            None => PortSpec {
+                guest_port: number(text).ok_or_else(|| format!("'{text}' is not [HOST:]GUEST"))?,
+                host_port: None,
+            },
+        };
+        spec.check()?;
+        Ok(spec)
+    }
+}
+
+impl PortSpec {
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.guest_port == 0 {
+            return Err("a published guest_port must be between 1 and 65535".into());
+        }
+        if let Some(host) = self.host_port {
+            if host < 1025 {
+                return Err(format!(
+                    "a published host_port must be between 1025 and 65535, got {host}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A guest port as published: where on the host it answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedPort {
+    pub host: String,
+    pub host_port: u16,
+    pub guest_port: u16,
+    pub protocol: String,
+}
+
+/// The ports asked for, checked: valid numbers, no port twice.
+fn checked_ports(ports: &[PortSpec]) -> Result<Vec<PortSpec>> {
+    let mut seen_guest = std::collections::BTreeSet::new();
+    let mut seen_host = std::collections::BTreeSet::new();
+    for port in ports {
+        port.check().map_err(Error::invalid)?;
+        if !seen_guest.insert(port.guest_port)
+            || port.host_port.is_some_and(|h| !seen_host.insert(h))
+        {
+            return Err(Error::invalid(format!(
+                "port {} is published twice",
+                port.host_port.unwrap_or(port.guest_port)
+            )));
+        }
+    }
+    Ok(ports.to_vec())
+}
+
 /// A service name: like a workspace name.
 fn service_name(name: &str) -> Result<String> {
     let name = name.trim();
@@ -135,6 +210,8 @@ pub struct ServiceOptions {
     pub ready_interval_ms: u64,
     /// Start it again whenever the workspace starts.
     pub restart_on_start: bool,
+    /// Guest ports to publish on the host's 127.0.0.1 once it is ready.
+    pub published_ports: Vec<PortSpec>,
 }
 
 impl ServiceOptions {
@@ -148,6 +225,7 @@ impl ServiceOptions {
             ready_timeout_seconds: limits::DEFAULT_READY_TIMEOUT_SECONDS,
             ready_interval_ms: limits::DEFAULT_READY_INTERVAL_MS,
             restart_on_start: false,
+            published_ports: Vec::new(),
         }
     }
 }
@@ -170,7 +248,8 @@ pub struct Service {
     /// `sigkill`, `workspace_stopped`.
     pub stop_reason: Option<String>,
     pub restart_on_start: bool,
-    pub published_ports: Vec<serde_json::Value>,
+    /// Where its published ports answer on the host, while it runs.
+    pub published_ports: Vec<PublishedPort>,
     pub execution_mode: ExecutionMode,
 }
 
@@ -200,6 +279,12 @@ struct Stored {
     spec: ServiceSpec,
     restart_on_start: bool,
     last: ServiceInfo,
+    /// The ports asked for.
+    #[serde(default)]
+    ports: Vec<PortSpec>,
+    /// The ports bound on the host, while it runs.
+    #[serde(default)]
+    published: Vec<PublishedPort>,
 }
 
 fn view(workspace_id: &str, stored: &Stored) -> Service {
@@ -219,7 +304,7 @@ fn view(workspace_id: &str, stored: &Stored) -> Service {
         exit_code: info.exit_code,
         stop_reason: info.stop_reason.clone(),
         restart_on_start: stored.restart_on_start,
-        published_ports: Vec::new(),
+        published_ports: stored.published.clone(),
         execution_mode: ExecutionMode::Guest,
     }
 }
@@ -269,13 +354,21 @@ async fn refreshed(db: &mut Db, dirs: &Dirs, record: &super::store::Record) -> R
             };
         for entry in &mut stored {
             match live.iter().find(|l| l.name == entry.spec.name) {
+                // pyro's own verdict on this run (e.g. its ports could not be published) stands.
+                Some(now)
+                    if entry.last.state == ServiceState::Failed
+                        && now.started_at_ms == entry.last.started_at_ms => {}
                 Some(now) => entry.last = now.clone(),
                 None => mark_gone(&mut entry.last, "workspace_stopped"),
+            }
+            if entry.last.state != ServiceState::Running {
+                entry.published.clear();
             }
         }
     } else {
         for entry in &mut stored {
             mark_gone(&mut entry.last, "workspace_stopped");
+            entry.published.clear();
         }
     }
     Ok(stored)
@@ -314,7 +407,15 @@ pub async fn start(dirs: &Dirs, reference: &str, options: &ServiceOptions) -> Re
     crate::run::validate_env(&options.env)?;
     let (_, _, command) = options.command.to_wire()?;
     let cwd = resolve_cwd(options.cwd.as_deref())?;
+    let ports = checked_ports(&options.published_ports)?;
     let (mut db, record, dir) = started(dirs, reference, "service start")?;
+    if !ports.is_empty() && record.network.policy != NetworkPolicy::EgressPublishedPorts {
+        return Err(Error::invalid(format!(
+            "published ports need the egress+published-ports network policy; workspace {} has {}",
+            record.id, record.network.policy
+        ))
+        .with_hint("create the workspace with that network policy to publish ports"));
+    }
     let spec = ServiceSpec {
         name,
         command,
@@ -327,12 +428,16 @@ pub async fn start(dirs: &Dirs, reference: &str, options: &ServiceOptions) -> Re
     };
     let timer = journal::Timer::start();
     let info = run_start(&dir, &spec).await?;
-    let stored = Stored {
+    let mut stored = Stored {
         spec,
         restart_on_start: options.restart_on_start,
         last: info,
+        ports,
+        published: Vec::new(),
     };
+    let publishing = publish(&dir, &mut stored).await;
     save(&mut db, &record.id, &stored)?;
+    publishing?;
     let operation = Operation::ServiceStart {
         params: journal::ServiceParams {
             name: stored.spec.name.clone(),
@@ -342,6 +447,60 @@ pub async fn start(dirs: &Dirs, reference: &str, options: &ServiceOptions) -> Re
     let ok = stored.last.state == ServiceState::Running;
     timer.record(&mut db, &record.id, ok, &operation)?;
     Ok(view(&record.id, &stored))
+}
+
+/// Publishes a running service's ports. When one cannot be bound, the service is stopped (and the
+/// ports bound so far freed) and recorded failed: a service is up with all its ports or not at all.
+async fn publish(dir: &std::path::Path, stored: &mut Stored) -> Result<()> {
+    if stored.last.state != ServiceState::Running {
+        return Ok(());
+    }
+    for port in stored.ports.clone() {
+        let request = ClientRequest::Publish {
+            guest_port: port.guest_port,
+            host_port: port.host_port,
+        };
+        let failure = match supervisor::request(dir, &request).await {
+            Ok(ClientReply::Published { host_port }) => {
+                stored.published.push(PublishedPort {
+                    host: "127.0.0.1".into(),
+                    host_port,
+                    guest_port: port.guest_port,
+                    protocol: "tcp".into(),
+                });
+                continue;
+            }
+            Ok(ClientReply::Error { message }) => message,
+            Ok(other) => format!("unexpected supervisor reply: {other:?}"),
+            Err(err) => err.to_string(),
+        };
+        unpublish(dir, stored).await;
+        let stop = Request::ServiceStop {
+            name: stored.spec.name.clone(),
+            grace_ms: STOP_GRACE_MS,
+        };
+        if let Ok(Reply::Service(info)) = agent_client::call(dir, &stop).await {
+            stored.last = info;
+        }
+        stored.last.state = ServiceState::Failed;
+        stored.last.stop_reason = Some("published_port_failed".into());
+        return Err(Error::invalid(format!(
+            "cannot publish guest port {} of service '{}': {failure}",
+            port.guest_port, stored.spec.name
+        ))
+        .with_hint("choose another host port, or leave it out to get a free one"));
+    }
+    Ok(())
+}
+
+/// Frees the host ports a service holds.
+async fn unpublish(dir: &std::path::Path, stored: &mut Stored) {
+    for port in stored.published.drain(..) {
+        let request = ClientRequest::Unpublish {
+            host_port: port.host_port,
+        };
+        let _ = supervisor::request(dir, &request).await;
+    }
 }
 
 /// The agent's start call, with a deadline that covers the readiness timeout.
@@ -370,8 +529,12 @@ pub async fn restart_marked(dirs: &Dirs, workspace_id: &str) -> Result<()> {
         if !stored.restart_on_start {
             continue;
         }
+        stored.published.clear();
         match run_start(&dir, &stored.spec).await {
-            Ok(info) => stored.last = info,
+            Ok(info) => {
+                stored.last = info;
+                let _ = publish(&dir, &mut stored).await;
+            }
             Err(err) => {
                 stored.last.state = ServiceState::Failed;
                 stored.last.stop_reason = Some(format!("restart failed: {err}"));
@@ -405,6 +568,7 @@ pub async fn stop(dirs: &Dirs, reference: &str, name: &str) -> Result<Service> {
         Err(err) => return Err(err),
     };
     stored.last = info;
+    unpublish(&dir, &mut stored).await;
     save(&mut db, &record.id, &stored)?;
     let operation = Operation::ServiceStop {
         params: journal::ServiceParams {
@@ -568,5 +732,29 @@ mod tests {
         assert!(service_name("web").is_ok());
         assert!(service_name("-x").is_err());
         assert!(service_name("a b").is_err());
+    }
+
+    #[test]
+    fn ports_are_guest_or_host_colon_guest() {
+        let parse = |t: &str| t.parse::<PortSpec>();
+        assert_eq!(
+            parse("8000"),
+            Ok(PortSpec {
+                guest_port: 8000,
+                host_port: None
+            })
+        );
+        assert_eq!(
+            parse("18000:8000"),
+            Ok(PortSpec {
+                guest_port: 8000,
+                host_port: Some(18000)
+            })
+        );
+        for bad in ["0", "80:8000", "x", "1:2:3", "70000"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        let twice = [parse("8000").unwrap(), parse("9000:8000").unwrap()];
+        assert!(checked_ports(&twice).is_err());
     }
 }
