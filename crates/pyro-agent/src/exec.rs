@@ -141,18 +141,35 @@ pub(crate) fn build(request: &ExecRequest, root: &Path) -> io::Result<std::proce
             command
         }
     };
+    base_env(&mut command)
+        .envs(&request.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    confine(&mut command, root, &request.cwd, false)?;
+    Ok(command)
+}
+
+/// The environment every command starts from (PATH, HOME, LANG); the caller's comes on top.
+pub(crate) fn base_env(command: &mut std::process::Command) -> &mut std::process::Command {
     command
         .env_clear()
         .env("PATH", DEFAULT_PATH)
         .env("HOME", "/root")
         .env("LANG", "C.UTF-8")
-        .envs(&request.env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+}
+
+/// Makes `command` run as commands do: chrooted in `root`, in `cwd`, in a session of its own (with
+/// its stdin as controlling terminal when `controlling_tty`), without the dropped capabilities.
+pub(crate) fn confine(
+    command: &mut std::process::Command,
+    root: &Path,
+    cwd: &str,
+    controlling_tty: bool,
+) -> io::Result<()> {
     let root_c = CString::new(root.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in root path"))?;
-    let cwd_c = CString::new(request.cwd.as_bytes()).map_err(|_| {
+    let cwd_c = CString::new(cwd.as_bytes()).map_err(|_| {
         io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in working directory")
     })?;
     // SAFETY: the closure only makes async-signal-safe system calls on pre-built C strings.
@@ -164,10 +181,13 @@ pub(crate) fn build(request: &ExecRequest, root: &Path) -> io::Result<std::proce
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }
+            if controlling_tty && libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
             crate::privileges::drop_for_command()
         });
     }
-    Ok(command)
+    Ok(())
 }
 
 /// A command that could not start: 127 when not found, 126 when not executable, as shells do.

@@ -24,6 +24,7 @@ mod privileges;
 mod reaper;
 pub mod serve;
 mod services;
+mod shells;
 mod sys;
 
 /// Runs the agent: boot duties when PID 1, then the request loop. `forger`, for tests only, may

@@ -9,7 +9,7 @@ use pyro_proto::{GuestErrorKind, HelloReply, Reply, Request, PROTOCOL_VERSION};
 use tokio::io::AsyncWriteExt;
 use tokio_yamux::{Session, StreamHandle};
 
-use crate::{activate, archive, exec, files, log, payload, port, reaper, services, sys};
+use crate::{activate, archive, exec, files, log, payload, port, reaper, services, shells, sys};
 
 pub async fn serve() -> io::Result<()> {
     reaper::start()?;
@@ -240,6 +240,38 @@ async fn dispatch(request: Request, stream: &mut StreamHandle) -> io::Result<Rep
             services: services::list(),
         }),
         Request::ServiceOutput { name } => services::output(&name).map(Reply::ServiceOutput),
+        Request::ShellOpen(spec) => {
+            require_active()?;
+            shells::open(spec, Path::new(activate::ROOT)).map(Reply::Shell)
+        }
+        Request::ShellRead {
+            shell_id,
+            cursor,
+            max_bytes,
+        } => {
+            let (chunk, data) = shells::read(&shell_id, cursor, max_bytes.min(MAX_READ_BYTES))?;
+            pyro_proto::write_payload(stream, &data).await?;
+            Ok(Reply::ShellOutput(chunk))
+        }
+        Request::ShellWrite { shell_id, input } => {
+            shells::write(&shell_id, &input).map(Reply::Shell)
+        }
+        Request::ShellResize {
+            shell_id,
+            cols,
+            rows,
+        } => shells::resize(&shell_id, cols, rows).map(Reply::Shell),
+        Request::ShellSignal { shell_id, signal } => {
+            shells::signal(&shell_id, signal).map(Reply::Shell)
+        }
+        Request::ShellClose { shell_id, grace_ms } => {
+            shells::close(&shell_id, Duration::from_millis(grace_ms))
+                .await
+                .map(Reply::Shell)
+        }
+        Request::ShellList => Ok(Reply::Shells {
+            shells: shells::list(),
+        }),
         Request::ExportArchive { path, max_bytes } => {
             require_active()?;
             let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);

@@ -11,6 +11,7 @@ mod prepare_cmd;
 mod progress;
 mod run_cmd;
 mod service_cmd;
+mod shell_cmd;
 mod terminal;
 mod workspace_cmd;
 

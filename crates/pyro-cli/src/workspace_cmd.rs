@@ -63,6 +63,9 @@ pub enum WorkspaceCommand {
     /// Named long-running commands (servers, workers) with a readiness check
     #[command(subcommand)]
     Service(crate::service_cmd::ServiceCommand),
+    /// Interactive shells on a terminal (PTY) that live between commands
+    #[command(subcommand)]
+    Shell(crate::shell_cmd::ShellCommand),
 }
 
 #[derive(Args)]
@@ -374,6 +377,7 @@ pub fn main(command: WorkspaceCommand) -> ExitCode {
         WorkspaceCommand::Export(a) => (a.json.json, EXIT_FAILURE),
         WorkspaceCommand::Reset(a) => (a.json.json, EXIT_FAILURE),
         WorkspaceCommand::Service(c) => (c.json(), EXIT_FAILURE),
+        WorkspaceCommand::Shell(c) => (c.json(), EXIT_FAILURE),
     };
     let dirs = match output::dirs(json, failure_code) {
         Ok(dirs) => dirs,
@@ -393,6 +397,9 @@ async fn dispatch(
     match command {
         WorkspaceCommand::Service(command) => {
             return crate::service_cmd::dispatch(dirs, command, json).await
+        }
+        WorkspaceCommand::Shell(command) => {
+            return crate::shell_cmd::dispatch(dirs, command, json).await
         }
         WorkspaceCommand::Create(args) => {
             let options = CreateOptions {

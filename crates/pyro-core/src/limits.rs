@@ -28,6 +28,16 @@ pub const DEFAULT_READY_TIMEOUT_SECONDS: u64 = 30;
 /// How often a service's readiness check runs, in milliseconds.
 pub const READY_INTERVAL_MS: RangeInclusive<u64> = 10..=60_000;
 pub const DEFAULT_READY_INTERVAL_MS: u64 = 500;
+/// A shell's terminal size.
+pub const SHELL_COLS: RangeInclusive<u16> = 1..=1000;
+pub const DEFAULT_SHELL_COLS: u16 = 120;
+pub const SHELL_ROWS: RangeInclusive<u16> = 1..=1000;
+pub const DEFAULT_SHELL_ROWS: u16 = 30;
+/// Bytes one shell read returns at most.
+pub const SHELL_READ_BYTES: RangeInclusive<u64> = 1..=(1 << 20);
+pub const DEFAULT_SHELL_READ_BYTES: u64 = 64 << 10;
+/// How long a shell read may wait for output to go quiet, in milliseconds.
+pub const SHELL_IDLE_MS: RangeInclusive<u64> = 1..=10_000;
 
 /// `value` of the argument `name` if it lies in `range`, else an error that names both.
 pub fn check<T: PartialOrd + Display + Copy>(

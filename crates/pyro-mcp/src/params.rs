@@ -275,3 +275,80 @@ pub struct ServiceLogs {
     #[serde(default)]
     pub all: bool,
 }
+
+fn default_cols() -> u16 {
+    pyro_core::limits::DEFAULT_SHELL_COLS
+}
+fn default_rows() -> u16 {
+    pyro_core::limits::DEFAULT_SHELL_ROWS
+}
+fn default_max_chars() -> u64 {
+    pyro_core::limits::DEFAULT_SHELL_READ_BYTES
+}
+fn default_true() -> bool {
+    true
+}
+fn default_signal() -> String {
+    "INT".to_string()
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShellOpen {
+    pub workspace_id: String,
+    #[serde(default = "default_root")]
+    pub cwd: String,
+    #[serde(default = "default_cols")]
+    pub cols: u16,
+    #[serde(default = "default_rows")]
+    pub rows: u16,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShellRef {
+    pub workspace_id: String,
+    pub shell_id: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShellReadParams {
+    pub workspace_id: String,
+    pub shell_id: String,
+    /// Byte offset in the shell's output to read from: 0, then the previous read's next_cursor.
+    #[serde(default)]
+    pub cursor: u64,
+    /// At most this many bytes of output.
+    #[serde(default = "default_max_chars")]
+    pub max_chars: u64,
+    /// The text a person would see on the terminal (escape sequences applied) instead of raw output.
+    #[serde(default)]
+    pub plain: bool,
+    /// Wait until the shell has printed nothing for this long (1 to 10000 ms), e.g. for a command
+    /// to finish.
+    #[serde(default)]
+    pub wait_for_idle_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShellWriteParams {
+    pub workspace_id: String,
+    pub shell_id: String,
+    /// What to type.
+    pub input: String,
+    /// Press Enter after it.
+    #[serde(default = "default_true")]
+    pub append_newline: bool,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShellSignalParams {
+    pub workspace_id: String,
+    pub shell_id: String,
+    /// HUP, INT, TERM or KILL.
+    #[serde(default = "default_signal")]
+    pub signal_name: String,
+}

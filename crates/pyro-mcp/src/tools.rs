@@ -7,6 +7,7 @@ use pyro_core::host_paths::Access;
 use pyro_core::network::NetworkPolicy;
 use pyro_core::project::ProjectSeed;
 use pyro_core::workspace::services::{self, PortSpec, ReadinessOptions, ServiceOptions};
+use pyro_core::workspace::shells::{self, ReadOptions};
 use pyro_core::workspace::{self, CreateOptions, ExecCommand, ExecOptions, UpdateOptions};
 use pyro_core::{run, Error, Progress};
 use serde_json::Value;
@@ -432,6 +433,85 @@ pub static SERVICE_STOP: ToolDef<ServiceRef> = ToolDef {
     params: PhantomData,
 };
 
+pub static SHELL_OPEN: ToolDef<ShellOpen> = ToolDef {
+    name: "shell_open",
+    description: "Open an interactive shell (bash on a terminal) in the workspace. It stays open between calls: type with shell_write, read with shell_read; close it with shell_close.",
+    hints: Hints::COMMAND,
+    network_args: &[],
+    run: |a, c| {
+        Box::pin(async move {
+            let dirs = c.server.dirs();
+            json(&shells::open(dirs, &a.workspace_id, Some(&a.cwd), a.cols, a.rows).await?)
+        })
+    },
+    params: PhantomData,
+};
+
+pub static SHELL_READ: ToolDef<ShellReadParams> = ToolDef {
+    name: "shell_read",
+    description: "Read a shell's output from cursor (start at 0, then pass the previous next_cursor: nothing is lost or repeated). plain=true gives the text a person would see on the terminal; wait_for_idle_ms waits until output stops (e.g. for a command to finish).",
+    hints: Hints::READ,
+    network_args: &[],
+    run: |a, c| {
+        Box::pin(async move {
+            let options = ReadOptions {
+                cursor: a.cursor,
+                max_chars: a.max_chars,
+                plain: a.plain,
+                wait_for_idle_ms: a.wait_for_idle_ms,
+            };
+            let dirs = c.server.dirs();
+            json(&shells::read(dirs, &a.workspace_id, &a.shell_id, &options).await?)
+        })
+    },
+    params: PhantomData,
+};
+
+pub static SHELL_WRITE: ToolDef<ShellWriteParams> = ToolDef {
+    name: "shell_write",
+    description: "Type input into a shell (Enter is pressed after it unless append_newline=false). Read what it printed with shell_read.",
+    hints: Hints::COMMAND,
+    network_args: &[],
+    run: |a, c| {
+        Box::pin(async move {
+            let dirs = c.server.dirs();
+            let written = shells::write(dirs, &a.workspace_id, &a.shell_id, &a.input, a.append_newline);
+            json(&written.await?)
+        })
+    },
+    params: PhantomData,
+};
+
+pub static SHELL_SIGNAL: ToolDef<ShellSignalParams> = ToolDef {
+    name: "shell_signal",
+    description: "Send HUP, INT, TERM or KILL to a shell's process group (INT is Ctrl-C for the shell itself; a foreground job may need Ctrl-C typed: shell_write of the character U+0003 with append_newline=false).",
+    hints: Hints::CHANGE,
+    network_args: &[],
+    run: |a, c| {
+        Box::pin(async move {
+            let dirs = c.server.dirs();
+            json(&shells::signal(dirs, &a.workspace_id, &a.shell_id, &a.signal_name).await?)
+        })
+    },
+    params: PhantomData,
+};
+
+pub static SHELL_CLOSE: ToolDef<ShellRef> = ToolDef {
+    name: "shell_close",
+    description: "Close a shell: SIGHUP to its process group, SIGKILL 5 s later.",
+    hints: Hints {
+        idempotent: true,
+        ..Hints::CHANGE
+    },
+    network_args: &[],
+    run: |a, c| {
+        Box::pin(async move {
+            json(&shells::close(c.server.dirs(), &a.workspace_id, &a.shell_id).await?)
+        })
+    },
+    params: PhantomData,
+};
+
 /// One-shot runs.
 pub static RUN: &[&dyn ToolSpec] = &[&VM_RUN];
 
@@ -467,7 +547,16 @@ pub static SERVICES: &[&dyn ToolSpec] = &[
     &SERVICE_STOP,
 ];
 
+/// Interactive shells on a terminal.
+pub static SHELLS: &[&dyn ToolSpec] = &[
+    &SHELL_OPEN,
+    &SHELL_READ,
+    &SHELL_WRITE,
+    &SHELL_SIGNAL,
+    &SHELL_CLOSE,
+];
+
 /// Every tool pyro implements, in the order hosts list them.
 pub fn all() -> Vec<&'static dyn ToolSpec> {
-    [RUN, WORKSPACE, LIFECYCLE, SERVICES].concat()
+    [RUN, WORKSPACE, LIFECYCLE, SERVICES, SHELLS].concat()
 }

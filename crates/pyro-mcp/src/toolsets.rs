@@ -30,7 +30,7 @@ pub const PROFILES: &[Profile] = &[
     },
     Profile {
         name: "workspace-full",
-        groups: &[RUN, WORKSPACE, LIFECYCLE, SERVICES],
+        groups: &[RUN, WORKSPACE, LIFECYCLE, SERVICES, SHELLS],
         offers_network: true,
         summary: "every tool pyro implements",
     },
@@ -130,14 +130,21 @@ pub const MODES: &[Mode] = &[
             &WORKSPACE_RESET,
             &WORKSPACE_SUMMARY,
             &WORKSPACE_DELETE,
+            &SHELL_OPEN,
+            &SHELL_READ,
+            &SHELL_WRITE,
+            &SHELL_SIGNAL,
+            &SHELL_CLOSE,
         ],
         network_off: false,
         summary: "evaluate a change: run the checks, review the diff, reset between attempts",
         instructions: "Review-eval mode: evaluate a change reproducibly.\n\
             1. workspace_create from the project (or a seed_path with the change applied).\n\
             2. Run the project's checks with workspace_exec; review workspace_diff against the baseline.\n\
-            3. Between independent evaluations, workspace_reset to start from the same baseline.\n\
-            4. Report with workspace_summary (commands, exit codes, changed files); export artifacts; delete.",
+            3. To poke at it interactively, shell_open a shell, shell_write commands and shell_read with plain=true \
+            and wait_for_idle_ms (pass next_cursor back as cursor so nothing is read twice); shell_close when done.\n\
+            4. Between independent evaluations, workspace_reset to start from the same baseline.\n\
+            5. Report with workspace_summary (commands, exit codes, changed files); export artifacts; delete.",
     },
 ];
 

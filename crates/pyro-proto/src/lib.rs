@@ -14,6 +14,7 @@ pub mod frame;
 pub mod message;
 pub mod preamble;
 pub mod service;
+pub mod shell;
 
 pub use capture::CappedOutput;
 pub use frame::{
@@ -21,6 +22,7 @@ pub use frame::{
 };
 pub use message::*;
 pub use service::{Readiness, ServiceInfo, ServiceOutput, ServiceSpec, ServiceState};
+pub use shell::{ShellChunk, ShellInfo, ShellSpec, ShellState};
 
 /// Bumped on any incompatible change to frames or messages.
 pub const PROTOCOL_VERSION: u32 = 2;

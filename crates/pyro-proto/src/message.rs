@@ -54,6 +54,29 @@ pub enum Request {
     ServiceList,
     /// One service with the output it kept.
     ServiceOutput { name: String },
+    /// Open a shell on a new PTY.
+    ShellOpen(crate::ShellSpec),
+    /// Up to `max_bytes` of a shell's output from `cursor` (a byte offset); the bytes come as one
+    /// payload before the reply. Never splits a UTF-8 character at the end.
+    ShellRead {
+        shell_id: String,
+        cursor: u64,
+        max_bytes: u64,
+    },
+    /// Type `input` into a shell.
+    ShellWrite { shell_id: String, input: String },
+    /// Change a shell's terminal size.
+    ShellResize {
+        shell_id: String,
+        cols: u16,
+        rows: u16,
+    },
+    /// Send a signal to a shell's process group.
+    ShellSignal { shell_id: String, signal: i32 },
+    /// End a shell: SIGHUP to its group, SIGKILL after `grace_ms`; it is forgotten.
+    ShellClose { shell_id: String, grace_ms: u64 },
+    /// Every open shell.
+    ShellList,
 }
 
 /// The agent's answer, the last frame it writes on a stream.
@@ -76,6 +99,11 @@ pub enum Reply {
         services: Vec<crate::ServiceInfo>,
     },
     ServiceOutput(crate::ServiceOutput),
+    Shell(crate::ShellInfo),
+    Shells {
+        shells: Vec<crate::ShellInfo>,
+    },
+    ShellOutput(crate::ShellChunk),
     Error {
         message: String,
         /// What was wrong: the request (`invalid`), a missing path (`not_found`), or the guest (`failed`).

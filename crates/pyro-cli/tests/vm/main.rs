@@ -15,6 +15,7 @@ mod nethost;
 mod run_basics;
 mod run_failures;
 mod services;
+mod shells;
 mod support;
 mod trust;
 mod workspaces;

@@ -118,6 +118,11 @@ async fn profiles_and_modes_expose_exactly_their_tools() {
         "service_status",
         "service_logs",
         "service_stop",
+        "shell_open",
+        "shell_read",
+        "shell_write",
+        "shell_signal",
+        "shell_close",
     ]);
     assert_eq!(
         tool_names(&sb, &["--profile", "workspace-full"]).await,
@@ -175,7 +180,12 @@ async fn profiles_and_modes_expose_exactly_their_tools() {
             "workspace_export",
             "workspace_reset",
             "workspace_summary",
-            "workspace_delete"
+            "workspace_delete",
+            "shell_open",
+            "shell_read",
+            "shell_write",
+            "shell_signal",
+            "shell_close"
         ]
     );
     let client = connect(&sb, &["--mode", "inspect"], sb.root()).await;
@@ -609,6 +619,66 @@ async fn cold_start_serves_through_mcp_with_readiness_and_published_ports() {
         None,
         "freed when the VM died"
     );
+    ok(&client, "workspace_delete", json!({"workspace_id": id})).await;
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn review_eval_pokes_at_a_change_in_a_shell_through_mcp() {
+    let _slot = one_vm_slot();
+    let sb = Sandbox::new();
+    let client = connect(&sb, &["--mode", "review-eval"], sb.root()).await;
+    let ws = ok(&client, "workspace_create", json!({})).await;
+    let id = ws["workspace_id"].as_str().unwrap().to_string();
+    let shell = ok(&client, "shell_open", json!({"workspace_id": id})).await;
+    let shell_id = shell["shell_id"].as_str().unwrap().to_string();
+    let first = ok(
+        &client,
+        "shell_read",
+        json!({"workspace_id": id, "shell_id": shell_id, "wait_for_idle_ms": 500}),
+    )
+    .await;
+    ok(
+        &client,
+        "shell_write",
+        json!({"workspace_id": id, "shell_id": shell_id, "input": "echo answer=$((6*7))"}),
+    )
+    .await;
+    let read = ok(
+        &client,
+        "shell_read",
+        json!({"workspace_id": id, "shell_id": shell_id, "cursor": first["next_cursor"],
+               "plain": true, "wait_for_idle_ms": 700}),
+    )
+    .await;
+    assert!(
+        read["output"]
+            .as_str()
+            .unwrap()
+            .contains("\nanswer=42\npyro$"),
+        "{read}"
+    );
+    let again = ok(
+        &client,
+        "shell_read",
+        json!({"workspace_id": id, "shell_id": shell_id, "cursor": read["next_cursor"]}),
+    )
+    .await;
+    assert_eq!(again["output"], "", "nothing is read twice: {again}");
+    let err = tool_error(
+        &client,
+        "shell_read",
+        json!({"workspace_id": id, "shell_id": "000000000000"}),
+    )
+    .await;
+    assert_eq!(err["kind"], "not_found", "{err}");
+    let closed = ok(
+        &client,
+        "shell_close",
+        json!({"workspace_id": id, "shell_id": shell_id}),
+    )
+    .await;
+    assert_eq!(closed["closed"], true, "{closed}");
     ok(&client, "workspace_delete", json!({"workspace_id": id})).await;
     client.cancel().await.unwrap();
 }

@@ -11,6 +11,7 @@ pub mod model;
 pub mod ops;
 pub mod patch;
 pub mod services;
+pub mod shells;
 pub mod store;
 pub mod summary;
 pub mod validate;
