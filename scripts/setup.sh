@@ -22,11 +22,12 @@ fi
 command -v cargo >/dev/null 2>&1 || die "cargo is not installed.
 help: install the stable Rust toolchain with rustup (https://rustup.rs), open a new shell, and run this again"
 
-# 2. Host packages: QEMU (the engine), mmdebstrap (builds environments), e2fsprogs (disk images), git,
+# 2. Host packages: QEMU (the engine), qemu-utils (qcow2 disks and snapshots), mmdebstrap (builds environments), e2fsprogs (disk images), git,
 #    iproute2 (the test suite's network namespaces).
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
 missing=()
 have qemu-system-x86_64 || missing+=(qemu-system-x86)
+have qemu-img || missing+=(qemu-utils)  # the workspaces' disks and their snapshots (qcow2)
 have mmdebstrap || missing+=(mmdebstrap)
 have mke2fs || missing+=(e2fsprogs)
 have git || missing+=(git)  # lists a project's files for project-aware seeding
@@ -45,7 +46,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   # No recommends: they pull in a desktop stack and may conflict with a backported qemu-utils.
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-for tool in qemu-system-x86_64 mmdebstrap mke2fs git ip mount curl; do
+for tool in qemu-system-x86_64 qemu-img mmdebstrap mke2fs git ip mount curl; do
   have "$tool" || die "$tool is still missing after the install; install it by hand and run this again"
 done
 $deps_only && exit 0

@@ -17,7 +17,7 @@ use crate::{disks, init, log, net, sys};
 /// The root directory commands run in once the VM is activated.
 pub const ROOT: &str = "/newroot";
 /// Where the VM's writable disk is mounted.
-const DATA_MOUNT: &str = "/rw";
+pub(crate) const DATA_MOUNT: &str = "/rw";
 
 const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
 const RNDRESEEDCRNG: libc::c_ulong = 0x5207;

@@ -191,7 +191,16 @@ impl<W: Write> Write for Bounded<W> {
 
 /// Writes `path` as a tar archive: a directory's contents, or a single file or symlink by its name.
 pub fn export(path: &str, writer: impl Write, max_bytes: u64) -> io::Result<ArchiveSummary> {
-    let root = Beneath::workspace()?;
+    export_from(Beneath::workspace()?, path, writer, max_bytes)
+}
+
+/// [`export`] of a path under another root (a disk snapshot's `/workspace`).
+pub fn export_from(
+    root: Beneath,
+    path: &str,
+    writer: impl Write,
+    max_bytes: u64,
+) -> io::Result<ArchiveSummary> {
     let rel = confine::relative(path)?;
     let st = root.lstat(&rel)?;
     let kind = artifact_type(&st);

@@ -84,7 +84,12 @@ pub struct Beneath {
 
 impl Beneath {
     pub fn workspace() -> io::Result<Beneath> {
-        let path = cstring(WORKSPACE_ON_DISK)?;
+        Beneath::at(WORKSPACE_ON_DISK)
+    }
+
+    /// A root elsewhere: the `/workspace` of a mounted disk snapshot.
+    pub fn at(dir: &str) -> io::Result<Beneath> {
+        let path = cstring(dir)?;
         // SAFETY: a valid path; the result is checked.
         let fd = unsafe {
             libc::open(

@@ -20,6 +20,20 @@ pub fn find_by_label(label: &str) -> Option<String> {
         .find(|dev| read_label(dev).as_deref() == Some(label))
 }
 
+/// The virtio disk whose serial (`-device ...,serial=`) is `serial`.
+pub fn find_by_serial(serial: &str) -> Option<String> {
+    let entries = std::fs::read_dir("/sys/block").ok()?;
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("vd"))
+        .find(|n| {
+            std::fs::read_to_string(format!("/sys/block/{n}/serial"))
+                .is_ok_and(|s| s.trim() == serial)
+        })
+        .map(|n| format!("/dev/{n}"))
+}
+
 pub fn wait_for_label(label: &str, limit: Duration) -> Result<String, String> {
     let start = Instant::now();
     loop {

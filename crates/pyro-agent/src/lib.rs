@@ -16,6 +16,7 @@ mod confine;
 mod disks;
 mod exec;
 mod files;
+mod freeze;
 mod init;
 mod net;
 mod payload;
@@ -25,6 +26,7 @@ mod reaper;
 pub mod serve;
 mod services;
 mod shells;
+mod snapview;
 mod sys;
 
 /// Runs the agent: boot duties when PID 1, then the request loop. `forger`, for tests only, may

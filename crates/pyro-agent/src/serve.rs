@@ -9,7 +9,10 @@ use pyro_proto::{GuestErrorKind, HelloReply, Reply, Request, PROTOCOL_VERSION};
 use tokio::io::AsyncWriteExt;
 use tokio_yamux::{Session, StreamHandle};
 
-use crate::{activate, archive, exec, files, log, payload, port, reaper, services, shells, sys};
+use crate::{
+    activate, archive, exec, files, freeze, log, payload, port, reaper, services, shells, snapview,
+    sys,
+};
 
 pub async fn serve() -> io::Result<()> {
     reaper::start()?;
@@ -149,6 +152,14 @@ async fn dispatch(request: Request, stream: &mut StreamHandle) -> io::Result<Rep
         } => Ok(hello(protocol_version)),
         Request::Activate(activation) => activate::activate(&activation).map(Reply::Activated),
         Request::PowerOff => Ok(Reply::PoweringOff),
+        Request::FreezeDisk { thaw_after_ms } => {
+            blocking(move || freeze::freeze(Duration::from_millis(thaw_after_ms))).await?;
+            Ok(Reply::Frozen)
+        }
+        Request::ThawDisk => {
+            blocking(freeze::thaw).await?;
+            Ok(Reply::Thawed)
+        }
         Request::Sync => {
             blocking(|| {
                 // SAFETY: sync takes no arguments.
@@ -274,20 +285,30 @@ async fn dispatch(request: Request, stream: &mut StreamHandle) -> io::Result<Rep
         }),
         Request::ExportArchive { path, max_bytes } => {
             require_active()?;
-            let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
-            let export = tokio::task::spawn_blocking(move || {
-                archive::export(&path, payload::ChannelWriter::new(tx), max_bytes)
-            });
-            while let Some(chunk) = rx.recv().await {
-                pyro_proto::write_data(stream, &chunk).await?;
-            }
-            let summary = export
-                .await
-                .map_err(|e| io::Error::other(e.to_string()))??;
-            pyro_proto::write_data(stream, &[]).await?;
-            Ok(Reply::Exported(summary))
+            stream_export(stream, move |w| archive::export(&path, w, max_bytes)).await
+        }
+        Request::ExportSnapshotView { path, max_bytes } => {
+            require_active()?;
+            stream_export(stream, move |w| snapview::export(&path, w, max_bytes)).await
         }
     }
+}
+
+/// Runs a blocking archive export and streams what it writes as data frames, then an empty frame.
+async fn stream_export(
+    stream: &mut StreamHandle,
+    export: impl FnOnce(payload::ChannelWriter) -> io::Result<pyro_proto::ArchiveSummary>
+        + Send
+        + 'static,
+) -> io::Result<Reply> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    let work = tokio::task::spawn_blocking(move || export(payload::ChannelWriter::new(tx)));
+    while let Some(chunk) = rx.recv().await {
+        pyro_proto::write_data(stream, &chunk).await?;
+    }
+    let summary = work.await.map_err(|e| io::Error::other(e.to_string()))??;
+    pyro_proto::write_data(stream, &[]).await?;
+    Ok(Reply::Exported(summary))
 }
 
 fn hello(host_version: u32) -> Reply {

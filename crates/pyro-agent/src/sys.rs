@@ -46,6 +46,13 @@ pub fn mount(
     check(ret, &format!("mount {fstype} {source} on {target}"))
 }
 
+pub fn umount(target: &str) -> io::Result<()> {
+    let target_c = cstring(target)?;
+    // SAFETY: a valid NUL-terminated path.
+    let ret = unsafe { libc::umount2(target_c.as_ptr(), 0) };
+    check(ret, &format!("umount {target}"))
+}
+
 /// Writes out everything of the file system that holds `path`, and waits for the device to have it.
 pub fn syncfs(path: &str) -> io::Result<()> {
     let dir = std::fs::File::open(path)?;

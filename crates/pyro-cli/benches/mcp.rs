@@ -17,14 +17,8 @@ use serde_json::{json, Value};
 
 const PYRO: &str = env!("CARGO_BIN_EXE_pyro");
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    values[values.len() / 2]
-}
-
-fn ms(start: Instant) -> f64 {
-    start.elapsed().as_secs_f64() * 1000.0
-}
+mod support;
+use support::{median, ms};
 
 #[tokio::main]
 async fn main() {

@@ -12,6 +12,7 @@ mod progress;
 mod run_cmd;
 mod service_cmd;
 mod shell_cmd;
+mod snapshot_cmd;
 mod terminal;
 mod workspace_cmd;
 

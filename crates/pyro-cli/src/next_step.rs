@@ -19,6 +19,9 @@ pub fn command(next: &Next) -> Option<String> {
             format!("pyro workspace update {workspace_id} --name NEW-NAME")
         }
         Next::WorkspaceDiff { workspace_id } => format!("pyro workspace diff {workspace_id}"),
+        Next::SnapshotList { workspace_id } => {
+            format!("pyro workspace snapshot list {workspace_id}")
+        }
         Next::EnvList => "pyro env list".into(),
         Next::Doctor => "pyro doctor".into(),
         Next::AllowHostPath => return None,

@@ -53,32 +53,46 @@ pub enum WorkspaceCommand {
     #[command(subcommand)]
     Patch(PatchCommand),
     /// What changed in /workspace since the baseline, as a patch
-    Diff(Target),
+    Diff(SinceArgs),
     /// Copy a file or directory out of /workspace to a new host path
     Export(ExportArgs),
-    /// Recreate the sandbox: a fresh system with /workspace restored from the baseline
+    /// Put the whole sandbox back to a snapshot (the baseline unless --snapshot names another)
     Reset(ResetArgs),
     /// What changed and what ran since the last reset
-    Summary(Target),
+    Summary(SinceArgs),
     /// Named long-running commands (servers, workers) with a readiness check
     #[command(subcommand)]
     Service(crate::service_cmd::ServiceCommand),
     /// Interactive shells on a terminal (PTY) that live between commands
     #[command(subcommand)]
     Shell(crate::shell_cmd::ShellCommand),
+    /// Named snapshots of the whole workspace disk, to reset to later
+    #[command(subcommand)]
+    Snapshot(crate::snapshot_cmd::SnapshotCommand),
 }
 
 #[derive(Args)]
 pub struct Json {
     /// Print JSON on stdout
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Args)]
 pub struct Target {
     /// Workspace id or name
+    pub(crate) workspace: String,
+    #[command(flatten)]
+    pub(crate) json: Json,
+}
+
+#[derive(Args)]
+pub struct SinceArgs {
+    /// Workspace id or name
     workspace: String,
+    /// Compare with this snapshot instead of the baseline (see `pyro workspace snapshot list`)
+    #[arg(long, value_name = "SNAPSHOT")]
+    since: Option<String>,
     #[command(flatten)]
     json: Json,
 }
@@ -268,7 +282,8 @@ pub struct ResetArgs {
     /// Boot from the kernel even when a warm template exists
     #[arg(long)]
     cold: bool,
-    #[arg(long, default_value = "baseline")]
+    /// The snapshot to go back to (see `pyro workspace snapshot list`)
+    #[arg(long, default_value = "baseline", value_name = "NAME")]
     snapshot: String,
     #[command(flatten)]
     json: Json,
@@ -361,9 +376,8 @@ pub fn main(command: WorkspaceCommand) -> ExitCode {
         WorkspaceCommand::Status(t)
         | WorkspaceCommand::Stop(t)
         | WorkspaceCommand::Delete(t)
-        | WorkspaceCommand::Logs(t)
-        | WorkspaceCommand::Diff(t)
-        | WorkspaceCommand::Summary(t) => (t.json.json, EXIT_FAILURE),
+        | WorkspaceCommand::Logs(t) => (t.json.json, EXIT_FAILURE),
+        WorkspaceCommand::Diff(t) | WorkspaceCommand::Summary(t) => (t.json.json, EXIT_FAILURE),
         WorkspaceCommand::Update(a) => (a.json.json, EXIT_FAILURE),
         WorkspaceCommand::Start(a) => (a.json.json, EXIT_FAILURE),
         WorkspaceCommand::Exec(a) => (a.json, EXIT_RUN_FAILURE),
@@ -378,6 +392,7 @@ pub fn main(command: WorkspaceCommand) -> ExitCode {
         WorkspaceCommand::Reset(a) => (a.json.json, EXIT_FAILURE),
         WorkspaceCommand::Service(c) => (c.json(), EXIT_FAILURE),
         WorkspaceCommand::Shell(c) => (c.json(), EXIT_FAILURE),
+        WorkspaceCommand::Snapshot(c) => (c.json(), EXIT_FAILURE),
     };
     let dirs = match output::dirs(json, failure_code) {
         Ok(dirs) => dirs,
@@ -397,6 +412,9 @@ async fn dispatch(
     match command {
         WorkspaceCommand::Service(command) => {
             return crate::service_cmd::dispatch(dirs, command, json).await
+        }
+        WorkspaceCommand::Snapshot(command) => {
+            return crate::snapshot_cmd::dispatch(dirs, command, json).await
         }
         WorkspaceCommand::Shell(command) => {
             return crate::shell_cmd::dispatch(dirs, command, json).await
@@ -654,7 +672,7 @@ async fn dispatch(
             });
         }
         WorkspaceCommand::Diff(t) => {
-            let result = workspace::diff(dirs, &t.workspace).await?;
+            let result = workspace::diff(dirs, &t.workspace, t.since.as_deref()).await?;
             show(&result, json, |r| {
                 print_product(&r.patch());
                 if !r.changed {
@@ -706,14 +724,17 @@ async fn dispatch(
                     .await?;
             show(&result, json, |r| {
                 print(describe(&r.workspace));
-                say(format!(
-                    "Reset from {} ({} entries restored)",
-                    r.workspace_reset.snapshot_name, r.workspace_reset.entry_count
-                ));
+                say(match r.workspace_reset.entry_count {
+                    Some(entries) => format!(
+                        "Reset to {} ({entries} entries in /workspace)",
+                        r.workspace_reset.snapshot_name
+                    ),
+                    None => format!("Reset to snapshot {}", r.workspace_reset.snapshot_name),
+                });
             });
         }
         WorkspaceCommand::Summary(t) => {
-            let result = workspace::summary(dirs, &t.workspace).await?;
+            let result = workspace::summary(dirs, &t.workspace, t.since.as_deref()).await?;
             show(&result, json, |r| {
                 let mut text = format!(
                     "Workspace {}{}: {} | since {} | resets: {}\n",
@@ -723,10 +744,10 @@ async fn dispatch(
                         .map(|n| format!(" ({n})"))
                         .unwrap_or_default(),
                     r.state,
-                    if r.reset_count > 0 {
-                        "the last reset"
-                    } else {
-                        "creation"
+                    match &r.since_snapshot {
+                        Some(name) => format!("snapshot {name}"),
+                        None if r.reset_count > 0 => "the last reset".into(),
+                        None => "creation".into(),
                     },
                     r.reset_count
                 );

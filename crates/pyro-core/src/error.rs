@@ -58,6 +58,8 @@ pub enum Next {
     WorkspaceUpdate { workspace_id: String },
     /// Show the diff of a workspace against its baseline (a patch to apply).
     WorkspaceDiff { workspace_id: String },
+    /// List a workspace's snapshots.
+    SnapshotList { workspace_id: String },
     /// List the environments.
     EnvList,
     /// Check the host.

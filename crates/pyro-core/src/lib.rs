@@ -15,6 +15,7 @@ pub mod agent_client;
 pub mod catalog;
 pub mod daily;
 pub mod db;
+pub mod disk;
 pub mod doctor;
 pub mod engine;
 pub mod environment;

@@ -110,7 +110,6 @@ impl Template {
         Memory::Restore {
             ram: self.dir.join(RAM_FILE),
             state: self.dir.join(STATE_FILE),
-            disk_bytes: u64::from(self.manifest.key.disk_gib) << 30,
         }
     }
 }
@@ -372,7 +371,7 @@ pub async fn prepare(
         key.environment,
         key.shape()
     ));
-    let outcome = snapshot(&staging, env, initramfs, key).await;
+    let outcome = snapshot(dirs, &staging, env, initramfs, key).await;
     let manifest = match outcome {
         Ok(manifest) => manifest,
         Err(err) => {
@@ -425,14 +424,15 @@ fn ensure_free_space(dir: &Path, needed: u64) -> Result<()> {
 
 /// Boots the template guest in `dir`, waits for the agent, and saves RAM and device state there.
 async fn snapshot(
+    dirs: &Dirs,
     dir: &Path,
     env: &Installed,
     initramfs: &Path,
     key: &TemplateKey,
 ) -> Result<TemplateManifest> {
     let started = Instant::now();
-    let placeholder = dir.join("placeholder.img");
-    crate::vm::make_data_disk(&placeholder, key.disk_gib)?;
+    let placeholder = dir.join("placeholder.qcow2");
+    crate::disk::create(dirs, &placeholder, key.disk_gib)?;
     let config = VmConfig {
         vcpu_count: key.vcpu_count,
         mem_mib: key.mem_mib,
@@ -443,6 +443,7 @@ async fn snapshot(
         initramfs: initramfs.to_path_buf(),
         base_image: env.rootfs(),
         data_disk: placeholder.clone(),
+        disk_gib: key.disk_gib,
         memory: Memory::TemplateFile {
             ram: dir.join(RAM_FILE),
         },

@@ -1,7 +1,6 @@
 //! Booting a VM through its supervisor and talking to its agent.
 
 use std::path::{Path, PathBuf};
-use std::process::Command as ProcessCommand;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pyro_proto::{Activate, ExecRequest, ExecResult, NetworkConfig, OutputStream, Reply, Request};
@@ -82,6 +81,8 @@ pub struct Prepared {
     /// `warm` or `cold`.
     pub boot_mode: BootMode,
     pub boot_mode_reason: String,
+    /// The empty disk image a new VM's disk is copied from.
+    pub empty_disk: PathBuf,
 }
 
 /// Pulls the environment if needed, packs the initramfs, and picks a warm template when a valid one
@@ -91,6 +92,8 @@ pub fn prepare(dirs: &Dirs, options: &VmOptions, progress: &dyn Progress) -> Res
     crate::catalog::lookup(&options.environment)?;
     tools::QEMU.find()?;
     tools::MKE2FS.find()?;
+    tools::QEMU_IMG.find()?;
+    let empty_disk = crate::disk::empty_image(dirs, options.disk_gib)?;
     let agent = Agent::locate(dirs)?;
     let environment = match environment::installed_by_name(dirs, &options.environment)? {
         Some(installed) => installed,
@@ -142,6 +145,7 @@ pub fn prepare(dirs: &Dirs, options: &VmOptions, progress: &dyn Progress) -> Res
         memory,
         boot_mode,
         boot_mode_reason,
+        empty_disk,
     })
 }
 
@@ -172,7 +176,7 @@ async fn start(id: &str, dir: &Path, options: &VmOptions, prepared: Prepared) ->
     // A persistent VM keeps its disk across stop and start; a new one gets a fresh disk.
     let data_disk = dir.join(DATA_DISK);
     if !data_disk.exists() {
-        make_data_disk(&data_disk, options.disk_gib)?;
+        crate::disk::copy_empty(&prepared.empty_disk, &data_disk)?;
     }
     let config = VmConfig {
         vcpu_count: options.vcpu_count,
@@ -184,6 +188,7 @@ async fn start(id: &str, dir: &Path, options: &VmOptions, prepared: Prepared) ->
         initramfs: prepared.initramfs.clone(),
         base_image: prepared.environment.rootfs(),
         data_disk,
+        disk_gib: options.disk_gib,
         memory: prepared.memory.clone(),
     };
     let record = VmRecord {
@@ -275,42 +280,6 @@ fn guest_network() -> NetworkConfig {
         gateway: a.gateway.to_string(),
         dns: vec![a.dns.to_string()],
     }
-}
-
-/// A sparse ext4 file labelled for the agent to find.
-pub fn make_data_disk(path: &Path, gib: u32) -> Result<()> {
-    let mke2fs = tools::MKE2FS.find()?;
-    let out = ProcessCommand::new(&mke2fs)
-        .args([
-            "-q",
-            "-F",
-            "-t",
-            "ext4",
-            "-E",
-            "lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0",
-            "-L",
-        ])
-        .arg(pyro_proto::DATA_DISK_LABEL)
-        .arg(path)
-        .arg(format!("{gib}G"))
-        .output()
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Io,
-                format!("cannot run {}: {e}", mke2fs.display()),
-            )
-        })?;
-    if !out.status.success() {
-        return Err(Error::new(
-            ErrorKind::Io,
-            format!(
-                "mke2fs failed for {}: {}",
-                path.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        ));
-    }
-    Ok(())
 }
 
 pub fn now_unix_ms() -> u64 {

@@ -38,6 +38,11 @@ fn tool(next: &Next) -> Option<(&'static str, Value, &'static [&'static str])> {
             json!({ "workspace_id": workspace_id }),
             &[],
         ),
+        Next::SnapshotList { workspace_id } => (
+            "snapshot_list",
+            json!({ "workspace_id": workspace_id }),
+            &[],
+        ),
         Next::EnvList
         | Next::Doctor
         | Next::Reinstall

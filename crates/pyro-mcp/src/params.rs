@@ -195,9 +195,26 @@ pub struct WorkspaceExport {
 #[serde(deny_unknown_fields)]
 pub struct WorkspaceReset {
     pub workspace_id: String,
-    /// Only `baseline` exists.
+    /// The snapshot to go back to: `baseline` (the default) or one made with snapshot_create.
     #[serde(default = "default_baseline")]
     pub snapshot: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceSince {
+    pub workspace_id: String,
+    /// Compare with this snapshot (from snapshot_create) instead of the baseline.
+    #[serde(default)]
+    pub since: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotRef {
+    pub workspace_id: String,
+    /// Letters, digits, '.', '_' or '-' (up to 64, starting with a letter or digit); not `baseline`.
+    pub snapshot_name: String,
 }
 
 fn default_ready_timeout() -> u64 {

@@ -8,6 +8,7 @@ use pyro_core::network::NetworkPolicy;
 use pyro_core::project::ProjectSeed;
 use pyro_core::workspace::services::{self, PortSpec, ReadinessOptions, ServiceOptions};
 use pyro_core::workspace::shells::{self, ReadOptions};
+use pyro_core::workspace::snapshots;
 use pyro_core::workspace::{self, CreateOptions, ExecCommand, ExecOptions, UpdateOptions};
 use pyro_core::{run, Error, Progress};
 use serde_json::Value;
@@ -256,12 +257,17 @@ pub static WORKSPACE_PATCH_APPLY: ToolDef<WorkspacePatchApply> = ToolDef {
     params: PhantomData,
 };
 
-pub static WORKSPACE_DIFF: ToolDef<WorkspaceRef> = ToolDef {
+pub static WORKSPACE_DIFF: ToolDef<WorkspaceSince> = ToolDef {
     name: "workspace_diff",
-    description: "What changed in /workspace since the baseline: entries per file and a unified patch (git apply accepts it). Binary files are listed, not patched.",
+    description: "What changed in /workspace since the baseline (or since the snapshot `since` names): entries per file and a unified patch (git apply accepts it). Binary files are listed, not patched.",
     hints: Hints::READ,
     network_args: &[],
-    run: |a, c| Box::pin(async move { json(&workspace::diff(c.server.dirs(), &a.workspace_id).await?) }),
+    run: |a, c| {
+        Box::pin(async move {
+            let dirs = c.server.dirs();
+            json(&workspace::diff(dirs, &a.workspace_id, a.since.as_deref()).await?)
+        })
+    },
     params: PhantomData,
 };
 
@@ -283,7 +289,7 @@ pub static WORKSPACE_EXPORT: ToolDef<WorkspaceExport> = ToolDef {
 
 pub static WORKSPACE_RESET: ToolDef<WorkspaceReset> = ToolDef {
     name: "workspace_reset",
-    description: "Start over: a fresh sandbox with /workspace restored to the baseline. The activity journal is kept.",
+    description: "Start over: the whole sandbox (/workspace and the rest of the disk) back to a snapshot, `baseline` unless `snapshot` names one from snapshot_create. Services and shells end; the activity journal is kept.",
     hints: Hints::DESTRUCTIVE,
     network_args: &[],
     run: |a, c| {
@@ -309,12 +315,17 @@ pub static WORKSPACE_DELETE: ToolDef<WorkspaceRef> = ToolDef {
     params: PhantomData,
 };
 
-pub static WORKSPACE_SUMMARY: ToolDef<WorkspaceRef> = ToolDef {
+pub static WORKSPACE_SUMMARY: ToolDef<WorkspaceSince> = ToolDef {
     name: "workspace_summary",
-    description: "Review what changed and what ran since the last reset: changed files with line counts, commands with exit codes and durations, writes, patches, syncs and exports.",
+    description: "Review what changed and what ran since the last reset (or since the snapshot `since` names): changed files with line counts, commands with exit codes and durations, writes, patches, syncs and exports.",
     hints: Hints::READ,
     network_args: &[],
-    run: |a, c| Box::pin(async move { json(&workspace::summary(c.server.dirs(), &a.workspace_id).await?) }),
+    run: |a, c| {
+        Box::pin(async move {
+            let dirs = c.server.dirs();
+            json(&workspace::summary(dirs, &a.workspace_id, a.since.as_deref()).await?)
+        })
+    },
     params: PhantomData,
 };
 
@@ -428,6 +439,43 @@ pub static SERVICE_STOP: ToolDef<ServiceRef> = ToolDef {
         Box::pin(async move {
             let dirs = c.server.dirs();
             json(&services::stop(dirs, &a.workspace_id, &a.service_name).await?)
+        })
+    },
+    params: PhantomData,
+};
+
+pub static SNAPSHOT_CREATE: ToolDef<SnapshotRef> = ToolDef {
+    name: "snapshot_create",
+    description: "Snapshot the workspace's whole disk under a name, to come back to later with workspace_reset (snapshot=NAME). Fast whatever the amount of data; the workspace keeps running.",
+    hints: Hints::CHANGE,
+    network_args: &[],
+    run: |a, c| {
+        Box::pin(async move {
+            let dirs = c.server.dirs();
+            json(&snapshots::create(dirs, &a.workspace_id, &a.snapshot_name).await?)
+        })
+    },
+    params: PhantomData,
+};
+
+pub static SNAPSHOT_LIST: ToolDef<WorkspaceRef> = ToolDef {
+    name: "snapshot_list",
+    description: "A workspace's snapshots: the baseline, then named ones, newest first.",
+    hints: Hints::READ,
+    network_args: &[],
+    run: |a, c| Box::pin(async move { json(&snapshots::list(c.server.dirs(), &a.workspace_id)?) }),
+    params: PhantomData,
+};
+
+pub static SNAPSHOT_DELETE: ToolDef<SnapshotRef> = ToolDef {
+    name: "snapshot_delete",
+    description: "Delete a named snapshot (the baseline stays).",
+    hints: Hints::DESTRUCTIVE,
+    network_args: &[],
+    run: |a, c| {
+        Box::pin(async move {
+            let dirs = c.server.dirs();
+            json(&snapshots::delete(dirs, &a.workspace_id, &a.snapshot_name).await?)
         })
     },
     params: PhantomData,
@@ -547,6 +595,9 @@ pub static SERVICES: &[&dyn ToolSpec] = &[
     &SERVICE_STOP,
 ];
 
+/// Named snapshots of a workspace's disk.
+pub static SNAPSHOTS: &[&dyn ToolSpec] = &[&SNAPSHOT_CREATE, &SNAPSHOT_LIST, &SNAPSHOT_DELETE];
+
 /// Interactive shells on a terminal.
 pub static SHELLS: &[&dyn ToolSpec] = &[
     &SHELL_OPEN,
@@ -558,5 +609,5 @@ pub static SHELLS: &[&dyn ToolSpec] = &[
 
 /// Every tool pyro implements, in the order hosts list them.
 pub fn all() -> Vec<&'static dyn ToolSpec> {
-    [RUN, WORKSPACE, LIFECYCLE, SERVICES, SHELLS].concat()
+    [RUN, WORKSPACE, LIFECYCLE, SERVICES, SHELLS, SNAPSHOTS].concat()
 }

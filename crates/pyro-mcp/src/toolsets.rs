@@ -30,7 +30,7 @@ pub const PROFILES: &[Profile] = &[
     },
     Profile {
         name: "workspace-full",
-        groups: &[RUN, WORKSPACE, LIFECYCLE, SERVICES, SHELLS],
+        groups: &[RUN, WORKSPACE, LIFECYCLE, SERVICES, SHELLS, SNAPSHOTS],
         offers_network: true,
         summary: "every tool pyro implements",
     },
@@ -135,16 +135,23 @@ pub const MODES: &[Mode] = &[
             &SHELL_WRITE,
             &SHELL_SIGNAL,
             &SHELL_CLOSE,
+            &SNAPSHOT_CREATE,
+            &SNAPSHOT_LIST,
+            &SNAPSHOT_DELETE,
         ],
         network_off: false,
-        summary: "evaluate a change: run the checks, review the diff, reset between attempts",
-        instructions: "Review-eval mode: evaluate a change reproducibly.\n\
+        summary: "evaluate a change: checkpoint, poke at it in a shell, roll back, report",
+        instructions: "Review-eval mode: evaluate a change reproducibly, with checkpoints to roll back to.\n\
             1. workspace_create from the project (or a seed_path with the change applied).\n\
-            2. Run the project's checks with workspace_exec; review workspace_diff against the baseline.\n\
-            3. To poke at it interactively, shell_open a shell, shell_write commands and shell_read with plain=true \
-            and wait_for_idle_ms (pass next_cursor back as cursor so nothing is read twice); shell_close when done.\n\
-            4. Between independent evaluations, workspace_reset to start from the same baseline.\n\
-            5. Report with workspace_summary (commands, exit codes, changed files); export artifacts; delete.",
+            2. Checkpoint the state you evaluate from: snapshot_create (e.g. snapshot_name \"pre-review\").\n\
+            3. Poke at it interactively: shell_open, shell_write a command, shell_read with plain=true and \
+            wait_for_idle_ms (pass next_cursor back as cursor so nothing is read twice); shell_close when done.\n\
+            4. Run the project's checks with workspace_exec; review workspace_diff against the baseline, or with \
+            since=\"pre-review\" for only what changed after the checkpoint.\n\
+            5. When an experiment breaks something, workspace_reset with snapshot=\"pre-review\": the whole sandbox \
+            goes back to the checkpoint (shells and services end; open a new shell).\n\
+            6. Report with workspace_summary (commands, exit codes, changed files); export artifacts with \
+            workspace_export; snapshot_delete what you no longer need; workspace_delete when done.",
     },
 ];
 

@@ -25,7 +25,7 @@ pub use service::{Readiness, ServiceInfo, ServiceOutput, ServiceSpec, ServiceSta
 pub use shell::{ShellChunk, ShellInfo, ShellSpec, ShellState};
 
 /// Bumped on any incompatible change to frames or messages.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The name of the virtio-serial port the agent listens on (`/sys/class/virtio-ports/*/name`).
 pub const AGENT_PORT_NAME: &str = "org.pyro.agent.0";
@@ -41,6 +41,8 @@ pub const BASE_DISK_LABEL: &str = "pyro-base";
 
 /// Ext4 volume label of a VM's own writable disk.
 pub const DATA_DISK_LABEL: &str = "pyro-data";
+/// The serial of the drive the host attaches disk snapshots to, read-only, for the agent to read.
+pub const VIEW_DISK_SERIAL: &str = "pyro-view";
 
 /// The yamux settings both ends use. An emulated guest can be slow to answer and a VM may be paused,
 /// so there are no keep-alive pings that could declare the peer dead.

@@ -77,6 +77,13 @@ pub enum Request {
     ShellClose { shell_id: String, grace_ms: u64 },
     /// Every open shell.
     ShellList,
+    /// Flush the VM's disk and freeze its file system (writers wait), so a disk snapshot taken now is
+    /// clean. The agent thaws it by itself after `thaw_after_ms` if no `ThawDisk` came first.
+    FreezeDisk { thaw_after_ms: u64 },
+    /// Thaw the VM's disk (a disk that is not frozen is fine).
+    ThawDisk,
+    /// Like `ExportArchive`, from the disk snapshot the host attached to the snapshot drive.
+    ExportSnapshotView { path: String, max_bytes: u64 },
 }
 
 /// The agent's answer, the last frame it writes on a stream.
@@ -88,6 +95,8 @@ pub enum Reply {
     Exited(ExecResult),
     PoweringOff,
     Synced,
+    Frozen,
+    Thawed,
     Files(FileList),
     FileRead(FileRead),
     Written(Written),

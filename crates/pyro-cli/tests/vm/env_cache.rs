@@ -88,7 +88,16 @@ fn doctor_reports_the_host() {
         .iter()
         .map(|t| t["package"].as_str().unwrap())
         .collect();
-    assert_eq!(tools, ["qemu-system-x86", "mmdebstrap", "e2fsprogs"]);
+    assert_eq!(
+        tools,
+        [
+            "qemu-system-x86",
+            "qemu-utils",
+            "qemu-utils",
+            "mmdebstrap",
+            "e2fsprogs"
+        ]
+    );
     assert_eq!(report["environments"].as_array().unwrap().len(), 3);
 }
 

@@ -16,6 +16,7 @@ mod run_basics;
 mod run_failures;
 mod services;
 mod shells;
+mod snapshots;
 mod support;
 mod trust;
 mod workspaces;

@@ -123,6 +123,9 @@ async fn profiles_and_modes_expose_exactly_their_tools() {
         "shell_write",
         "shell_signal",
         "shell_close",
+        "snapshot_create",
+        "snapshot_list",
+        "snapshot_delete",
     ]);
     assert_eq!(
         tool_names(&sb, &["--profile", "workspace-full"]).await,
@@ -185,7 +188,10 @@ async fn profiles_and_modes_expose_exactly_their_tools() {
             "shell_read",
             "shell_write",
             "shell_signal",
-            "shell_close"
+            "shell_close",
+            "snapshot_create",
+            "snapshot_list",
+            "snapshot_delete"
         ]
     );
     let client = connect(&sb, &["--mode", "inspect"], sb.root()).await;
@@ -623,39 +629,79 @@ async fn cold_start_serves_through_mcp_with_readiness_and_published_ports() {
     client.cancel().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn review_eval_pokes_at_a_change_in_a_shell_through_mcp() {
-    let _slot = one_vm_slot();
-    let sb = Sandbox::new();
-    let client = connect(&sb, &["--mode", "review-eval"], sb.root()).await;
-    let ws = ok(&client, "workspace_create", json!({})).await;
-    let id = ws["workspace_id"].as_str().unwrap().to_string();
-    let shell = ok(&client, "shell_open", json!({"workspace_id": id})).await;
-    let shell_id = shell["shell_id"].as_str().unwrap().to_string();
-    let first = ok(
-        &client,
-        "shell_read",
-        json!({"workspace_id": id, "shell_id": shell_id, "wait_for_idle_ms": 500}),
-    )
-    .await;
+/// `shell_read` from `cursor`, plain and waiting for the shell to go quiet.
+async fn shell_screen(
+    client: &RunningService<RoleClient, ()>,
+    id: &str,
+    shell_id: &str,
+    cursor: &Value,
+) -> Value {
     ok(
-        &client,
-        "shell_write",
-        json!({"workspace_id": id, "shell_id": shell_id, "input": "echo answer=$((6*7))"}),
-    )
-    .await;
-    let read = ok(
-        &client,
+        client,
         "shell_read",
-        json!({"workspace_id": id, "shell_id": shell_id, "cursor": first["next_cursor"],
+        json!({"workspace_id": id, "shell_id": shell_id, "cursor": cursor,
                "plain": true, "wait_for_idle_ms": 700}),
     )
+    .await
+}
+
+async fn shell_type(
+    client: &RunningService<RoleClient, ()>,
+    id: &str,
+    shell_id: &str,
+    input: &str,
+) {
+    ok(
+        client,
+        "shell_write",
+        json!({"workspace_id": id, "shell_id": shell_id, "input": input}),
+    )
     .await;
+}
+
+/// The review-eval flow: checkpoint, poke at the change in a shell, break it, roll back to the
+/// checkpoint, see in a new shell that the break is gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn review_eval_checkpoints_pokes_in_a_shell_and_rolls_back_through_mcp() {
+    let _slot = one_vm_slot();
+    let sb = Sandbox::new();
+    let project = sb.scratch("review");
+    std::fs::write(
+        project.join("CHECKLIST.md"),
+        "# Review checklist\n- artifact passes\n",
+    )
+    .unwrap();
+    std::fs::write(project.join("artifact.txt"), "PASS\n").unwrap();
+    git(&project, &["init", "-q"]);
+    git(&project, &["add", "."]);
+    git(&project, &["commit", "-qm", "change under review"]);
+    // Started in the project, as a chat host would: the workspace is a copy of it.
+    let client = connect(&sb, &["--mode", "review-eval"], &project).await;
+    let ws = ok(&client, "workspace_create", json!({})).await;
+    let id = ws["workspace_id"].as_str().unwrap().to_string();
+    let snap = ok(
+        &client,
+        "snapshot_create",
+        json!({"workspace_id": id, "snapshot_name": "pre-review"}),
+    )
+    .await;
+    assert_eq!(snap["snapshot"]["snapshot_name"], "pre-review", "{snap}");
+    assert_eq!(snap["snapshot"]["kind"], "named", "{snap}");
+
+    let shell = ok(&client, "shell_open", json!({"workspace_id": id})).await;
+    let shell_id = shell["shell_id"].as_str().unwrap().to_string();
+    let first = shell_screen(&client, &id, &shell_id, &json!(0)).await;
+    shell_type(
+        &client,
+        &id,
+        &shell_id,
+        "cat CHECKLIST.md; echo answer=$((6*7))",
+    )
+    .await;
+    let read = shell_screen(&client, &id, &shell_id, &first["next_cursor"]).await;
+    let screen = read["output"].as_str().unwrap();
     assert!(
-        read["output"]
-            .as_str()
-            .unwrap()
-            .contains("\nanswer=42\npyro$"),
+        screen.contains("Review checklist") && screen.contains("\nanswer=42\npyro$"),
         "{read}"
     );
     let again = ok(
@@ -672,6 +718,44 @@ async fn review_eval_pokes_at_a_change_in_a_shell_through_mcp() {
     )
     .await;
     assert_eq!(err["kind"], "not_found", "{err}");
+
+    // Break it from the shell, then roll back to the checkpoint.
+    shell_type(
+        &client,
+        &id,
+        &shell_id,
+        "echo FAIL > artifact.txt; rm CHECKLIST.md",
+    )
+    .await;
+    shell_screen(&client, &id, &shell_id, &read["next_cursor"]).await;
+    let reset = ok(
+        &client,
+        "workspace_reset",
+        json!({"workspace_id": id, "snapshot": "pre-review"}),
+    )
+    .await;
+    assert_eq!(
+        reset["workspace_reset"]["snapshot_name"], "pre-review",
+        "{reset}"
+    );
+    assert_eq!(reset["workspace_reset"]["kind"], "named", "{reset}");
+    let gone = tool_error(
+        &client,
+        "shell_read",
+        json!({"workspace_id": id, "shell_id": shell_id}),
+    )
+    .await;
+    assert_eq!(gone["kind"], "not_found", "shells end with a reset: {gone}");
+    let shell = ok(&client, "shell_open", json!({"workspace_id": id})).await;
+    let shell_id = shell["shell_id"].as_str().unwrap().to_string();
+    let first = shell_screen(&client, &id, &shell_id, &json!(0)).await;
+    shell_type(&client, &id, &shell_id, "cat artifact.txt; ls").await;
+    let read = shell_screen(&client, &id, &shell_id, &first["next_cursor"]).await;
+    let screen = read["output"].as_str().unwrap();
+    assert!(
+        screen.contains("cat artifact.txt; ls\nPASS\n") && screen.contains("CHECKLIST.md"),
+        "the break is gone: {read}"
+    );
     let closed = ok(
         &client,
         "shell_close",
@@ -679,6 +763,20 @@ async fn review_eval_pokes_at_a_change_in_a_shell_through_mcp() {
     )
     .await;
     assert_eq!(closed["closed"], true, "{closed}");
+    let listed = ok(&client, "snapshot_list", json!({"workspace_id": id})).await;
+    let names: Vec<&str> = listed["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["snapshot_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["baseline", "pre-review"], "{listed}");
+    ok(
+        &client,
+        "snapshot_delete",
+        json!({"workspace_id": id, "snapshot_name": "pre-review"}),
+    )
+    .await;
     ok(&client, "workspace_delete", json!({"workspace_id": id})).await;
     client.cancel().await.unwrap();
 }

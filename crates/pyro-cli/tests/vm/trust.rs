@@ -447,7 +447,7 @@ fn commands_cannot_reach_the_agent_and_pyro_keeps_its_files_private() {
     for file in [
         sb.state.join("pyro.db"),
         ws.join("baseline.tar"),
-        vm.join("disk.img"),
+        vm.join("disk.qcow2"),
         vm.join("vm.json"),
         vm.join("supervisor.sock"),
         vm.join("qmp.sock"),

@@ -180,7 +180,7 @@ pub fn prepare(backend: &Qemu, config: &VmConfig, vm_dir: &Path) -> Result<Launc
 }
 
 /// Makes the engine process `user` (with `groups`) before it executes.
-fn become_user(command: &mut Command, user: EngineUser, groups: Vec<u32>) {
+pub(crate) fn become_user(command: &mut Command, user: EngineUser, groups: Vec<u32>) {
     use std::os::unix::process::CommandExt;
     // SAFETY: setgroups, setresgid and setresuid are async-signal-safe, and nothing is allocated
     // between fork and exec: `groups` was built before and is only read.

@@ -20,7 +20,7 @@ use crate::Result;
 
 /// Bumped whenever the engine command line or device list changes (a memory snapshot is only valid for
 /// the exact device layout it was taken with).
-pub const VM_SHAPE_VERSION: u32 = 2;
+pub const VM_SHAPE_VERSION: u32 = 4;
 
 /// The descriptor the engine finds its NIC on: one end of a stream socket pair whose other end is
 /// the VM's gateway (see `pyro-net`).
@@ -88,6 +88,9 @@ pub struct VmConfig {
     pub base_image: PathBuf,
     /// This VM's own writable disk.
     pub data_disk: PathBuf,
+    /// Its size (the snapshot drive, which shows the disk's snapshots, has the same).
+    #[serde(default)]
+    pub disk_gib: u32,
     /// Where guest RAM lives: anonymous memory for a cold boot, or a template's RAM file.
     #[serde(default)]
     pub memory: Memory,
@@ -103,12 +106,7 @@ pub enum Memory {
     /// RAM in a shared file: a template being prepared (the file becomes its RAM image).
     TemplateFile { ram: PathBuf },
     /// Start from a template: its RAM file mapped copy-on-write, its device state migrated in.
-    Restore {
-        ram: PathBuf,
-        state: PathBuf,
-        /// The data disk size the template was taken with (a different disk is resized after restore).
-        disk_bytes: u64,
-    },
+    Restore { ram: PathBuf, state: PathBuf },
 }
 
 /// An engine: the command that starts a VM (see [`instance::Instance`] for running it).

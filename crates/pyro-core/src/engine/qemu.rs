@@ -93,11 +93,28 @@ impl Backend for Qemu {
             .args([
                 "-drive",
                 &format!(
-                    "id=data,file={},format=raw,if=none,discard=unmap",
-                    fd(DATA_FD)
+                    "id=data,file={},format={},if=none,discard=unmap",
+                    fd(DATA_FD),
+                    crate::disk::FORMAT
                 ),
                 "-device",
                 "virtio-blk-device,drive=data",
+            ])
+            // The snapshot drive: an empty read-only device the supervisor attaches a disk snapshot
+            // to while the agent reads it (microvm has no hotplug, so it is there from boot).
+            .args([
+                "-blockdev",
+                &format!(
+                    "driver=null-co,node-name=view-empty,size={},read-zeroes=on",
+                    u64::from(config.disk_gib.max(1)) << 30
+                ),
+                "-blockdev",
+                "driver=raw,node-name=view,file=view-empty,read-only=on",
+                "-device",
+                &format!(
+                    "virtio-blk-device,drive=view,serial={}",
+                    pyro_proto::VIEW_DISK_SERIAL
+                ),
             ])
             .args(["-device", "virtio-serial-device"])
             .args([

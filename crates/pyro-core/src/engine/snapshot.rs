@@ -38,9 +38,9 @@ pub async fn save(qmp: &mut Qmp, state_path: &Path) -> Result<()> {
 }
 
 /// Brings an engine started with `-incoming defer` to life: migrates the device state in (from the
-/// descriptor it was given), fits the data disk when its size differs from the one the snapshot was
-/// taken with, and resumes the guest.
-pub async fn restore(qmp: &mut Qmp, snapshot_disk_bytes: u64, data_disk: &Path) -> Result<()> {
+/// descriptor it was given) and resumes the guest. The data disk has the size the snapshot was taken
+/// with: templates are made per disk size.
+pub async fn restore(qmp: &mut Qmp) -> Result<()> {
     ignore_shared_ram(qmp).await?;
     qmp.execute(
         "migrate-incoming",
@@ -49,16 +49,6 @@ pub async fn restore(qmp: &mut Qmp, snapshot_disk_bytes: u64, data_disk: &Path) 
     .await?;
     qmp.wait_for_status(&["paused", "postmigrate"], Duration::from_secs(30))
         .await?;
-    let disk_bytes = std::fs::metadata(data_disk)
-        .map(|m| m.len())
-        .unwrap_or(snapshot_disk_bytes);
-    if disk_bytes != snapshot_disk_bytes {
-        qmp.execute(
-            "block_resize",
-            json!({"device": "data", "size": disk_bytes}),
-        )
-        .await?;
-    }
     qmp.execute("cont", json!({})).await?;
     Ok(())
 }

@@ -18,6 +18,16 @@ pub const QEMU: Tool = Tool {
     package: "qemu-system-x86",
     purpose: "runs the microVMs",
 };
+pub const QEMU_IMG: Tool = Tool {
+    binary: "qemu-img",
+    package: "qemu-utils",
+    purpose: "makes the VMs' disks and their snapshots",
+};
+pub const QEMU_NBD: Tool = Tool {
+    binary: "qemu-nbd",
+    package: "qemu-utils",
+    purpose: "serves disk snapshots to their VM for diffs",
+};
 pub const MMDEBSTRAP: Tool = Tool {
     binary: "mmdebstrap",
     package: "mmdebstrap",
@@ -36,7 +46,7 @@ pub const GIT: Tool = Tool {
 };
 
 /// Everything pyro needs on the host.
-pub const REQUIRED: &[Tool] = &[QEMU, MMDEBSTRAP, MKE2FS];
+pub const REQUIRED: &[Tool] = &[QEMU, QEMU_IMG, QEMU_NBD, MMDEBSTRAP, MKE2FS];
 
 /// Extra directories searched after `PATH`: `mke2fs` lives in `/usr/sbin`, which a user's PATH may lack.
 const EXTRA_DIRS: &[&str] = &["/usr/sbin", "/sbin"];

@@ -9,6 +9,7 @@
 //! on it, takes `shutdown` from it, and reports `stopped` when the VM is gone. An ephemeral VM (`pyro
 //! run`) is shut down when its owner goes away, even if the owner was killed.
 
+mod disk_snapshots;
 mod launch;
 pub mod ports;
 pub(crate) mod process;
@@ -28,7 +29,7 @@ pub const SOCKET: &str = "supervisor.sock";
 pub const LOCK: &str = "lock";
 pub use crate::engine::instance::{ENGINE_LOG, SERIAL_LOG};
 pub const SUPERVISOR_LOG: &str = "supervisor.log";
-pub const DATA_DISK: &str = "disk.img";
+pub const DATA_DISK: &str = crate::disk::FILE_NAME;
 
 /// What a supervisor needs to know about its VM (`vm.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]

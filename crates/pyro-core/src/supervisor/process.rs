@@ -12,6 +12,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio_yamux::{Control, Session};
 
+use super::disk_snapshots;
 use super::ports::Ports;
 use super::protocol::{
     ClientReply, ClientRequest, OwnerCommand, ReadyInfo, StatusInfo, SupervisorEvent,
@@ -67,6 +68,7 @@ pub fn main(vm_dir: &Path, owner_fd: i32) -> i32 {
 struct Running {
     engine: Instance,
     ports: std::sync::Arc<Ports>,
+    views: std::sync::Arc<disk_snapshots::Views>,
     control: Control,
     boot_ms: u64,
     hello: HelloReply,
@@ -141,7 +143,7 @@ async fn supervise(vm_dir: PathBuf, owner: UnixStream) -> i32 {
         tokio::select! {
             accepted = listener.accept() => {
                 if let Ok((stream, _)) = accepted {
-                    let client = serve_client(stream, running.control.clone(), shutdown_tx.clone(), status.clone(), activity.clone(), running.ports.clone());
+                    let client = serve_client(stream, running.control.clone(), shutdown_tx.clone(), status.clone(), activity.clone(), running.ports.clone(), running.views.clone());
                     tokio::spawn(client);
                 }
             }
@@ -192,9 +194,9 @@ async fn boot(backend: &Qemu, record: &VmRecord) -> Result<Running> {
     }
     let ports = std::sync::Arc::new(Ports::new(inbound_tx));
     let handshake = async {
-        if let Memory::Restore { disk_bytes, .. } = &record.config.memory {
+        if let Memory::Restore { .. } = &record.config.memory {
             let mut qmp = Qmp::connect(Path::new(QMP_SOCKET), Duration::from_secs(10)).await?;
-            snapshot::restore(&mut qmp, *disk_bytes, &record.config.data_disk).await?;
+            snapshot::restore(&mut qmp).await?;
         }
         let mut stream = connect_agent_socket().await?;
         start_session(&mut stream).await?;
@@ -211,6 +213,7 @@ async fn boot(backend: &Qemu, record: &VmRecord) -> Result<Running> {
         Ok((control, hello)) => Ok(Running {
             engine,
             ports,
+            views: std::sync::Arc::new(disk_snapshots::Views::new(vm_dir.to_path_buf())),
             control,
             boot_ms: started.elapsed().as_millis() as u64,
             hello,
@@ -315,6 +318,7 @@ async fn serve_client(
     status: StatusInfo,
     activity: Activity,
     ports: std::sync::Arc<Ports>,
+    views: std::sync::Arc<disk_snapshots::Views>,
 ) {
     let request: ClientRequest = match read_frame(&mut stream).await {
         Ok(Some(frame)) => match frame.into_message() {
@@ -373,6 +377,33 @@ async fn serve_client(
         ClientRequest::Unpublish { host_port } => {
             ports.unpublish(host_port);
             let _ = write_message(&mut stream, &ClientReply::Unpublished).await;
+        }
+        ClientRequest::TakeDiskSnapshot { .. } | ClientRequest::DeleteDiskSnapshot { .. } => {
+            let _busy = activity.begin();
+            let outcome = match &request {
+                ClientRequest::TakeDiskSnapshot { name } => {
+                    disk_snapshots::take(&control, name).await
+                }
+                ClientRequest::DeleteDiskSnapshot { name } => disk_snapshots::delete(name).await,
+                _ => Ok(()),
+            };
+            let reply = match outcome {
+                Ok(()) => ClientReply::Done,
+                Err(message) => ClientReply::Error { message },
+            };
+            let _ = write_message(&mut stream, &reply).await;
+        }
+        ClientRequest::AttachSnapshotView { .. } | ClientRequest::DetachSnapshotView => {
+            let _busy = activity.begin();
+            let outcome = match &request {
+                ClientRequest::AttachSnapshotView { name } => views.attach(name).await,
+                _ => views.detach().await,
+            };
+            let reply = match outcome {
+                Ok(()) => ClientReply::Done,
+                Err(message) => ClientReply::Error { message },
+            };
+            let _ = write_message(&mut stream, &reply).await;
         }
     }
 }

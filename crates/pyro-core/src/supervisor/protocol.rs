@@ -30,6 +30,14 @@ pub enum ClientRequest {
     },
     /// Stop listening on a published port.
     Unpublish { host_port: u16 },
+    /// Take a snapshot of the VM's disk (its file system frozen meanwhile) under `name`.
+    TakeDiskSnapshot { name: String },
+    /// Delete the disk snapshot `name`.
+    DeleteDiskSnapshot { name: String },
+    /// Attach the disk snapshot `name`, read-only, to the VM's snapshot drive (the agent reads it).
+    AttachSnapshotView { name: String },
+    /// Put the snapshot drive back on its empty device.
+    DetachSnapshotView,
     /// Power the VM off and clean up.
     Shutdown { reason: String },
 }
@@ -42,6 +50,7 @@ pub enum ClientReply {
     ShuttingDown,
     Published { host_port: u16 },
     Unpublished,
+    Done,
     Error { message: String },
 }
 

@@ -1,4 +1,4 @@
-//! `workspace diff`: the live `/workspace` against the baseline, as entries and a unified patch that
+//! `workspace diff`: the live `/workspace` against the baseline (or a snapshot), as entries and a unified patch that
 //! `git apply` and `workspace patch apply` both accept. Binary files and symlinks are summarised.
 //!
 //! The guest sends a manifest (type, mode, size, sha256 per entry); only files that changed are read
@@ -17,8 +17,9 @@ use serde::{Serialize, Serializer};
 use sha2::{Digest, Sha256};
 use similar::{ChangeTag, TextDiff};
 
-use super::lifecycle::{now_ms, workspace_dir, BASELINE};
+use super::lifecycle::{now_ms, workspace_dir};
 use super::ops::started;
+use super::since::Base;
 use super::store;
 use super::validate::WORKSPACE_ROOT;
 use crate::agent_client::{self, AgentCall, Purpose};
@@ -93,7 +94,7 @@ pub struct DiffSummary {
 #[derive(Debug, Clone)]
 pub struct DiffResult {
     pub workspace_id: String,
-    /// What the diff is against: the baseline the workspace was created (and last reset) from.
+    /// What the diff is against: `baseline` (the seed) or the name of a snapshot.
     pub base: String,
     pub changed: bool,
     pub summary: DiffSummary,
@@ -156,18 +157,26 @@ impl Serialize for DiffResult {
     }
 }
 
-pub async fn diff(dirs: &Dirs, reference: &str) -> Result<DiffResult> {
-    diff_as(dirs, reference, Purpose::Activity).await
+/// The diff against the baseline, or against the snapshot `since` names.
+pub async fn diff(dirs: &Dirs, reference: &str, since: Option<&str>) -> Result<DiffResult> {
+    let (_, record, dir) = started(dirs, reference, "diff")?;
+    let base = super::since::resolve(dirs, &record.id, &dir, since).await?;
+    diff_as(dirs, reference, &base, Purpose::Activity).await
 }
 
-/// The diff; with `Purpose::Inspection` (for `summary`) it is not activity.
-pub async fn diff_as(dirs: &Dirs, reference: &str, purpose: Purpose) -> Result<DiffResult> {
+/// The diff against `base`; with `Purpose::Inspection` (for `summary`) it is not activity.
+pub async fn diff_as(
+    dirs: &Dirs,
+    reference: &str,
+    base_tree: &Base,
+    purpose: Purpose,
+) -> Result<DiffResult> {
     let (db, record, dir) = started(dirs, reference, "diff")?;
     let wdir = workspace_dir(dirs, &record.id);
-    let baseline_path = wdir.join(BASELINE);
+    let baseline_path = base_tree.archive.clone();
     let base = {
-        let wdir = wdir.clone();
-        crate::blocking(move || baseline_manifest(&wdir)).await?
+        let (archive, cache) = (base_tree.archive.clone(), base_tree.manifest_cache.clone());
+        crate::blocking(move || archive_manifest(&archive, &cache)).await?
     };
     let request = Request::Manifest {
         path: WORKSPACE_ROOT.into(),
@@ -313,7 +322,7 @@ pub async fn diff_as(dirs: &Dirs, reference: &str, purpose: Purpose) -> Result<D
     }
     Ok(DiffResult {
         workspace_id: record.id,
-        base: "baseline".into(),
+        base: base_tree.label.clone(),
         changed: !entries.is_empty(),
         summary,
         entries,
@@ -668,10 +677,10 @@ async fn read_live(
     Ok((entry.sha256.as_deref() == Some(digest.as_str())).then_some(bytes))
 }
 
-/// The baseline's manifest, computed once from `baseline.tar` and cached beside it.
-pub fn baseline_manifest(wdir: &Path) -> Result<BTreeMap<String, ManifestEntry>> {
-    let cache = wdir.join("baseline.manifest.json");
-    if let Ok(bytes) = std::fs::read(&cache) {
+/// The manifest of a base archive (the baseline, or a snapshot's tree), computed once and cached at
+/// `cache`.
+pub fn archive_manifest(tar_path: &Path, cache: &Path) -> Result<BTreeMap<String, ManifestEntry>> {
+    if let Ok(bytes) = std::fs::read(cache) {
         if let Ok(manifest) = serde_json::from_slice::<Manifest>(&bytes) {
             return Ok(manifest
                 .entries
@@ -680,9 +689,8 @@ pub fn baseline_manifest(wdir: &Path) -> Result<BTreeMap<String, ManifestEntry>>
                 .collect());
         }
     }
-    let tar_path = wdir.join(BASELINE);
     let mut archive = tar::Archive::new(BufReader::new(
-        File::open(&tar_path).map_err(|e| Error::io("open", &tar_path, e))?,
+        File::open(tar_path).map_err(|e| Error::io("open", tar_path, e))?,
     ));
     let bad = |e: std::io::Error| {
         Error::new(
@@ -763,7 +771,7 @@ pub fn baseline_manifest(wdir: &Path) -> Result<BTreeMap<String, ManifestEntry>>
         truncated: false,
     };
     if let Ok(json) = serde_json::to_vec(&manifest) {
-        let _ = fsutil::write_atomic(&cache, &json);
+        let _ = fsutil::write_atomic(cache, &json);
     }
     Ok(entries)
 }

@@ -65,6 +65,19 @@ pub enum Operation {
         params: ServiceParams,
         result: pyro_proto::ServiceInfo,
     },
+    SnapshotCreate {
+        params: SnapshotParams,
+        result: super::snapshots::Snapshot,
+    },
+    SnapshotDelete {
+        params: SnapshotParams,
+        result: Nothing,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotParams {
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -191,6 +204,8 @@ impl Operation {
             Operation::Stop { .. } => "stop",
             Operation::ServiceStart { .. } => "service_start",
             Operation::ServiceStop { .. } => "service_stop",
+            Operation::SnapshotCreate { .. } => "snapshot_create",
+            Operation::SnapshotDelete { .. } => "snapshot_delete",
         }
     }
 
@@ -427,15 +442,15 @@ mod tests {
     #[test]
     fn entries_of_another_version_stay_readable() {
         let odd = Recorded::read(
-            "snapshot_create".into(),
+            "some_future_kind".into(),
             serde_json::json!({"name": "a"}),
             serde_json::json!({}),
         );
-        assert_eq!(odd.kind(), "snapshot_create");
+        assert_eq!(odd.kind(), "some_future_kind");
         assert!(odd.operation().is_none());
         assert_eq!(
             serde_json::to_value(&odd).unwrap(),
-            serde_json::json!({"kind": "snapshot_create", "params": {"name": "a"}, "result": {}})
+            serde_json::json!({"kind": "some_future_kind", "params": {"name": "a"}, "result": {}})
         );
         // A known kind written with fewer keys (an older create) still reads as that kind.
         let create = Recorded::read(

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use super::archive::{self, Source};
 use super::journal;
 use super::model::{Workspace, WorkspaceSeed};
+use super::snapshots::SnapshotKind;
 use super::store::{self, Record};
 use super::validate;
 use crate::agent_client::{self, AgentCall};
@@ -31,7 +32,7 @@ pub fn vm_dir(dirs: &Dirs, id: &str) -> PathBuf {
     workspace_dir(dirs, id).join("vm")
 }
 
-fn lifecycle_lock(dirs: &Dirs, id: &str) -> Result<FileLock> {
+pub(crate) fn lifecycle_lock(dirs: &Dirs, id: &str) -> Result<FileLock> {
     let path = workspace_dir(dirs, id).join("lifecycle.lock");
     tokio::task::block_in_place(|| FileLock::acquire(&path))
 }
@@ -282,6 +283,7 @@ async fn boot(
     progress: &dyn Progress,
 ) -> Result<vm::BootFacts> {
     let dir = vm_dir(dirs, &record.id);
+    tokio::task::block_in_place(|| crate::disk::convert_legacy(&dir))?;
     let disk = dir.join(supervisor::DATA_DISK);
     if fresh && disk.exists() {
         std::fs::remove_file(&disk).map_err(|e| Error::io("remove", &disk, e))?;
@@ -315,6 +317,8 @@ async fn boot(
             Reply::Extracted(_) => {}
             other => return Err(agent_client::unexpected(other)),
         }
+        // What `reset` goes back to, inside the disk itself.
+        super::snapshots::take(&dir, &WorkspaceState::Started, crate::disk::BASELINE).await?;
     }
     Ok(facts)
 }
@@ -422,14 +426,18 @@ pub struct ResetResult {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ResetInfo {
     pub snapshot_name: String,
-    pub kind: String,
+    pub kind: SnapshotKind,
     pub destination: String,
-    pub entry_count: u64,
-    pub bytes_written: u64,
+    /// What the seed put in `/workspace` (known for the baseline; a named snapshot holds the whole disk
+    /// as it was, uncounted).
+    pub entry_count: Option<u64>,
+    pub bytes_written: Option<u64>,
 }
 
-/// Recreates the whole sandbox: a fresh disk (everything outside `/workspace` back to the environment)
-/// with `/workspace` restored from the baseline. The journal keeps its history and gains a marker.
+/// Puts the whole sandbox back to a snapshot (`baseline` or a named one): the VM stops, its disk
+/// (everything the guest changed, `/workspace` and the rest) goes back to the snapshot, and it boots
+/// again. Services and shells do not survive it. The snapshot stays; the journal keeps its history
+/// and gains a marker.
 pub async fn reset(
     dirs: &Dirs,
     reference: &str,
@@ -437,35 +445,58 @@ pub async fn reset(
     cold: bool,
     progress: &dyn Progress,
 ) -> Result<ResetResult> {
-    if snapshot != "baseline" {
-        return Err(Error::invalid(format!(
-            "unknown snapshot '{snapshot}'; the only snapshot is 'baseline'"
-        )));
+    let snapshot = snapshot.trim();
+    let is_baseline = snapshot == crate::disk::BASELINE;
+    if !is_baseline {
+        super::snapshots::name(snapshot)?;
     }
     let mut db = Db::open(dirs)?;
     let record = store::resolve(db.conn(), reference)?;
     let _lock = lifecycle_lock(dirs, &record.id)?;
     let record = refresh(dirs, &db, record)?;
     let timer = journal::Timer::start();
-    vm::stop(&vm_dir(dirs, &record.id), "reset").await?;
+    let dir = vm_dir(dirs, &record.id);
+    tokio::task::block_in_place(|| crate::disk::convert_legacy(&dir))?;
+    // Checked before anything stops: a wrong name leaves the workspace as it was.
+    let in_disk = super::snapshots::require(&dir, &record.id, snapshot)?;
+    vm::stop(&dir, "reset").await?;
     store::set_state(
         db.conn(),
         &record.id,
         WorkspaceState::Stopped,
         Some("being reset"),
     )?;
-    boot_recorded(dirs, &mut db, &record, true, cold, "reset", progress).await?;
+    if in_disk {
+        if let Err(err) =
+            tokio::task::block_in_place(|| crate::disk::revert_offline(&dir, snapshot))
+        {
+            let reason = format!("the reset failed: {err}");
+            store::set_state(
+                db.conn(),
+                &record.id,
+                WorkspaceState::Stopped,
+                Some(&reason),
+            )?;
+            return Err(err);
+        }
+    }
+    // A disk without its baseline snapshot (made before disks had snapshots) is rebuilt from the seed.
+    boot_recorded(dirs, &mut db, &record, !in_disk, cold, "reset", progress).await?;
     store::mark_reset(db.conn(), &record.id, timer.started_at_ms())?;
     let info = ResetInfo {
-        snapshot_name: "baseline".into(),
-        kind: "baseline".into(),
+        snapshot_name: snapshot.to_string(),
+        kind: if is_baseline {
+            SnapshotKind::Baseline
+        } else {
+            SnapshotKind::Named
+        },
         destination: validate::WORKSPACE_ROOT.into(),
-        entry_count: record.seed.entry_count,
-        bytes_written: record.seed.bytes_written,
+        entry_count: is_baseline.then_some(record.seed.entry_count),
+        bytes_written: is_baseline.then_some(record.seed.bytes_written),
     };
     let operation = journal::Operation::Reset {
         params: journal::ResetParams {
-            snapshot: "baseline".into(),
+            snapshot: snapshot.to_string(),
         },
         result: info.clone(),
     };

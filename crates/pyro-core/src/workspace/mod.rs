@@ -12,6 +12,8 @@ pub mod ops;
 pub mod patch;
 pub mod services;
 pub mod shells;
+pub mod since;
+pub mod snapshots;
 pub mod store;
 pub mod summary;
 pub mod validate;

@@ -64,10 +64,12 @@ pub struct SummaryResult {
     pub workspace_id: String,
     pub name: Option<String>,
     pub state: WorkspaceState,
-    /// When the period began: the last reset, else the creation.
+    /// When the period began: the snapshot asked for, else the last reset, else the creation.
     pub since: f64,
+    /// The snapshot the period starts at and the file changes are against (none: the baseline).
+    pub since_snapshot: Option<String>,
     pub reset_count: u64,
-    /// File changes against the baseline; absent while the workspace is stopped.
+    /// File changes against the baseline (or `since_snapshot`); absent while the workspace is stopped.
     pub changes: Option<Changes>,
     pub changes_note: Option<String>,
     pub counts: Counts,
@@ -95,17 +97,30 @@ fn describe(operation: &Operation) -> String {
             format!("{} ({:?})", params.name, result.state)
         }
         Operation::ServiceStop { params, .. } => params.name.clone(),
+        Operation::SnapshotCreate { params, .. } | Operation::SnapshotDelete { params, .. } => {
+            params.name.clone()
+        }
         Operation::Reset { .. } | Operation::Start { .. } | Operation::Stop { .. } => String::new(),
     }
 }
 
-pub async fn summary(dirs: &Dirs, reference: &str) -> Result<SummaryResult> {
-    let (record, entries) = {
+/// What changed and ran since the last reset, or since the snapshot `since` names (then the file
+/// changes are against that snapshot).
+pub async fn summary(dirs: &Dirs, reference: &str, since: Option<&str>) -> Result<SummaryResult> {
+    let since = since.map(str::trim).filter(|s| *s != crate::disk::BASELINE);
+    let (record, entries, period_start) = {
         let db = Db::open(dirs)?;
         let record = lifecycle::find(dirs, &db, reference)?;
-        let since = record.last_reset_at.unwrap_or(record.created_at);
-        let entries = journal::entries(&db, &record.id, Some(since))?;
-        (record, entries)
+        let period_start = match since {
+            Some(name) => {
+                let name = super::snapshots::name(name)?;
+                let vm_dir = lifecycle::vm_dir(dirs, &record.id);
+                super::snapshots::find(&vm_dir, &record.id, &name)?.created_at_ms as i64
+            }
+            None => record.last_reset_at.unwrap_or(record.created_at),
+        };
+        let entries = journal::entries(&db, &record.id, Some(period_start))?;
+        (record, entries, period_start)
     };
     let mut counts = Counts::default();
     let mut commands = Vec::new();
@@ -148,8 +163,15 @@ pub async fn summary(dirs: &Dirs, reference: &str) -> Result<SummaryResult> {
     let (changes, changes_note) = if record.state == WorkspaceState::Started {
         // Reading for the summary is not activity: it neither moves the workspace up the list nor
         // postpones its idle stop.
-        let diff =
-            diff::diff_as(dirs, &record.id, crate::agent_client::Purpose::Inspection).await?;
+        let vm_dir = lifecycle::vm_dir(dirs, &record.id);
+        let base = super::since::resolve(dirs, &record.id, &vm_dir, since).await?;
+        let diff = diff::diff_as(
+            dirs,
+            &record.id,
+            &base,
+            crate::agent_client::Purpose::Inspection,
+        )
+        .await?;
         let files = diff
             .entries
             .iter()
@@ -182,7 +204,8 @@ pub async fn summary(dirs: &Dirs, reference: &str) -> Result<SummaryResult> {
         workspace_id: record.id.clone(),
         name: record.name.clone(),
         state: record.state,
-        since: seconds(record.last_reset_at.unwrap_or(record.created_at)),
+        since: seconds(period_start),
+        since_snapshot: since.map(str::to_string),
         reset_count: record.reset_count,
         changes,
         changes_note,

@@ -14,7 +14,7 @@ pub fn is_id(text: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-fn is_token(text: &str) -> bool {
+pub(crate) fn is_token(text: &str) -> bool {
     let mut bytes = text.bytes();
     matches!(bytes.next(), Some(b) if b.is_ascii_alphanumeric())
         && text.len() <= 64

@@ -1,0 +1,259 @@
+//! Snapshots of a running VM's disk, taken where both halves meet: the agent freezes the guest's file
+//! system (so the snapshot is clean) while QEMU records a qcow2 internal snapshot over QMP, then the
+//! file system is thawed, on every path. The guest keeps running throughout.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pyro_proto::{read_frame, write_message, Reply, Request};
+use serde_json::json;
+use tokio::sync::Mutex;
+use tokio_yamux::Control;
+
+use crate::disk;
+use crate::engine::qmp::Qmp;
+use crate::engine::QMP_SOCKET;
+
+/// One QMP conversation at a time.
+static QMP: Mutex<()> = Mutex::const_new(());
+/// The guest thaws by itself after this, should the supervisor never get to it.
+const THAW_AFTER: Duration = Duration::from_secs(5);
+/// A freeze or thaw the agent has not answered by then has failed.
+const AGENT_LIMIT: Duration = Duration::from_secs(15);
+const QMP_LIMIT: Duration = Duration::from_secs(60);
+
+pub async fn take(control: &Control, name: &str) -> Result<(), String> {
+    let _one = QMP.lock().await;
+    agent(
+        control,
+        &Request::FreezeDisk {
+            thaw_after_ms: THAW_AFTER.as_millis() as u64,
+        },
+    )
+    .await
+    .map_err(|e| format!("the guest could not freeze its disk for the snapshot: {e}"))?;
+    let taken = qmp(
+        "blockdev-snapshot-internal-sync",
+        json!({"device": "data", "name": disk::internal_name(name)}),
+    )
+    .await;
+    let thawed = agent(control, &Request::ThawDisk).await;
+    taken.map_err(|e| format!("QEMU could not take the snapshot: {e}"))?;
+    thawed.map_err(|e| format!("the snapshot was taken, but the guest's disk did not thaw: {e}"))
+}
+
+pub async fn delete(name: &str) -> Result<(), String> {
+    let _one = QMP.lock().await;
+    qmp(
+        "blockdev-snapshot-delete-internal-sync",
+        json!({"device": "data", "name": disk::internal_name(name)}),
+    )
+    .await
+    .map_err(|e| format!("QEMU could not delete the snapshot: {e}"))
+}
+
+async fn qmp(command: &str, arguments: serde_json::Value) -> Result<(), String> {
+    let work = async {
+        let mut qmp = Qmp::connect(Path::new(QMP_SOCKET), Duration::from_secs(10)).await?;
+        qmp.execute(command, arguments).await
+    };
+    match tokio::time::timeout(QMP_LIMIT, work).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {}s", QMP_LIMIT.as_secs())),
+    }
+}
+
+async fn agent(control: &Control, request: &Request) -> Result<(), String> {
+    let work = async {
+        let mut stream = control
+            .clone()
+            .open_stream()
+            .await
+            .map_err(|e| e.to_string())?;
+        write_message(&mut stream, request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let frame = read_frame(&mut stream)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("the agent closed the stream without answering")?;
+        match frame.into_message::<Reply>().map_err(|e| e.to_string())? {
+            Reply::Frozen | Reply::Thawed => Ok(()),
+            Reply::Error { message, .. } => Err(message),
+            other => Err(format!("unexpected reply {other:?}")),
+        }
+    };
+    match tokio::time::timeout(AGENT_LIMIT, work).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("no answer within {}s", AGENT_LIMIT.as_secs())),
+    }
+}
+
+/// The VM's snapshot drive: empty (a null block device) unless a disk snapshot is attached to it,
+/// read-only, for the agent to read. A snapshot is served by `qemu-nbd` (QEMU cannot open an internal
+/// snapshot itself), as the engine's own user, over a socket pyro connects and hands QEMU by descriptor.
+pub struct Views {
+    vm_dir: PathBuf,
+    attached: Mutex<Option<tokio::process::Child>>,
+}
+
+/// The listening socket `qemu-nbd` is started on (it exists only while one is attached).
+const VIEW_SOCKET: &str = "view.sock";
+
+impl Views {
+    pub fn new(vm_dir: PathBuf) -> Views {
+        Views {
+            vm_dir,
+            attached: Mutex::new(None),
+        }
+    }
+
+    /// Attaches the snapshot `name` (detaching whatever was attached).
+    pub async fn attach(&self, name: &str) -> Result<(), String> {
+        let mut attached = self.attached.lock().await;
+        let _one = QMP.lock().await;
+        if let Some(child) = attached.take() {
+            let _ = detach(child).await;
+        }
+        let _ = std::fs::remove_file(VIEW_SOCKET);
+        let listener = std::os::unix::net::UnixListener::bind(VIEW_SOCKET)
+            .map_err(|e| format!("cannot listen for the snapshot server: {e}"))?;
+        let child = self.serve(&listener, name);
+        // Connected before the server accepts: the connection waits in the listener's queue.
+        let connection = std::os::unix::net::UnixStream::connect(VIEW_SOCKET);
+        let _ = std::fs::remove_file(VIEW_SOCKET);
+        drop(listener);
+        let mut child = child?;
+        let plugged = async {
+            let connection =
+                connection.map_err(|e| format!("cannot reach the snapshot server: {e}"))?;
+            let mut qmp = Qmp::connect(Path::new(QMP_SOCKET), Duration::from_secs(10))
+                .await
+                .map_err(|e| e.to_string())?;
+            qmp.send_fd("viewnbd", std::os::fd::AsFd::as_fd(&connection))
+                .await
+                .map_err(|e| e.to_string())?;
+            drop(connection);
+            qmp.execute(
+                "blockdev-add",
+                json!({"driver": "nbd", "node-name": "view-src", "read-only": true,
+                       "server": {"type": "fd", "str": "viewnbd"}}),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            qmp.execute("blockdev-reopen", reopen_onto("view-src"))
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(QMP_LIMIT, plugged).await {
+            Ok(Ok(_)) => {
+                *attached = Some(child);
+                Ok(())
+            }
+            outcome => {
+                let _ = child.kill().await;
+                let _ = unplug().await;
+                Err(match outcome {
+                    Ok(Err(e)) => format!("cannot attach the snapshot: {e}"),
+                    _ => "cannot attach the snapshot: QEMU did not answer".into(),
+                })
+            }
+        }
+    }
+
+    pub async fn detach(&self) -> Result<(), String> {
+        let mut attached = self.attached.lock().await;
+        match attached.take() {
+            Some(child) => {
+                let _one = QMP.lock().await;
+                detach(child).await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Starts `qemu-nbd` on `listener` serving the snapshot `name` of the VM's disk, read-only.
+    fn serve(
+        &self,
+        listener: &std::os::unix::net::UnixListener,
+        name: &str,
+    ) -> Result<tokio::process::Child, String> {
+        let qemu_nbd = crate::host::tools::QEMU_NBD
+            .find()
+            .map_err(|e| e.to_string())?;
+        let disk = std::fs::File::open(disk::FILE_NAME)
+            .map_err(|e| format!("cannot open the VM's disk: {e}"))?;
+        let listener = listener
+            .try_clone()
+            .map_err(|e| format!("cannot share the snapshot socket: {e}"))?;
+        let mut command = std::process::Command::new("/bin/sh");
+        // Socket activation wants LISTEN_PID to be the server's own pid: the shell's, which `exec` keeps.
+        command
+            .arg("-c")
+            .arg("LISTEN_PID=$$ exec \"$0\" \"$@\"")
+            .arg(qemu_nbd)
+            .arg("--read-only")
+            .arg(format!(
+                "--load-snapshot=snapshot.name={}",
+                disk::internal_name(name)
+            ))
+            .arg("--image-opts")
+            .arg(format!(
+                "driver={},file.driver=file,file.filename=/proc/self/fd/4,file.locking=off",
+                disk::FORMAT
+            ))
+            .env("LISTEN_FDS", "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        crate::engine::inherit_fds(
+            &mut command,
+            vec![
+                (std::os::fd::OwnedFd::from(listener), 3),
+                (std::os::fd::OwnedFd::from(disk), 4),
+            ],
+        )
+        .map_err(|e| e.to_string())?;
+        if let Some(user) = crate::engine::launch::EngineUser::for_vm(&self.vm_dir) {
+            crate::engine::launch::become_user(&mut command, user, vec![user.gid]);
+        }
+        crate::fsutil::die_with_parent(&mut command, libc::SIGKILL);
+        tokio::process::Command::from(command)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start qemu-nbd: {e}"))
+    }
+}
+
+fn reopen_onto(file: &str) -> serde_json::Value {
+    json!({"options": [{"driver": "raw", "node-name": "view", "file": file, "read-only": true}]})
+}
+
+/// Puts the snapshot drive back on the empty device and lets go of the snapshot server.
+async fn unplug() -> Result<(), String> {
+    let work = async {
+        let mut qmp = Qmp::connect(Path::new(QMP_SOCKET), Duration::from_secs(10)).await?;
+        qmp.execute("blockdev-reopen", reopen_onto("view-empty"))
+            .await?;
+        qmp.execute("blockdev-del", json!({"node-name": "view-src"}))
+            .await
+    };
+    match tokio::time::timeout(QMP_LIMIT, work).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("QEMU did not answer".into()),
+    }
+}
+
+async fn detach(mut child: tokio::process::Child) -> Result<(), String> {
+    let unplugged = unplug().await;
+    // qemu-nbd leaves once its one client has; it is not waited for longer than that takes.
+    if tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
+    }
+    unplugged.map_err(|e| format!("cannot detach the snapshot: {e}"))
+}

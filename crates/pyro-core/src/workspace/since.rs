@@ -1,0 +1,114 @@
+//! What `diff` and `summary` compare with: the baseline (the seed, `baseline.tar`), or a named snapshot
+//! (`--since NAME`). A snapshot's `/workspace` is read once, by the guest, from the snapshot attached
+//! read-only to the VM's snapshot drive, and kept as an archive beside the baseline: a snapshot never
+//! changes, so the archive is reused until the snapshot is deleted.
+//!
+//! The archive comes from the guest, so it is held to the export rules: capped in bytes, its headers
+//! checked before any tar reader sees it.
+
+use std::path::{Path, PathBuf};
+
+use pyro_proto::{Reply, Request};
+
+use super::lifecycle::{workspace_dir, BASELINE};
+use super::{archive, extract, snapshots, validate};
+use crate::agent_client::{self, AgentCall};
+use crate::supervisor::protocol::ClientRequest;
+use crate::{disk, fsutil, Error, Result};
+
+/// The tree a diff compares with.
+pub struct Base {
+    /// `baseline` or the snapshot's name.
+    pub label: String,
+    pub archive: PathBuf,
+    /// Where its manifest is cached.
+    pub manifest_cache: PathBuf,
+}
+
+const TREES: &str = "snapshot-trees";
+
+/// The base for `since` (`None` or `baseline`: the baseline) of the started workspace `id`, whose VM
+/// is in `vm_dir`.
+pub async fn resolve(
+    dirs: &crate::Dirs,
+    id: &str,
+    vm_dir: &Path,
+    since: Option<&str>,
+) -> Result<Base> {
+    let wdir = workspace_dir(dirs, id);
+    let name = match since.map(str::trim) {
+        None | Some(disk::BASELINE) => {
+            return Ok(Base {
+                label: disk::BASELINE.into(),
+                archive: wdir.join(BASELINE),
+                manifest_cache: wdir.join("baseline.manifest.json"),
+            })
+        }
+        Some(name) => snapshots::name(name)?,
+    };
+    let snapshot = snapshots::find(vm_dir, id, &name)?;
+    let trees = wdir.join(TREES);
+    fsutil::create_dir_all(&trees)?;
+    let stem = format!("{name}@{}", snapshot.created_at_ms);
+    let base = Base {
+        label: name.clone(),
+        archive: trees.join(format!("{stem}.tar")),
+        manifest_cache: trees.join(format!("{stem}.manifest.json")),
+    };
+    if !base.archive.exists() {
+        forget(&wdir, &name);
+        fetch(vm_dir, &name, &base.archive).await?;
+    }
+    Ok(base)
+}
+
+/// Drops what is kept of snapshot `name`'s tree (it was deleted, or a new one took its name).
+pub fn forget(wdir: &Path, name: &str) {
+    let Ok(entries) = std::fs::read_dir(wdir.join(TREES)) else {
+        return;
+    };
+    let prefix = format!("{name}@");
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Has the guest read snapshot `name`'s `/workspace` into an archive at `to`.
+async fn fetch(vm_dir: &Path, name: &str, to: &Path) -> Result<()> {
+    let attach = ClientRequest::AttachSnapshotView {
+        name: name.to_string(),
+    };
+    snapshots::supervisor_call(vm_dir, &attach).await?;
+    let spool = to.with_extension(format!("partial-{}", fsutil::random_hex(4)?));
+    let fetched = async {
+        let mut file = tokio::fs::File::create(&spool)
+            .await
+            .map_err(|e| Error::io("create", &spool, e))?;
+        let request = Request::ExportSnapshotView {
+            path: validate::WORKSPACE_ROOT.into(),
+            max_bytes: archive::MAX_ARCHIVE_BYTES,
+        };
+        let reply = AgentCall::start_moving(vm_dir, &request, archive::MAX_ARCHIVE_BYTES)
+            .await?
+            .receive(&mut file, archive::MAX_ARCHIVE_BYTES)
+            .await?;
+        drop(file);
+        match reply {
+            Reply::Exported(_) => {}
+            other => return Err(agent_client::unexpected(other)),
+        }
+        let checked = spool.clone();
+        crate::blocking(move || extract::check_headers(&checked)).await
+    }
+    .await;
+    let detached = snapshots::supervisor_call(vm_dir, &ClientRequest::DetachSnapshotView).await;
+    let outcome = fetched
+        .and(detached)
+        .and_then(|()| std::fs::rename(&spool, to).map_err(|e| Error::io("rename", &spool, e)));
+    if outcome.is_err() {
+        let _ = std::fs::remove_file(&spool);
+    }
+    outcome.map_err(|e| e.context(format!("cannot read snapshot '{name}' to compare with")))
+}
