@@ -18,7 +18,7 @@ const FIFREEZE: libc::c_ulong = 0xC004_5877;
 const FITHAW: libc::c_ulong = 0xC004_5878;
 
 /// The longest a freeze may last before the agent thaws it by itself.
-pub const MAX_FREEZE: Duration = Duration::from_secs(10);
+pub const MAX_FREEZE: Duration = Duration::from_secs(60);
 
 struct Frozen {
     mount: File,
@@ -59,25 +59,26 @@ pub fn freeze(thaw_after: Duration) -> io::Result<()> {
     Ok(())
 }
 
-pub fn thaw() -> io::Result<()> {
+/// Thaws the disk; says whether a freeze was still in effect (false: its deadline had ended it).
+pub fn thaw() -> io::Result<bool> {
     thaw_if(|_| true)
 }
 
-fn thaw_if(which: impl Fn(&Frozen) -> bool) -> io::Result<()> {
+fn thaw_if(which: impl Fn(&Frozen) -> bool) -> io::Result<bool> {
     let mut frozen = FROZEN.lock().unwrap_or_else(|p| p.into_inner());
     match frozen.take() {
         Some(f) if which(&f) => match ioctl(&f.mount, FITHAW) {
             // EINVAL: not frozen (someone else thawed it), which is what was wanted.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(false),
             Err(e) => Err(io::Error::new(
                 e.kind(),
                 format!("cannot thaw the VM's disk: {e}"),
             )),
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(true),
         },
         other => {
             *frozen = other;
-            Ok(())
+            Ok(false)
         }
     }
 }

@@ -157,8 +157,8 @@ async fn dispatch(request: Request, stream: &mut StreamHandle) -> io::Result<Rep
             Ok(Reply::Frozen)
         }
         Request::ThawDisk => {
-            blocking(freeze::thaw).await?;
-            Ok(Reply::Thawed)
+            let was_frozen = blocking(freeze::thaw).await?;
+            Ok(Reply::Thawed { was_frozen })
         }
         Request::Sync => {
             blocking(|| {

@@ -15,7 +15,11 @@ use crate::{archive, disks, sys};
 const VIEW_MOUNT: &str = "/run/pyro-view";
 const BLKFLSBUF: libc::c_ulong = 0x1261;
 
+/// One reader of the drive at a time (the host serialises too; the agent does not rely on it).
+static IN_USE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 pub fn export(path: &str, writer: impl Write, max_bytes: u64) -> io::Result<ArchiveSummary> {
+    let _one = IN_USE.lock().unwrap_or_else(|p| p.into_inner());
     let device = disks::find_by_serial(pyro_proto::VIEW_DISK_SERIAL).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::NotFound,

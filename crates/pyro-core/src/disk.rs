@@ -199,9 +199,7 @@ fn qemu_img(vm_dir: &Path, args: &[&str], read_only: bool) -> Result<Vec<u8>> {
         ))
         .stdin(std::process::Stdio::null());
     // The image's metadata was last written by the engine: read it as the engine's user.
-    if let Some(user) = EngineUser::for_vm(vm_dir) {
-        std::os::unix::fs::chown(&disk, Some(user.uid), Some(user.gid))
-            .map_err(|e| Error::io("give the engine", &disk, e))?;
+    if let Some(user) = EngineUser::take_disk(&disk, vm_dir)? {
         crate::engine::launch::become_user(&mut command, user, vec![user.gid]);
     }
     crate::engine::inherit_fds(&mut command, vec![(OwnedFd::from(file), 3)])?;

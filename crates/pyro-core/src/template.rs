@@ -464,7 +464,7 @@ async fn snapshot(
         engine.kill().await;
     }
     let snapshot_ms = snapshot_started.elapsed().as_millis() as u64;
-    for leftover in ["placeholder.img", AGENT_SOCKET, QMP_SOCKET] {
+    for leftover in ["placeholder.qcow2", AGENT_SOCKET, QMP_SOCKET] {
         let _ = fs::remove_file(dir.join(leftover));
     }
     let files = tokio::task::block_in_place(|| {

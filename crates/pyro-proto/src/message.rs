@@ -96,7 +96,10 @@ pub enum Reply {
     PoweringOff,
     Synced,
     Frozen,
-    Thawed,
+    /// `was_frozen`: the freeze this thaw ends was still in effect (not already ended by its deadline).
+    Thawed {
+        was_frozen: bool,
+    },
     Files(FileList),
     FileRead(FileRead),
     Written(Written),

@@ -237,6 +237,14 @@ fn diff_and_summary_compare_with_a_snapshot() {
     sb.ok(&["workspace", "snapshot", "create", &id, "pre"]);
     let same = sb.ok(&["workspace", "diff", &id, "--since", "pre"]);
     assert_eq!(same["changed"], false, "{same}");
+
+    // The tree the guest read is kept only until the VM boots again.
+    let trees = sb.state.join("workspaces").join(&id).join("snapshot-trees");
+    assert_eq!(std::fs::read_dir(&trees).unwrap().count(), 2, "a tree and its manifest");
+    sb.ok(&["workspace", "reset", &id, "--snapshot", "pre"]);
+    assert!(!trees.exists(), "dropped at the next boot");
+    let after = sb.ok(&["workspace", "diff", &id, "--since", "pre"]);
+    assert_eq!(after["changed"], false, "{after}");
     sb.ok(&["workspace", "delete", &id]);
 }
 

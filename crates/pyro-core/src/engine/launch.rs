@@ -58,6 +58,29 @@ impl EngineUser {
     }
 }
 
+impl EngineUser {
+    /// Who may work on the VM disk `disk` (of the VM in `vm_dir`) outside the engine: the engine user
+    /// that owns it already, else the VM's own, which then gets it. `None` when pyro is not root.
+    pub fn take_disk(disk: &Path, vm_dir: &Path) -> Result<Option<EngineUser>> {
+        let Some(user) = EngineUser::for_vm(vm_dir) else {
+            return Ok(None);
+        };
+        let owner = fs::metadata(disk)
+            .map_err(|e| Error::io("inspect", disk, e))?
+            .uid();
+        // Whatever path spelling made it, the uid the running engine has is the disk's owner.
+        if owner > ENGINE_GID && owner <= ENGINE_GID + ENGINE_UIDS {
+            return Ok(Some(EngineUser {
+                uid: owner,
+                gid: ENGINE_GID,
+            }));
+        }
+        std::os::unix::fs::chown(disk, Some(user.uid), Some(user.gid))
+            .map_err(|e| Error::io("give the engine", disk, e))?;
+        Ok(Some(user))
+    }
+}
+
 fn open_read(path: &Path) -> Result<OwnedFd> {
     File::open(path)
         .map(OwnedFd::from)

@@ -16,55 +16,80 @@ use crate::engine::QMP_SOCKET;
 
 /// One QMP conversation at a time.
 static QMP: Mutex<()> = Mutex::const_new(());
-/// The guest thaws by itself after this, should the supervisor never get to it.
-const THAW_AFTER: Duration = Duration::from_secs(5);
+/// The guest thaws by itself after this, should the supervisor never get to it. Taking a snapshot
+/// must end well before: one that outlasts the freeze is not known to be clean, and is dropped.
+const THAW_AFTER: Duration = Duration::from_secs(30);
+const TAKE_LIMIT: Duration = Duration::from_secs(20);
 /// A freeze or thaw the agent has not answered by then has failed.
 const AGENT_LIMIT: Duration = Duration::from_secs(15);
 const QMP_LIMIT: Duration = Duration::from_secs(60);
 
 pub async fn take(control: &Control, name: &str) -> Result<(), String> {
     let _one = QMP.lock().await;
-    agent(
-        control,
-        &Request::FreezeDisk {
-            thaw_after_ms: THAW_AFTER.as_millis() as u64,
-        },
-    )
-    .await
-    .map_err(|e| format!("the guest could not freeze its disk for the snapshot: {e}"))?;
+    let internal = disk::internal_name(name);
+    let freeze = Request::FreezeDisk {
+        thaw_after_ms: THAW_AFTER.as_millis() as u64,
+    };
+    if let Err(e) = agent(control, &freeze).await {
+        // A freeze that lands after its answer timed out must not hold the guest's writers.
+        let _ = agent(control, &Request::ThawDisk).await;
+        return Err(format!(
+            "the guest could not freeze its disk for the snapshot: {e}"
+        ));
+    }
     let taken = qmp(
         "blockdev-snapshot-internal-sync",
-        json!({"device": "data", "name": disk::internal_name(name)}),
+        json!({"device": "data", "name": internal}),
+        TAKE_LIMIT,
     )
     .await;
     let thawed = agent(control, &Request::ThawDisk).await;
     taken.map_err(|e| format!("QEMU could not take the snapshot: {e}"))?;
-    thawed.map_err(|e| format!("the snapshot was taken, but the guest's disk did not thaw: {e}"))
+    match thawed {
+        Ok(true) => Ok(()),
+        // The freeze ended before the snapshot did: it may hold half-written files.
+        Ok(false) => {
+            let _ = delete_unlocked(name).await;
+            Err(
+                "the snapshot took longer than the guest's file system could stay frozen; \
+                 it was dropped"
+                    .into(),
+            )
+        }
+        // Taken while frozen; the guest thaws by itself at its deadline.
+        Err(_) => Ok(()),
+    }
 }
 
 pub async fn delete(name: &str) -> Result<(), String> {
     let _one = QMP.lock().await;
+    delete_unlocked(name).await
+}
+
+async fn delete_unlocked(name: &str) -> Result<(), String> {
     qmp(
         "blockdev-snapshot-delete-internal-sync",
         json!({"device": "data", "name": disk::internal_name(name)}),
+        QMP_LIMIT,
     )
     .await
     .map_err(|e| format!("QEMU could not delete the snapshot: {e}"))
 }
 
-async fn qmp(command: &str, arguments: serde_json::Value) -> Result<(), String> {
+async fn qmp(command: &str, arguments: serde_json::Value, limit: Duration) -> Result<(), String> {
     let work = async {
         let mut qmp = Qmp::connect(Path::new(QMP_SOCKET), Duration::from_secs(10)).await?;
         qmp.execute(command, arguments).await
     };
-    match tokio::time::timeout(QMP_LIMIT, work).await {
+    match tokio::time::timeout(limit, work).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {}s", QMP_LIMIT.as_secs())),
+        Err(_) => Err(format!("no answer within {}s", limit.as_secs())),
     }
 }
 
-async fn agent(control: &Control, request: &Request) -> Result<(), String> {
+/// Sends a freeze or thaw; a thaw says whether the freeze was still in effect (a freeze: true).
+async fn agent(control: &Control, request: &Request) -> Result<bool, String> {
     let work = async {
         let mut stream = control
             .clone()
@@ -79,7 +104,8 @@ async fn agent(control: &Control, request: &Request) -> Result<(), String> {
             .map_err(|e| e.to_string())?
             .ok_or("the agent closed the stream without answering")?;
         match frame.into_message::<Reply>().map_err(|e| e.to_string())? {
-            Reply::Frozen | Reply::Thawed => Ok(()),
+            Reply::Frozen => Ok(true),
+            Reply::Thawed { was_frozen } => Ok(was_frozen),
             Reply::Error { message, .. } => Err(message),
             other => Err(format!("unexpected reply {other:?}")),
         }
@@ -215,7 +241,10 @@ impl Views {
             ],
         )
         .map_err(|e| e.to_string())?;
-        if let Some(user) = crate::engine::launch::EngineUser::for_vm(&self.vm_dir) {
+        let owner =
+            crate::engine::launch::EngineUser::take_disk(Path::new(disk::FILE_NAME), &self.vm_dir)
+                .map_err(|e| e.to_string())?;
+        if let Some(user) = owner {
             crate::engine::launch::become_user(&mut command, user, vec![user.gid]);
         }
         crate::fsutil::die_with_parent(&mut command, libc::SIGKILL);

@@ -284,6 +284,7 @@ async fn boot(
 ) -> Result<vm::BootFacts> {
     let dir = vm_dir(dirs, &record.id);
     tokio::task::block_in_place(|| crate::disk::convert_legacy(&dir))?;
+    super::since::forget_all(&workspace_dir(dirs, &record.id))?;
     let disk = dir.join(supervisor::DATA_DISK);
     if fresh && disk.exists() {
         std::fs::remove_file(&disk).map_err(|e| Error::io("remove", &disk, e))?;
@@ -456,10 +457,11 @@ pub async fn reset(
     let record = refresh(dirs, &db, record)?;
     let timer = journal::Timer::start();
     let dir = vm_dir(dirs, &record.id);
-    tokio::task::block_in_place(|| crate::disk::convert_legacy(&dir))?;
     // Checked before anything stops: a wrong name leaves the workspace as it was.
-    let in_disk = super::snapshots::require(&dir, &record.id, snapshot)?;
+    super::snapshots::require(&dir, &record.id, snapshot)?;
     vm::stop(&dir, "reset").await?;
+    tokio::task::block_in_place(|| crate::disk::convert_legacy(&dir))?;
+    let in_disk = super::snapshots::require(&dir, &record.id, snapshot)?;
     store::set_state(
         db.conn(),
         &record.id,

@@ -1,10 +1,10 @@
 //! What `diff` and `summary` compare with: the baseline (the seed, `baseline.tar`), or a named snapshot
 //! (`--since NAME`). A snapshot's `/workspace` is read once, by the guest, from the snapshot attached
 //! read-only to the VM's snapshot drive, and kept as an archive beside the baseline: a snapshot never
-//! changes, so the archive is reused until the snapshot is deleted.
+//! changes, so the archive is reused until the snapshot is deleted or the VM boots again.
 //!
 //! The archive comes from the guest, so it is held to the export rules: capped in bytes, its headers
-//! checked before any tar reader sees it.
+//! checked before any tar reader sees it; and it is dropped at every boot (see [`forget_all`]).
 
 use std::path::{Path, PathBuf};
 
@@ -46,6 +46,8 @@ pub async fn resolve(
         }
         Some(name) => snapshots::name(name)?,
     };
+    // One reader of the snapshot drive per workspace, and no snapshot deleted while it is read.
+    let _view = view_lock(&wdir)?;
     let snapshot = snapshots::find(vm_dir, id, &name)?;
     let trees = wdir.join(TREES);
     fsutil::create_dir_all(&trees)?;
@@ -60,6 +62,18 @@ pub async fn resolve(
         fetch(vm_dir, &name, &base.archive).await?;
     }
     Ok(base)
+}
+
+/// Held while the snapshot drive is in use, and while a snapshot is deleted.
+pub fn view_lock(wdir: &Path) -> Result<fsutil::FileLock> {
+    let path = wdir.join("view.lock");
+    tokio::task::block_in_place(|| fsutil::FileLock::acquire(&path))
+}
+
+/// Drops every kept tree. The guest wrote them: they do not outlive the boot that read them, so a
+/// guest compromised then cannot hide changes from diffs after a reset or a restart.
+pub fn forget_all(wdir: &Path) -> Result<()> {
+    fsutil::remove_tree(&wdir.join(TREES))
 }
 
 /// Drops what is kept of snapshot `name`'s tree (it was deleted, or a new one took its name).

@@ -87,6 +87,9 @@ impl Locked {
         let lock = lifecycle::lifecycle_lock(dirs, &record.id)?;
         let record = lifecycle::refresh(dirs, &db, record)?;
         let dir = vm_dir(dirs, &record.id);
+        if record.state != WorkspaceState::Started {
+            tokio::task::block_in_place(|| disk::convert_legacy(&dir))?;
+        }
         Ok(Locked {
             db,
             record,
@@ -247,6 +250,8 @@ pub async fn delete(dirs: &Dirs, reference: &str, snapshot_name: &str) -> Result
         dir,
     } = Locked::take(dirs, reference)?;
     let timer = journal::Timer::start();
+    let wdir = lifecycle::workspace_dir(dirs, &record.id);
+    let _view = super::since::view_lock(&wdir)?;
     if !in_image(&dir)?.iter().any(|s| s.name == snapshot_name) {
         return Err(missing(&record.id, &snapshot_name));
     }
@@ -258,7 +263,7 @@ pub async fn delete(dirs: &Dirs, reference: &str, snapshot_name: &str) -> Result
     } else {
         tokio::task::block_in_place(|| disk::delete_offline(&dir, &snapshot_name))?;
     }
-    super::since::forget(&lifecycle::workspace_dir(dirs, &record.id), &snapshot_name);
+    super::since::forget(&wdir, &snapshot_name);
     let operation = Operation::SnapshotDelete {
         params: journal::SnapshotParams {
             name: snapshot_name.clone(),
