@@ -122,6 +122,9 @@ pub struct CreateArgs {
     vcpu_count: u8,
     #[arg(long, default_value_t = limits::DEFAULT_MEM_MIB, value_parser = clap::value_parser!(u32).range(limits::as_i64(&limits::MEM_MIB)))]
     mem_mib: u32,
+    /// The size of the workspace's own disk, in GiB
+    #[arg(long, default_value_t = limits::DEFAULT_DISK_GIB, value_parser = clap::value_parser!(u32).range(limits::as_i64(&limits::DISK_GIB)))]
+    disk_gib: u32,
     /// Idle seconds before the workspace is stopped (never deleted)
     #[arg(long, default_value_t = limits::DEFAULT_TTL_SECONDS, value_parser = clap::value_parser!(u64).range(limits::TTL_SECONDS))]
     ttl_seconds: u64,
@@ -335,8 +338,8 @@ fn describe(ws: &Workspace) -> String {
         .unwrap_or_default();
     let mut text = format!("Workspace {}{name}: {}\n", ws.workspace_id, ws.state);
     text.push_str(&format!(
-        "  environment {} | {} vCPU | {} MiB | network {} | stops after {} s idle\n",
-        ws.environment, ws.vcpu_count, ws.mem_mib, ws.network_policy, ws.ttl_seconds
+        "  environment {} | {} vCPU | {} MiB | {} GiB disk | network {} | stops after {} s idle\n",
+        ws.environment, ws.vcpu_count, ws.mem_mib, ws.disk_gib, ws.network_policy, ws.ttl_seconds
     ));
     let seed = &ws.workspace_seed;
     text.push_str(&format!(
@@ -427,6 +430,7 @@ async fn dispatch(
                 labels: args.labels,
                 vcpu_count: args.vcpu_count,
                 mem_mib: args.mem_mib,
+                disk_gib: args.disk_gib,
                 ttl_seconds: args.ttl_seconds,
                 network: args.network.network()?,
                 cold: args.cold,

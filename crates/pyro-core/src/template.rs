@@ -396,30 +396,9 @@ pub async fn prepare(
 }
 
 fn ensure_free_space(dir: &Path, needed: u64) -> Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| Error::invalid("bad cache path"))?;
-    // SAFETY: statvfs fills a plain struct for a valid path.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a NUL-terminated path and a valid buffer, both alive for the call.
-    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
-        return Ok(());
-    }
-    let free = stat.f_bavail as u64 * stat.f_frsize as u64;
-    let needed = needed + (64 << 20);
-    if free < needed {
-        return Err(Error::new(
-            ErrorKind::Io,
-            format!(
-                "not enough disk space in {}: a template needs up to {} MiB, {} MiB are free",
-                dir.display(),
-                needed >> 20,
-                free >> 20
-            ),
-        )
-        .with_hint("free some space (or point PYRO_CACHE_DIR elsewhere), then prepare again"));
-    }
-    Ok(())
+    crate::host::space::ensure(dir, "a template", needed, 64 << 20).map_err(|e| {
+        e.with_hint("free some space (or point PYRO_CACHE_DIR elsewhere), then prepare again")
+    })
 }
 
 /// Boots the template guest in `dir`, waits for the agent, and saves RAM and device state there.

@@ -11,6 +11,9 @@ fn default_environment() -> String {
 fn default_vcpu() -> u8 {
     pyro_core::limits::DEFAULT_VCPU_COUNT
 }
+fn default_disk() -> u32 {
+    pyro_core::limits::DEFAULT_DISK_GIB
+}
 fn default_mem() -> u32 {
     pyro_core::limits::DEFAULT_MEM_MIB
 }
@@ -76,6 +79,9 @@ pub struct WorkspaceCreate {
     pub vcpu_count: u8,
     #[serde(default = "default_mem")]
     pub mem_mib: u32,
+    /// The size of the workspace's own disk, in GiB (1 to 1024).
+    #[serde(default = "default_disk")]
+    pub disk_gib: u32,
     /// Idle seconds before the workspace is stopped (never deleted).
     #[serde(default = "default_ttl")]
     pub ttl_seconds: u64,

@@ -105,6 +105,7 @@ async fn workspace_create(a: WorkspaceCreate, c: Call) -> Outcome {
         labels: labels(a.labels),
         vcpu_count: a.vcpu_count,
         mem_mib: a.mem_mib,
+        disk_gib: a.disk_gib,
         ttl_seconds: a.ttl_seconds,
         network,
         ..CreateOptions::new(&a.environment)

@@ -352,7 +352,7 @@ fn not_enough_disk_is_a_clear_error_that_leaves_nothing() {
         err["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("not enough disk space"),
+            .contains("not enough free disk space"),
         "{err}"
     );
     let leftovers: Vec<_> = fs::read_dir(cache.join("templates"))

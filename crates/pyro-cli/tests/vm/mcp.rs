@@ -298,6 +298,14 @@ async fn bad_tool_arguments_are_tool_errors_and_the_server_survives() {
             "{tool}: {err}"
         );
     }
+    let err = tool_error(&client, "workspace_create", json!({"disk_gib": 2000})).await;
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("disk_gib must be between 1 and 1024"),
+        "{err}"
+    );
     let err = tool_error(&client, "workspace_status", json!({"workspace_id": "nope"})).await;
     assert_eq!(err["kind"], "not_found");
     assert_eq!(

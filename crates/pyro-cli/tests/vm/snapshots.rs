@@ -240,7 +240,11 @@ fn diff_and_summary_compare_with_a_snapshot() {
 
     // The tree the guest read is kept only until the VM boots again.
     let trees = sb.state.join("workspaces").join(&id).join("snapshot-trees");
-    assert_eq!(std::fs::read_dir(&trees).unwrap().count(), 2, "a tree and its manifest");
+    assert_eq!(
+        std::fs::read_dir(&trees).unwrap().count(),
+        2,
+        "a tree and its manifest"
+    );
     sb.ok(&["workspace", "reset", &id, "--snapshot", "pre"]);
     assert!(!trees.exists(), "dropped at the next boot");
     let after = sb.ok(&["workspace", "diff", &id, "--since", "pre"]);
@@ -280,5 +284,64 @@ fn a_raw_disk_from_an_earlier_pyro_is_converted_and_keeps_its_data() {
     sh(&sb, &id, "echo changed > /workspace/a.txt");
     sb.ok(&["workspace", "reset", &id]);
     assert_eq!(sh(&sb, &id, "cat /workspace/a.txt"), "seeded\n");
+    sb.ok(&["workspace", "delete", &id]);
+}
+
+/// Runs pyro with a free-space floor no file system meets; returns the error it printed.
+fn refused_for_space(sb: &Sandbox, args: &[&str]) -> Value {
+    let out = sb
+        .pyro()
+        .args(args)
+        .arg("--json")
+        .env("PYRO_MIN_FREE_MIB", "1000000000000")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{args:?}");
+    let value: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let err = value["error"].clone();
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("not enough free disk space"),
+        "{err}"
+    );
+    assert!(
+        err["hint"].as_str().unwrap().contains("PYRO_MIN_FREE_MIB"),
+        "{err}"
+    );
+    err
+}
+
+#[test]
+fn the_disk_size_is_chosen_and_host_space_is_kept_free() {
+    let _slot = one_vm_slot();
+    let sb = Sandbox::new();
+    let id = sb.create_workspace(&["--disk-gib", "2"]);
+    assert_eq!(sb.ok(&["workspace", "status", &id])["disk_gib"], 2);
+    let size: u64 = sh(&sb, &id, "df --output=size -B1G /workspace | tail -1")
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(size, 2, "the guest sees a 2 GiB disk");
+    let out = sb.output(&["workspace", "create", "--disk-gib", "0"]);
+    assert_eq!(out.status.code(), Some(2), "out of bounds is a usage error");
+
+    // Below the floor: refused, and nothing is left behind.
+    refused_for_space(&sb, &["workspace", "snapshot", "create", &id, "s"]);
+    let list = sb.ok(&["workspace", "snapshot", "list", &id]);
+    assert_eq!(names(&list), ["baseline"], "{list}");
+    refused_for_space(&sb, &["workspace", "create"]);
+    assert_eq!(sb.ok(&["workspace", "list"])["count"], 1);
+    assert_eq!(
+        std::fs::read_dir(sb.state.join("workspaces"))
+            .unwrap()
+            .count(),
+        1,
+        "no directory left by the refused create"
+    );
+    sb.ok(&["workspace", "stop", &id]);
+    refused_for_space(&sb, &["workspace", "start", &id]);
+    assert_eq!(sb.ok(&["workspace", "status", &id])["state"], "stopped");
     sb.ok(&["workspace", "delete", &id]);
 }

@@ -162,6 +162,7 @@ pub async fn create(
     let name = options.name.as_deref().map(validate::name).transpose()?;
     let labels = validate::labels(&options.labels)?;
     let ttl_seconds = validate::ttl_seconds(options.ttl_seconds)?;
+    limits::check("disk_gib", options.disk_gib, &limits::DISK_GIB)?;
     crate::catalog::lookup(&options.environment)?;
     // An explicit seed path wins over the server's project.
     let source = match (&options.seed_path, &options.project) {
@@ -180,6 +181,8 @@ pub async fn create(
     let timer = journal::Timer::start();
     let created_at = timer.started_at_ms();
     let outcome = async {
+        let floor = crate::host::space::floor_bytes();
+        crate::host::space::ensure(&dir, "a new workspace", 0, floor)?;
         progress.phase("preparing the baseline");
         let baseline = dir.join(BASELINE);
         let counts = match &source {
@@ -384,6 +387,8 @@ pub async fn start(
     if record.state == WorkspaceState::Started {
         return store::view(db.conn(), &record);
     }
+    let floor = crate::host::space::floor_bytes();
+    crate::host::space::ensure(&workspace_dir(dirs, &record.id), "starting it", 0, floor)?;
     let timer = journal::Timer::start();
     boot_recorded(dirs, &mut db, &record, false, cold, "start", progress).await?;
     let start = journal::Operation::Start {

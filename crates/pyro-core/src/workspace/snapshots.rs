@@ -136,6 +136,8 @@ pub async fn create(dirs: &Dirs, reference: &str, snapshot_name: &str) -> Result
         ))
         .with_hint("delete a snapshot it no longer needs"));
     }
+    let floor = crate::host::space::floor_bytes();
+    crate::host::space::ensure(&dir, "a snapshot", 0, floor)?;
     take(&dir, &record.state, &snapshot_name).await?;
     let snapshot = in_image(&dir)?
         .into_iter()
