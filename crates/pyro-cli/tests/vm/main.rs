@@ -11,6 +11,7 @@ mod daily;
 mod env_cache;
 mod hostprogs;
 mod mcp;
+mod mcp_client;
 mod nethost;
 mod run_basics;
 mod run_failures;

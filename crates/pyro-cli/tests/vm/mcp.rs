@@ -2,34 +2,15 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject};
-use rmcp::service::RunningService;
-use rmcp::transport::TokioChildProcess;
-use rmcp::{RoleClient, ServiceExt};
+use rmcp::model::{CallToolRequestParams, JsonObject};
 use serde_json::{json, Value};
 
 use crate::hostprogs;
+use crate::mcp_client::{connect, git, http_get, ok, shell_screen, shell_type, tool_error};
 use crate::support::{one_vm_slot, pyro_bin, stderr_of, Sandbox};
-
-type Client = RunningService<RoleClient, ()>;
-
-async fn connect(sb: &Sandbox, args: &[&str], cwd: &Path) -> Client {
-    let mut command = tokio::process::Command::new(pyro_bin());
-    command
-        .args(["mcp", "serve"])
-        .args(args)
-        .envs(sb.envs())
-        .current_dir(cwd);
-    let (transport, _) = TokioChildProcess::builder(command)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("pyro mcp serve starts");
-    ().serve(transport).await.expect("the server initializes")
-}
 
 async fn tool_names(sb: &Sandbox, args: &[&str]) -> Vec<String> {
     let client = connect(sb, args, sb.root()).await;
@@ -42,38 +23,6 @@ async fn tool_names(sb: &Sandbox, args: &[&str]) -> Vec<String> {
         .collect();
     client.cancel().await.unwrap();
     names
-}
-
-async fn call(client: &Client, tool: &str, args: Value) -> CallToolResult {
-    let args: JsonObject = args.as_object().cloned().unwrap_or_default();
-    client
-        .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args))
-        .await
-        .expect("the call completes")
-}
-
-/// Calls a tool that must succeed and returns its structured result.
-async fn ok(client: &Client, tool: &str, args: Value) -> Value {
-    let result = call(client, tool, args).await;
-    assert_eq!(
-        result.is_error,
-        Some(false),
-        "{tool} failed: {:?}",
-        result.structured_content
-    );
-    result.structured_content.expect("structured content")
-}
-
-/// Calls a tool that must fail and returns its error object.
-async fn tool_error(client: &Client, tool: &str, args: Value) -> Value {
-    let result = call(client, tool, args).await;
-    assert_eq!(
-        result.is_error,
-        Some(true),
-        "{tool} should have failed: {:?}",
-        result.structured_content
-    );
-    result.structured_content.expect("structured content")["error"].clone()
 }
 
 const CORE: &[&str] = &[
@@ -316,20 +265,6 @@ async fn bad_tool_arguments_are_tool_errors_and_the_server_survives() {
     client.cancel().await.unwrap();
 }
 
-fn git(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn repro_fix_through_mcp_seeded_from_the_project() {
     let _slot = one_vm_slot();
@@ -487,19 +422,6 @@ async fn errors_name_the_tool_to_call_never_a_command_line() {
 }
 
 /// A plain HTTP GET from the host: the body, or `None` when the connection is refused.
-fn http_get(port: u16, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (_, body) = response.split_once("\r\n\r\n")?;
-    Some(body.to_string())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn cold_start_serves_through_mcp_with_readiness_and_published_ports() {
     let _slot = one_vm_slot();
@@ -637,36 +559,6 @@ async fn cold_start_serves_through_mcp_with_readiness_and_published_ports() {
     client.cancel().await.unwrap();
 }
 
-/// `shell_read` from `cursor`, plain and waiting for the shell to go quiet.
-async fn shell_screen(
-    client: &RunningService<RoleClient, ()>,
-    id: &str,
-    shell_id: &str,
-    cursor: &Value,
-) -> Value {
-    ok(
-        client,
-        "shell_read",
-        json!({"workspace_id": id, "shell_id": shell_id, "cursor": cursor,
-               "plain": true, "wait_for_idle_ms": 700}),
-    )
-    .await
-}
-
-async fn shell_type(
-    client: &RunningService<RoleClient, ()>,
-    id: &str,
-    shell_id: &str,
-    input: &str,
-) {
-    ok(
-        client,
-        "shell_write",
-        json!({"workspace_id": id, "shell_id": shell_id, "input": input}),
-    )
-    .await;
-}
-
 /// The review-eval flow: checkpoint, poke at the change in a shell, break it, roll back to the
 /// checkpoint, see in a new shell that the break is gone.
 #[tokio::test(flavor = "multi_thread")]
@@ -698,7 +590,7 @@ async fn review_eval_checkpoints_pokes_in_a_shell_and_rolls_back_through_mcp() {
 
     let shell = ok(&client, "shell_open", json!({"workspace_id": id})).await;
     let shell_id = shell["shell_id"].as_str().unwrap().to_string();
-    let first = shell_screen(&client, &id, &shell_id, &json!(0)).await;
+    let first = shell_screen(&client, &id, &shell_id, &json!(0), 700).await;
     shell_type(
         &client,
         &id,
@@ -706,7 +598,7 @@ async fn review_eval_checkpoints_pokes_in_a_shell_and_rolls_back_through_mcp() {
         "cat CHECKLIST.md; echo answer=$((6*7))",
     )
     .await;
-    let read = shell_screen(&client, &id, &shell_id, &first["next_cursor"]).await;
+    let read = shell_screen(&client, &id, &shell_id, &first["next_cursor"], 700).await;
     let screen = read["output"].as_str().unwrap();
     assert!(
         screen.contains("Review checklist") && screen.contains("\nanswer=42\npyro$"),
@@ -735,7 +627,7 @@ async fn review_eval_checkpoints_pokes_in_a_shell_and_rolls_back_through_mcp() {
         "echo FAIL > artifact.txt; rm CHECKLIST.md",
     )
     .await;
-    shell_screen(&client, &id, &shell_id, &read["next_cursor"]).await;
+    shell_screen(&client, &id, &shell_id, &read["next_cursor"], 700).await;
     let reset = ok(
         &client,
         "workspace_reset",
@@ -756,9 +648,9 @@ async fn review_eval_checkpoints_pokes_in_a_shell_and_rolls_back_through_mcp() {
     assert_eq!(gone["kind"], "not_found", "shells end with a reset: {gone}");
     let shell = ok(&client, "shell_open", json!({"workspace_id": id})).await;
     let shell_id = shell["shell_id"].as_str().unwrap().to_string();
-    let first = shell_screen(&client, &id, &shell_id, &json!(0)).await;
+    let first = shell_screen(&client, &id, &shell_id, &json!(0), 700).await;
     shell_type(&client, &id, &shell_id, "cat artifact.txt; ls").await;
-    let read = shell_screen(&client, &id, &shell_id, &first["next_cursor"]).await;
+    let read = shell_screen(&client, &id, &shell_id, &first["next_cursor"], 700).await;
     let screen = read["output"].as_str().unwrap();
     assert!(
         screen.contains("cat artifact.txt; ls\nPASS\n") && screen.contains("CHECKLIST.md"),
