@@ -53,6 +53,8 @@ const MIGRATIONS: &[&str] = &[
         record TEXT NOT NULL,
         PRIMARY KEY (workspace_id, name)
     );",
+    // 5: what each row was made as (a workspace, or a plain VM of the vm_* tools).
+    "ALTER TABLE workspaces ADD COLUMN kind TEXT NOT NULL DEFAULT 'workspace';",
 ];
 
 pub struct Db {

@@ -66,6 +66,15 @@ vocabulary! {
 }
 
 vocabulary! {
+    /// What a workspace was made as: a workspace (`workspace_create`), or a plain VM (`vm_create`, no
+    /// seed), which the `vm_*` tools work on.
+    WorkspaceKind {
+        Workspace = "workspace",
+        Vm = "vm",
+    }
+}
+
+vocabulary! {
     /// How a VM booted: restored from a warm template, or from the kernel.
     BootMode {
         Warm = "warm",

@@ -20,6 +20,9 @@ fn default_mem() -> u32 {
 fn default_timeout() -> u64 {
     pyro_core::limits::DEFAULT_TIMEOUT_SECONDS
 }
+fn default_vm_ttl() -> u64 {
+    pyro_core::workspace::vms::DEFAULT_VM_TTL_SECONDS
+}
 fn default_ttl() -> u64 {
     pyro_core::limits::DEFAULT_TTL_SECONDS
 }
@@ -100,6 +103,44 @@ pub struct WorkspaceCreate {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoArgs {}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmCreate {
+    #[serde(default = "default_environment")]
+    pub environment: String,
+    #[serde(default = "default_vcpu")]
+    pub vcpu_count: u8,
+    #[serde(default = "default_mem")]
+    pub mem_mib: u32,
+    /// Idle seconds before the VM is stopped (vm_reap_expired then deletes it).
+    #[serde(default = "default_vm_ttl")]
+    pub ttl_seconds: u64,
+    /// Outbound networking for the VM (to public addresses; the host is never reachable).
+    #[serde(default)]
+    pub network: bool,
+    /// Must be false: pyro never runs guest work on the host.
+    #[serde(default)]
+    pub allow_host_compat: bool,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmRef {
+    /// The id vm_create returned.
+    pub vm_id: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmExec {
+    pub vm_id: String,
+    /// Shell command, run with /bin/sh -lc in /.
+    pub command: String,
+    /// Kill the command after this many seconds (exit code 124).
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u64,
+}
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -9,6 +9,7 @@ use pyro_core::project::ProjectSeed;
 use pyro_core::workspace::services::{self, PortSpec, ReadinessOptions, ServiceOptions};
 use pyro_core::workspace::shells::{self, ReadOptions};
 use pyro_core::workspace::snapshots;
+use pyro_core::workspace::vms;
 use pyro_core::workspace::{self, CreateOptions, ExecCommand, ExecOptions, UpdateOptions};
 use pyro_core::{run, Error, Progress};
 use serde_json::Value;
@@ -68,6 +69,115 @@ async fn vm_run(a: VmRun, c: Call) -> Outcome {
     let done = async move { cancel.cancelled().await };
     json(&run::run(c.server.dirs(), &options, &Quiet, None, done).await?)
 }
+
+pub static VM_LIST_ENVIRONMENTS: ToolDef<NoArgs> = ToolDef {
+    name: "vm_list_environments",
+    description: "The environments VMs and workspaces boot from, and whether each is built here.",
+    hints: Hints::READ,
+    network_args: &[],
+    run: |_, c| {
+        Box::pin(async move {
+            let environments = pyro_core::environment::list(c.server.dirs());
+            json(&serde_json::json!({ "count": environments.len(), "environments": environments }))
+        })
+    },
+    params: PhantomData,
+};
+
+pub static VM_CREATE: ToolDef<VmCreate> = ToolDef {
+    name: "vm_create",
+    description: "Create and start a plain VM (nothing seeded; for several commands in one machine). Returns vm_id for the other vm_* tools. Its idle TTL stops it; vm_reap_expired deletes the stopped ones.",
+    hints: Hints::CHANGE,
+    network_args: &[],
+    run: |a, c| {
+        Box::pin(async move {
+            no_host_compat(a.allow_host_compat)?;
+            let options = vms::VmCreateOptions {
+                environment: a.environment,
+                vcpu_count: a.vcpu_count,
+                mem_mib: a.mem_mib,
+                ttl_seconds: a.ttl_seconds,
+                network: c
+                    .server
+                    .network(a.network.then_some(NetworkPolicy::Egress), None)?,
+            };
+            json(&vms::create(c.server.dirs(), &options, &Quiet).await?)
+        })
+    },
+    params: PhantomData,
+};
+
+pub static VM_START: ToolDef<VmRef> = ToolDef {
+    name: "vm_start",
+    description: "Start a stopped VM again, with its disk as it was.",
+    hints: Hints::SET,
+    network_args: &[],
+    run: |a, c| {
+        Box::pin(async move { json(&vms::start(c.server.dirs(), &a.vm_id, &Quiet).await?) })
+    },
+    params: PhantomData,
+};
+
+pub static VM_STOP: ToolDef<VmRef> = ToolDef {
+    name: "vm_stop",
+    description: "Stop a VM; its disk is kept for vm_start.",
+    hints: Hints::SET,
+    network_args: &[],
+    run: |a, c| Box::pin(async move { json(&vms::stop(c.server.dirs(), &a.vm_id).await?) }),
+    params: PhantomData,
+};
+
+pub static VM_DELETE: ToolDef<VmRef> = ToolDef {
+    name: "vm_delete",
+    description: "Delete a VM and its disk.",
+    hints: Hints::DESTRUCTIVE,
+    network_args: &[],
+    run: |a, c| Box::pin(async move { json(&vms::delete(c.server.dirs(), &a.vm_id).await?) }),
+    params: PhantomData,
+};
+
+pub static VM_STATUS: ToolDef<VmRef> = ToolDef {
+    name: "vm_status",
+    description: "One VM: state (and why it stopped), shape, TTL.",
+    hints: Hints::READ,
+    network_args: &[],
+    run: |a, c| Box::pin(async move { json(&vms::status(c.server.dirs(), &a.vm_id)?) }),
+    params: PhantomData,
+};
+
+pub static VM_NETWORK_INFO: ToolDef<VmRef> = ToolDef {
+    name: "vm_network_info",
+    description:
+        "A VM's network: whether it has one, its policy, and the guest's address, gateway and DNS.",
+    hints: Hints::READ,
+    network_args: &[],
+    run: |a, c| Box::pin(async move { json(&vms::network_info(c.server.dirs(), &a.vm_id)?) }),
+    params: PhantomData,
+};
+
+pub static VM_EXEC: ToolDef<VmExec> = ToolDef {
+    name: "vm_exec",
+    description: "Run a shell command in a started VM (in /) and return its exit code, stdout and stderr. The VM stays; delete it with vm_delete.",
+    hints: Hints::COMMAND,
+    network_args: &[],
+    run: |a, c| {
+        Box::pin(async move {
+            let dirs = c.server.dirs();
+            json(&vms::exec(dirs, &a.vm_id, &a.command, a.timeout_seconds).await?)
+        })
+    },
+    params: PhantomData,
+};
+
+pub static VM_REAP_EXPIRED: ToolDef<NoArgs> = ToolDef {
+    name: "vm_reap_expired",
+    description:
+        "Delete the VMs their idle TTL stopped (never workspaces). Returns deleted_vm_ids.",
+    hints: Hints::DESTRUCTIVE,
+    network_args: &[],
+    run: |_, c| Box::pin(async move { json(&vms::reap_expired(c.server.dirs()).await?) }),
+    params: PhantomData,
+};
 
 pub static WORKSPACE_CREATE: ToolDef<WorkspaceCreate> = ToolDef {
     name: "workspace_create",
@@ -596,6 +706,19 @@ pub static SERVICES: &[&dyn ToolSpec] = &[
     &SERVICE_STOP,
 ];
 
+/// Plain VMs, the reference's `vm_*` lifecycle.
+pub static VMS: &[&dyn ToolSpec] = &[
+    &VM_LIST_ENVIRONMENTS,
+    &VM_CREATE,
+    &VM_START,
+    &VM_STOP,
+    &VM_DELETE,
+    &VM_STATUS,
+    &VM_NETWORK_INFO,
+    &VM_EXEC,
+    &VM_REAP_EXPIRED,
+];
+
 /// Named snapshots of a workspace's disk.
 pub static SNAPSHOTS: &[&dyn ToolSpec] = &[&SNAPSHOT_CREATE, &SNAPSHOT_LIST, &SNAPSHOT_DELETE];
 
@@ -610,5 +733,5 @@ pub static SHELLS: &[&dyn ToolSpec] = &[
 
 /// Every tool pyro implements, in the order hosts list them.
 pub fn all() -> Vec<&'static dyn ToolSpec> {
-    [RUN, WORKSPACE, LIFECYCLE, SERVICES, SHELLS, SNAPSHOTS].concat()
+    [RUN, WORKSPACE, LIFECYCLE, SERVICES, SHELLS, SNAPSHOTS, VMS].concat()
 }

@@ -30,7 +30,7 @@ pub const PROFILES: &[Profile] = &[
     },
     Profile {
         name: "workspace-full",
-        groups: &[RUN, WORKSPACE, LIFECYCLE, SERVICES, SHELLS, SNAPSHOTS],
+        groups: &[RUN, WORKSPACE, LIFECYCLE, SERVICES, SHELLS, SNAPSHOTS, VMS],
         offers_network: true,
         summary: "every tool pyro implements",
     },

@@ -75,6 +75,15 @@ async fn profiles_and_modes_expose_exactly_their_tools() {
         "snapshot_create",
         "snapshot_list",
         "snapshot_delete",
+        "vm_list_environments",
+        "vm_create",
+        "vm_start",
+        "vm_stop",
+        "vm_delete",
+        "vm_status",
+        "vm_network_info",
+        "vm_exec",
+        "vm_reap_expired",
     ]);
     assert_eq!(
         tool_names(&sb, &["--profile", "workspace-full"]).await,
@@ -1180,5 +1189,86 @@ async fn host_paths_outside_the_allowed_roots_are_refused() {
         err["message"].as_str().unwrap().contains("nothere"),
         "{err}"
     );
+    client.cancel().await.unwrap();
+}
+
+/// The `vm_*` tools: plain VMs with their own lifecycle, ids checked, an idle TTL that stops them,
+/// and `vm_reap_expired` deleting only those (never a workspace).
+#[tokio::test(flavor = "multi_thread")]
+async fn vm_tools_manage_plain_vms_and_refuse_workspaces() {
+    let _slot = one_vm_slot();
+    let sb = Sandbox::new();
+    let client = connect(&sb, &["--profile", "workspace-full"], sb.root()).await;
+    let envs = ok(&client, "vm_list_environments", json!({})).await;
+    assert_eq!(envs["count"], 3, "{envs}");
+    let vm = ok(&client, "vm_create", json!({"ttl_seconds": 10})).await;
+    assert_eq!(vm["state"], "started", "{vm}");
+    let vm_id = vm["vm_id"].as_str().unwrap().to_string();
+    let ran = ok(
+        &client,
+        "vm_exec",
+        json!({"vm_id": vm_id, "command": "pwd; echo hi"}),
+    )
+    .await;
+    assert_eq!(
+        (ran["exit_code"].as_i64(), ran["stdout"].as_str()),
+        (Some(0), Some("/\nhi\n")),
+        "{ran}"
+    );
+    let net = ok(&client, "vm_network_info", json!({"vm_id": vm_id})).await;
+    assert_eq!(net["network_enabled"], false, "{net}");
+    assert!(net["guest_ip"].is_null(), "{net}");
+    let stopped = ok(&client, "vm_stop", json!({"vm_id": vm_id})).await;
+    assert_eq!(stopped["state"], "stopped", "{stopped}");
+    let err = tool_error(
+        &client,
+        "vm_exec",
+        json!({"vm_id": vm_id, "command": "true"}),
+    )
+    .await;
+    assert_eq!(err["kind"], "invalid_state", "{err}");
+    let started = ok(&client, "vm_start", json!({"vm_id": vm_id})).await;
+    assert_eq!(started["state"], "started", "{started}");
+
+    // Ids are checked: nothing, or a workspace, is not a VM.
+    let err = tool_error(&client, "vm_status", json!({"vm_id": "000000000000"})).await;
+    assert_eq!(err["kind"], "not_found", "{err}");
+    let ws = ok(&client, "workspace_create", json!({"ttl_seconds": 10})).await;
+    let ws_id = ws["workspace_id"].as_str().unwrap().to_string();
+    let err = tool_error(&client, "vm_delete", json!({"vm_id": ws_id})).await;
+    assert_eq!(err["kind"], "not_found", "{err}");
+    assert!(
+        err["hint"].as_str().unwrap().contains("is a workspace"),
+        "{err}"
+    );
+
+    // Both idle out; only the VM is reaped.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let vm = ok(&client, "vm_status", json!({"vm_id": vm_id})).await;
+        let ws = ok(&client, "workspace_status", json!({"workspace_id": ws_id})).await;
+        if vm["state"] == "stopped" && ws["state"] == "stopped" {
+            assert!(
+                vm["stop_reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("without activity"),
+                "{vm}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the TTL never stopped them: {vm} {ws}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let reaped = ok(&client, "vm_reap_expired", json!({})).await;
+    assert_eq!(reaped["deleted_vm_ids"], json!([vm_id]), "{reaped}");
+    let err = tool_error(&client, "vm_status", json!({"vm_id": vm_id})).await;
+    assert_eq!(err["kind"], "not_found", "{err}");
+    let list = ok(&client, "workspace_list", json!({})).await;
+    assert_eq!(list["count"], 1, "the workspace stays: {list}");
+    ok(&client, "workspace_delete", json!({"workspace_id": ws_id})).await;
     client.cancel().await.unwrap();
 }

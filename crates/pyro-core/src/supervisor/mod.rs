@@ -107,3 +107,13 @@ pub async fn request(
 ) -> crate::Result<protocol::ClientReply> {
     open(vm_dir, request).await.map(|(_, reply)| reply)
 }
+
+/// Why a supervisor stopped its VM after `seconds` without activity.
+pub fn idle_stop_reason(seconds: u64) -> String {
+    format!("stopped after {seconds}s without activity (its ttl_seconds)")
+}
+
+/// Whether `reason` says the idle TTL stopped the VM.
+pub fn is_idle_stop(reason: &str) -> bool {
+    reason.starts_with("stopped after ") && reason.ends_with("without activity (its ttl_seconds)")
+}

@@ -151,7 +151,7 @@ async fn supervise(vm_dir: PathBuf, owner: UnixStream) -> i32 {
                 let limit = Duration::from_secs(record.idle_timeout_seconds.unwrap_or(u64::MAX));
                 if activity.idle_for().is_some_and(|idle| idle >= limit) {
                     power_off(&mut running).await;
-                    break (format!("stopped after {}s without activity (its ttl_seconds)", limit.as_secs()), false);
+                    break (super::idle_stop_reason(limit.as_secs()), false);
                 }
             }
             how = running.engine.exited() => {

@@ -18,7 +18,7 @@ use crate::db::Db;
 use crate::fsutil::{self, FileLock};
 use crate::network::Network;
 use crate::vm::{self, VmOptions};
-use crate::vocab::{SeedMode, WorkspaceState};
+use crate::vocab::{SeedMode, WorkspaceKind, WorkspaceState};
 use crate::{limits, supervisor, Dirs, Error, ErrorKind, Progress, Result};
 use pyro_proto::{Reply, Request};
 
@@ -59,6 +59,8 @@ pub struct CreateOptions {
     pub network: Network,
     /// Boot from the kernel even when a warm template exists.
     pub cold: bool,
+    /// A workspace, or a plain VM (`vm_create`).
+    pub kind: WorkspaceKind,
 }
 
 impl CreateOptions {
@@ -76,6 +78,7 @@ impl CreateOptions {
             ttl_seconds: limits::DEFAULT_TTL_SECONDS,
             network: Network::off(),
             cold: false,
+            kind: WorkspaceKind::Workspace,
         }
     }
 }
@@ -228,6 +231,7 @@ pub async fn create(
             last_reset_at: None,
             boot_mode: None,
             boot_mode_reason: None,
+            kind: options.kind,
         };
         vm_options(&record, false).validate()?;
         store::insert(&mut db, &record)?;

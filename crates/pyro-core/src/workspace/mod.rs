@@ -17,6 +17,7 @@ pub mod snapshots;
 pub mod store;
 pub mod summary;
 pub mod validate;
+pub mod vms;
 
 pub use diff::diff;
 pub use lifecycle::{

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::journal::Recorded;
 use crate::network::NetworkPolicy;
-use crate::vocab::{BootMode, ExecutionMode, SeedMode, WorkspaceState};
+use crate::vocab::{BootMode, ExecutionMode, SeedMode, WorkspaceKind, WorkspaceState};
 
 /// Where `/workspace` came from at create time. The seed is the immutable baseline.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -66,6 +66,8 @@ pub struct Workspace {
     /// How the VM last booted (restored from a template, or from the kernel), and why.
     pub boot_mode: Option<BootMode>,
     pub boot_mode_reason: Option<String>,
+    /// `workspace`, or `vm` for one made by `vm_create` (the `vm_*` tools work on those).
+    pub kind: WorkspaceKind,
 }
 
 /// One recorded operation: its place and timing, and (flattened) its `kind`, `params` and `result`.

@@ -9,7 +9,7 @@ use super::model::{seconds, LastCommand, Workspace, WorkspaceSeed};
 use super::validate;
 use crate::db::{sql_error, Db};
 use crate::network::{Network, NetworkPolicy};
-use crate::vocab::{BootMode, ExecutionMode, SeedMode, WorkspaceState};
+use crate::vocab::{BootMode, ExecutionMode, SeedMode, WorkspaceKind, WorkspaceState};
 use crate::{Error, ErrorKind, Result};
 
 /// A workspace row as stored.
@@ -33,11 +33,12 @@ pub struct Record {
     pub last_reset_at: Option<i64>,
     pub boot_mode: Option<BootMode>,
     pub boot_mode_reason: Option<String>,
+    pub kind: WorkspaceKind,
 }
 
 const COLUMNS: &str = "id, name, environment, vcpu_count, mem_mib, disk_gib, network, ttl_seconds, state, stop_reason, \
                        labels, seed, created_at, last_activity_at, reset_count, last_reset_at, boot_mode, boot_mode_reason, \
-                       network_policy, allow_hosts";
+                       network_policy, allow_hosts, kind";
 
 fn from_row(row: &Row) -> rusqlite::Result<Record> {
     let labels: String = row.get(10)?;
@@ -75,6 +76,11 @@ fn from_row(row: &Row) -> rusqlite::Result<Record> {
             .get::<_, Option<String>>(16)?
             .and_then(|b| BootMode::parse(&b)),
         boot_mode_reason: row.get(17)?,
+        kind: row
+            .get::<_, String>(20)
+            .ok()
+            .and_then(|k| WorkspaceKind::parse(&k))
+            .unwrap_or(WorkspaceKind::Workspace),
     })
 }
 
@@ -104,7 +110,7 @@ pub fn insert(db: &mut Db, record: &Record) -> Result<()> {
             ensure_name_free(tx, name, &record.id)?;
         }
         tx.execute(
-            &format!("INSERT INTO workspaces ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"),
+            &format!("INSERT INTO workspaces ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"),
             params![
                 record.id,
                 record.name,
@@ -126,6 +132,7 @@ pub fn insert(db: &mut Db, record: &Record) -> Result<()> {
                 record.boot_mode_reason,
                 record.network.policy.as_str(),
                 serde_json::to_string(&record.network.allow_hosts).unwrap_or_default(),
+                record.kind,
             ],
         )
         .map_err(sql_error)?;
@@ -322,5 +329,6 @@ pub fn view(conn: &Connection, record: &Record) -> Result<Workspace> {
         running_service_count,
         boot_mode: record.boot_mode,
         boot_mode_reason: record.boot_mode_reason.clone(),
+        kind: record.kind,
     })
 }
