@@ -7,6 +7,7 @@
 // Test helpers, not only `#[test]` functions, fail the test at the first surprise.
 #![allow(clippy::unwrap_used)]
 
+mod crash;
 mod daily;
 mod env_cache;
 mod hostprogs;

@@ -290,6 +290,11 @@ async fn boot(
     progress: &dyn Progress,
 ) -> Result<vm::BootFacts> {
     let dir = vm_dir(dirs, &record.id);
+    // A VM still running here was left by an operation that died half-way (its caller killed before
+    // it finished): nobody activated it, so it goes before a new one boots.
+    if vm::is_running(&dir) {
+        vm::stop(&dir, "left running by an interrupted operation").await?;
+    }
     tokio::task::block_in_place(|| crate::disk::convert_legacy(&dir))?;
     super::since::forget_all(&workspace_dir(dirs, &record.id))?;
     let disk = dir.join(supervisor::DATA_DISK);
