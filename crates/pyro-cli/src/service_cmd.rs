@@ -18,7 +18,7 @@ pub enum ServiceCommand {
     #[command(after_help = "At most one readiness check. Examples:\n  \
         pyro workspace service start WS web --ready-http http://127.0.0.1:8000/ -- python3 -m http.server 8000\n  \
         pyro workspace service start WS worker --ready-file .ready -- sh -c './worker && touch .ready'")]
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// List a workspace's services
     List(ListArgs),
     /// Show one service
@@ -97,6 +97,9 @@ pub struct StartArgs {
     /// Set an environment variable KEY=VALUE for the service (repeatable)
     #[arg(long = "env", short = 'e', value_parser = parse_label)]
     env: Vec<(String, String)>,
+    /// Expose the workspace secret SECRET as the variable VAR to the service (repeatable)
+    #[arg(long = "secret-env", value_name = "SECRET=VAR", value_parser = parse_label)]
+    secret_env: Vec<(String, String)>,
     /// Print JSON on stdout
     #[arg(long)]
     json: bool,
@@ -198,6 +201,7 @@ pub async fn dispatch(
                 ready_interval_ms: args.ready_interval_ms,
                 restart_on_start: args.restart_on_start,
                 published_ports: args.published_ports,
+                secret_env: args.secret_env.into_iter().collect(),
                 ..ServiceOptions::new(&args.name, ExecCommand::Argv(args.command))
             };
             let service = services::start(dirs, &args.workspace, &options).await?;

@@ -76,6 +76,9 @@ pub struct OpenArgs {
     cols: u16,
     #[arg(long, default_value_t = limits::DEFAULT_SHELL_ROWS)]
     rows: u16,
+    /// Expose the workspace secret SECRET as the variable VAR in the shell (repeatable)
+    #[arg(long = "secret-env", value_name = "SECRET=VAR", value_parser = crate::workspace_cmd::parse_label)]
+    secret_env: Vec<(String, String)>,
     /// Print only the shell id
     #[arg(long, conflicts_with = "json")]
     id_only: bool,
@@ -163,7 +166,14 @@ pub async fn dispatch(
 ) -> pyro_core::Result<ExitCode> {
     match command {
         ShellCommand::Open(a) => {
-            let shell = shells::open(dirs, &a.workspace, a.cwd.as_deref(), a.cols, a.rows).await?;
+            let shell = shells::open(
+                dirs,
+                &a.workspace,
+                a.cwd.as_deref(),
+                (a.cols, a.rows),
+                &a.secret_env.into_iter().collect(),
+            )
+            .await?;
             if a.id_only {
                 print(format!("{}\n", shell.shell_id));
             } else {
@@ -278,7 +288,7 @@ async fn attach(
             id
         }
         None => {
-            shells::open(dirs, workspace, None, cols, rows)
+            shells::open(dirs, workspace, None, (cols, rows), &Default::default())
                 .await?
                 .shell_id
         }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use pyro_core::workspace::diff::NotPatched;
 use pyro_core::workspace::journal::Operation;
+use pyro_core::workspace::secrets::{SecretSource, SecretSpec};
 use pyro_core::workspace::{
     self, CreateOptions, ExecCommand, ExecOptions, UpdateOptions, Workspace,
 };
@@ -133,6 +134,13 @@ pub struct CreateArgs {
     /// Seed the directory's `.git` too (left out by default: its config may hold credentials)
     #[arg(long)]
     include_git: bool,
+    /// A secret NAME=VALUE, exposed to a command only through --secret-env and redacted from every
+    /// output (repeatable)
+    #[arg(long = "secret", value_name = "NAME=VALUE", value_parser = parse_label)]
+    secrets: Vec<(String, String)>,
+    /// A secret NAME=PATH read from a host file (repeatable)
+    #[arg(long = "secret-file", value_name = "NAME=PATH", value_parser = parse_label)]
+    secret_files: Vec<(String, String)>,
     /// Boot from the kernel even when a warm template exists
     #[arg(long)]
     cold: bool,
@@ -171,6 +179,9 @@ pub struct ExecArgs {
     /// Set an environment variable KEY=VALUE for this command (repeatable)
     #[arg(long = "env", short = 'e', value_parser = parse_label)]
     env: Vec<(String, String)>,
+    /// Expose the workspace secret SECRET as the variable VAR to this command (repeatable)
+    #[arg(long = "secret-env", value_name = "SECRET=VAR", value_parser = parse_label)]
+    secret_env: Vec<(String, String)>,
     /// Print one JSON result instead of streaming output
     #[arg(long)]
     json: bool,
@@ -341,6 +352,9 @@ fn describe(ws: &Workspace) -> String {
         "  environment {} | {} vCPU | {} MiB | {} GiB disk | network {} | stops after {} s idle\n",
         ws.environment, ws.vcpu_count, ws.mem_mib, ws.disk_gib, ws.network_policy, ws.ttl_seconds
     ));
+    if !ws.secrets.is_empty() {
+        text.push_str(&format!("  secrets: {}\n", ws.secrets.join(", ")));
+    }
     let seed = &ws.workspace_seed;
     text.push_str(&format!(
         "  seed: {}{} ({} entries, {} bytes)\n",
@@ -433,6 +447,22 @@ async fn dispatch(
                 disk_gib: args.disk_gib,
                 ttl_seconds: args.ttl_seconds,
                 network: args.network.network()?,
+                secrets: args
+                    .secrets
+                    .into_iter()
+                    .map(|(name, value)| SecretSpec {
+                        name,
+                        source: SecretSource::Value(value),
+                    })
+                    .chain(
+                        args.secret_files
+                            .into_iter()
+                            .map(|(name, path)| SecretSpec {
+                                name,
+                                source: SecretSource::File(path.into()),
+                            }),
+                    )
+                    .collect(),
                 cold: args.cold,
                 ..CreateOptions::new(&args.environment)
             };
@@ -539,6 +569,7 @@ async fn dispatch(
                 command: ExecCommand::Argv(args.command),
                 cwd: args.cwd,
                 env: args.env.into_iter().collect(),
+                secret_env: args.secret_env.into_iter().collect(),
                 timeout_seconds: args.timeout_seconds,
             };
             let mut passthrough = |stream: OutputStream, data: &[u8]| {

@@ -53,8 +53,10 @@ const MIGRATIONS: &[&str] = &[
         record TEXT NOT NULL,
         PRIMARY KEY (workspace_id, name)
     );",
-    // 5: what each row was made as (a workspace, or a plain VM of the vm_* tools).
-    "ALTER TABLE workspaces ADD COLUMN kind TEXT NOT NULL DEFAULT 'workspace';",
+    // 5: what each row was made as (a workspace, or a plain VM of the vm_* tools), and the names of
+    // its secrets (never their values).
+    "ALTER TABLE workspaces ADD COLUMN kind TEXT NOT NULL DEFAULT 'workspace';
+     ALTER TABLE workspaces ADD COLUMN secret_names TEXT;",
 ];
 
 pub struct Db {

@@ -98,6 +98,22 @@ pub struct WorkspaceCreate {
     /// The only destinations the workspace may reach, as HOST or HOST:PORT (implies egress).
     #[serde(default)]
     pub allow_hosts: Option<Vec<String>>,
+    /// Secrets, as {name, value} or {name, file_path}: never written to the VM's disk, exposed to a
+    /// call only through its secret_env, and redacted from every output.
+    #[serde(default)]
+    pub secrets: Option<Vec<SecretParam>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretParam {
+    /// An environment variable name: letters, digits and '_', not starting with a digit.
+    pub name: String,
+    #[serde(default)]
+    pub value: Option<String>,
+    /// A host file holding the value (read at create).
+    #[serde(default)]
+    pub file_path: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -176,6 +192,9 @@ pub struct WorkspaceExec {
     /// Working directory (default /workspace).
     #[serde(default = "default_root")]
     pub cwd: String,
+    /// Workspace secrets to expose to this command: {SECRET_NAME: ENV_VAR}.
+    #[serde(default)]
+    pub secret_env: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -278,6 +297,9 @@ fn default_tail_lines() -> usize {
 #[serde(deny_unknown_fields)]
 pub struct ServiceStart {
     pub workspace_id: String,
+    /// Workspace secrets to expose to the service: {SECRET_NAME: ENV_VAR}.
+    #[serde(default)]
+    pub secret_env: Option<BTreeMap<String, String>>,
     /// A name for the service (letters, digits, '.', '_', '-'); unique while it runs.
     pub service_name: String,
     /// Shell command, run with /bin/sh -lc; it should keep running (a server, a worker).
@@ -366,6 +388,9 @@ pub struct ShellOpen {
     pub cols: u16,
     #[serde(default = "default_rows")]
     pub rows: u16,
+    /// Workspace secrets to expose to the shell: {SECRET_NAME: ENV_VAR}.
+    #[serde(default)]
+    pub secret_env: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -6,6 +6,7 @@ use std::marker::PhantomData;
 use pyro_core::host_paths::Access;
 use pyro_core::network::NetworkPolicy;
 use pyro_core::project::ProjectSeed;
+use pyro_core::workspace::secrets::{SecretSource, SecretSpec};
 use pyro_core::workspace::services::{self, PortSpec, ReadinessOptions, ServiceOptions};
 use pyro_core::workspace::shells::{self, ReadOptions};
 use pyro_core::workspace::snapshots;
@@ -32,6 +33,24 @@ fn no_host_compat(allowed: bool) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+/// A secret as given: exactly one of a value and a host file (under the roots tools may read).
+fn secret(s: SecretParam, c: &Call) -> Result<SecretSpec, Error> {
+    let source = match (s.value, s.file_path) {
+        (Some(value), None) => SecretSource::Value(value),
+        (None, Some(path)) => SecretSource::File(c.server.host_path(&path, Access::Read)?),
+        _ => {
+            return Err(Error::invalid(format!(
+                "secret '{}' must provide exactly one of 'value' or 'file_path'",
+                s.name
+            )))
+        }
+    };
+    Ok(SecretSpec {
+        name: s.name,
+        source,
+    })
 }
 
 fn labels(map: Option<std::collections::BTreeMap<String, String>>) -> Vec<(String, String)> {
@@ -204,7 +223,14 @@ async fn workspace_create(a: WorkspaceCreate, c: Call) -> Outcome {
             ..p
         }),
     };
+    let secrets = a
+        .secrets
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| secret(s, &c))
+        .collect::<Result<Vec<_>, Error>>()?;
     let options = CreateOptions {
+        secrets,
         seed_path: a
             .seed_path
             .map(|p| c.server.host_path(&p, Access::Read))
@@ -293,6 +319,7 @@ pub static WORKSPACE_EXEC: ToolDef<WorkspaceExec> = ToolDef {
                 command: ExecCommand::Shell(a.command),
                 cwd: Some(a.cwd),
                 env: Default::default(),
+                secret_env: a.secret_env.unwrap_or_default(),
                 timeout_seconds: a.timeout_seconds,
             };
             let dirs = c.server.dirs();
@@ -486,6 +513,7 @@ async fn service_start(a: ServiceStart, c: Call) -> Outcome {
         ready_timeout_seconds: a.ready_timeout_seconds,
         ready_interval_ms: a.ready_interval_ms,
         restart_on_start: a.restart_on_start,
+        secret_env: a.secret_env.unwrap_or_default(),
         published_ports: a
             .published_ports
             .unwrap_or_default()
@@ -600,7 +628,9 @@ pub static SHELL_OPEN: ToolDef<ShellOpen> = ToolDef {
     run: |a, c| {
         Box::pin(async move {
             let dirs = c.server.dirs();
-            json(&shells::open(dirs, &a.workspace_id, Some(&a.cwd), a.cols, a.rows).await?)
+            let secret_env = a.secret_env.unwrap_or_default();
+            let size = (a.cols, a.rows);
+            json(&shells::open(dirs, &a.workspace_id, Some(&a.cwd), size, &secret_env).await?)
         })
     },
     params: PhantomData,

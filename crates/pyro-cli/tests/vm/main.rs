@@ -16,6 +16,7 @@ mod mcp_client;
 mod nethost;
 mod run_basics;
 mod run_failures;
+mod secrets;
 mod services;
 mod shells;
 mod snapshots;

@@ -1272,3 +1272,53 @@ async fn vm_tools_manage_plain_vms_and_refuse_workspaces() {
     ok(&client, "workspace_delete", json!({"workspace_id": ws_id})).await;
     client.cancel().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_through_mcp_are_exposed_per_call_and_redacted() {
+    let _slot = one_vm_slot();
+    let sb = Sandbox::new();
+    let client = connect(&sb, &["--profile", "workspace-full"], sb.root()).await;
+    let err = tool_error(
+        &client,
+        "workspace_create",
+        json!({"secrets": [{"name": "A"}]}),
+    )
+    .await;
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("exactly one of 'value' or 'file_path'"),
+        "{err}"
+    );
+    let ws = ok(
+        &client,
+        "workspace_create",
+        json!({"secrets": [{"name": "API_TOKEN", "value": "mcp-canary-5150"}]}),
+    )
+    .await;
+    assert_eq!(ws["secrets"], json!(["API_TOKEN"]), "{ws}");
+    let id = ws["workspace_id"].as_str().unwrap().to_string();
+    let ran = ok(
+        &client,
+        "workspace_exec",
+        json!({"workspace_id": id, "command": "echo \"$T\"", "secret_env": {"API_TOKEN": "T"}}),
+    )
+    .await;
+    assert_eq!(ran["stdout"], "[REDACTED:API_TOKEN]\n", "{ran}");
+    let err = tool_error(
+        &client,
+        "workspace_exec",
+        json!({"workspace_id": id, "command": "true", "secret_env": {"API_TOKEN": "1X"}}),
+    )
+    .await;
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a valid environment variable name"),
+        "{err}"
+    );
+    ok(&client, "workspace_delete", json!({"workspace_id": id})).await;
+    client.cancel().await.unwrap();
+}

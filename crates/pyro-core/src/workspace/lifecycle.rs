@@ -61,6 +61,7 @@ pub struct CreateOptions {
     pub cold: bool,
     /// A workspace, or a plain VM (`vm_create`).
     pub kind: WorkspaceKind,
+    pub secrets: Vec<super::secrets::SecretSpec>,
 }
 
 impl CreateOptions {
@@ -79,6 +80,7 @@ impl CreateOptions {
             network: Network::off(),
             cold: false,
             kind: WorkspaceKind::Workspace,
+            secrets: Vec::new(),
         }
     }
 }
@@ -166,6 +168,8 @@ pub async fn create(
     let labels = validate::labels(&options.labels)?;
     let ttl_seconds = validate::ttl_seconds(options.ttl_seconds)?;
     limits::check("disk_gib", options.disk_gib, &limits::DISK_GIB)?;
+    // Read and checked before anything is made: a missing secret file leaves nothing behind.
+    let secret_values = super::secrets::read(&options.secrets)?;
     crate::catalog::lookup(&options.environment)?;
     // An explicit seed path wins over the server's project.
     let source = match (&options.seed_path, &options.project) {
@@ -186,6 +190,7 @@ pub async fn create(
     let outcome = async {
         let floor = crate::host::space::floor_bytes();
         crate::host::space::ensure(&dir, "a new workspace", 0, floor)?;
+        super::secrets::store(&dir, &secret_values)?;
         progress.phase("preparing the baseline");
         let baseline = dir.join(BASELINE);
         let counts = match &source {
@@ -232,6 +237,7 @@ pub async fn create(
             boot_mode: None,
             boot_mode_reason: None,
             kind: options.kind,
+            secret_names: secret_values.keys().cloned().collect(),
         };
         vm_options(&record, false).validate()?;
         store::insert(&mut db, &record)?;

@@ -10,6 +10,7 @@ pub mod lifecycle;
 pub mod model;
 pub mod ops;
 pub mod patch;
+pub mod secrets;
 pub mod services;
 pub mod shells;
 pub mod since;

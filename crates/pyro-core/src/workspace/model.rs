@@ -68,6 +68,8 @@ pub struct Workspace {
     pub boot_mode_reason: Option<String>,
     /// `workspace`, or `vm` for one made by `vm_create` (the `vm_*` tools work on those).
     pub kind: WorkspaceKind,
+    /// The names of its secrets (`secret_env` exposes them to one call at a time).
+    pub secrets: Vec<String>,
 }
 
 /// One recorded operation: its place and timing, and (flattened) its `kind`, `params` and `result`.

@@ -80,6 +80,8 @@ pub struct ExecOptions {
     /// Default `/workspace`; a relative path is taken under it.
     pub cwd: Option<String>,
     pub env: BTreeMap<String, String>,
+    /// Secrets to expose to this command: secret name → variable name.
+    pub secret_env: BTreeMap<String, String>,
     pub timeout_seconds: u64,
 }
 
@@ -93,6 +95,25 @@ pub struct WorkspaceExecResult {
     #[serde(flatten)]
     pub result: ExecResult,
     pub execution_mode: ExecutionMode,
+}
+
+/// `env` plus the secrets `secret_env` asks for; a variable set both ways is an error.
+pub(crate) fn with_secrets(
+    wdir: &std::path::Path,
+    workspace_id: &str,
+    env: &BTreeMap<String, String>,
+    secret_env: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>> {
+    let secrets = super::secrets::environment(wdir, workspace_id, secret_env)?;
+    let mut all = env.clone();
+    for (variable, value) in secrets {
+        if all.insert(variable.clone(), value).is_some() {
+            return Err(Error::invalid(format!(
+                "{variable} is set both by env and by secret_env"
+            )));
+        }
+    }
+    Ok(all)
 }
 
 pub(crate) fn resolve_cwd(cwd: Option<&str>) -> Result<String> {
@@ -118,23 +139,47 @@ pub async fn exec(
     crate::run::validate_env(&options.env)?;
     let cwd = resolve_cwd(options.cwd.as_deref())?;
     let (mut db, record, dir) = started(dirs, reference, "exec")?;
+    let wdir = workspace_dir(dirs, &record.id);
+    let env = with_secrets(&wdir, &record.id, &options.env, &options.secret_env)?;
+    let redactor = super::secrets::Redactor::for_workspace(&wdir)?;
+    let command = redactor.text(&command);
+    let argv = argv.map(|argv| argv.iter().map(|a| redactor.text(a)).collect());
     let request = ExecRequest {
         command: wire,
         cwd: cwd.clone(),
-        env: options.env.clone(),
+        env: env.clone(),
         timeout_ms: options.timeout_seconds.saturating_mul(1000),
         output_cap_bytes: OUTPUT_CAP_BYTES,
         stream_output: true,
     };
     let timer = journal::Timer::start();
-    let result = vm::exec(&dir, request, on_output).await?;
+    let mut result = if redactor.is_empty() {
+        vm::exec(&dir, request, on_output).await?
+    } else {
+        // What streams out is redacted as it comes, a secret split across chunks included.
+        let mut out = super::secrets::Stream::new(&redactor);
+        let mut err = super::secrets::Stream::new(&redactor);
+        let mut sink = |stream: pyro_proto::OutputStream, chunk: &[u8]| {
+            let shown = match stream {
+                pyro_proto::OutputStream::Stdout => out.push(chunk),
+                pyro_proto::OutputStream::Stderr => err.push(chunk),
+            };
+            on_output(stream, &shown);
+        };
+        let result = vm::exec(&dir, request, &mut sink).await?;
+        on_output(pyro_proto::OutputStream::Stdout, &out.finish());
+        on_output(pyro_proto::OutputStream::Stderr, &err.finish());
+        result
+    };
+    result.stdout = redactor.text(&result.stdout);
+    result.stderr = redactor.text(&result.stderr);
     let operation = Operation::Exec {
         params: ExecParams {
             command: command.clone(),
             argv: argv.clone(),
             cwd: cwd.clone(),
             timeout_seconds: options.timeout_seconds,
-            env_keys: options.env.keys().cloned().collect(),
+            env_keys: env.keys().cloned().collect(),
         },
         result: ExecRecord {
             exit_code: result.exit_code.into(),

@@ -212,6 +212,8 @@ pub struct ServiceOptions {
     pub restart_on_start: bool,
     /// Guest ports to publish on the host's 127.0.0.1 once it is ready.
     pub published_ports: Vec<PortSpec>,
+    /// Secrets to expose in its environment: secret name → variable name.
+    pub secret_env: BTreeMap<String, String>,
 }
 
 impl ServiceOptions {
@@ -226,6 +228,7 @@ impl ServiceOptions {
             ready_interval_ms: limits::DEFAULT_READY_INTERVAL_MS,
             restart_on_start: false,
             published_ports: Vec::new(),
+            secret_env: BTreeMap::new(),
         }
     }
 }
@@ -285,6 +288,9 @@ struct Stored {
     /// The ports bound on the host, while it runs.
     #[serde(default)]
     published: Vec<PublishedPort>,
+    /// Secrets in its environment: secret name → variable (the values are read at each start).
+    #[serde(default)]
+    secret_env: BTreeMap<String, String>,
 }
 
 fn view(workspace_id: &str, stored: &Stored) -> Service {
@@ -426,14 +432,18 @@ pub async fn start(dirs: &Dirs, reference: &str, options: &ServiceOptions) -> Re
         ready_interval_ms: options.ready_interval_ms,
         output_cap_bytes: OUTPUT_CAP_BYTES,
     };
+    // Checked before anything starts: an unknown secret is the caller's error.
+    let wdir = lifecycle::workspace_dir(dirs, &record.id);
+    super::ops::with_secrets(&wdir, &record.id, &options.env, &options.secret_env)?;
     let timer = journal::Timer::start();
-    let info = run_start(&dir, &spec).await?;
+    let info = run_start(dirs, &record.id, &spec, &options.secret_env).await?;
     let mut stored = Stored {
         spec,
         restart_on_start: options.restart_on_start,
         last: info,
         ports,
         published: Vec::new(),
+        secret_env: options.secret_env.clone(),
     };
     let publishing = publish(&dir, &mut stored).await;
     save(&mut db, &record.id, &stored)?;
@@ -504,16 +514,25 @@ async fn unpublish(dir: &std::path::Path, stored: &mut Stored) {
 }
 
 /// The agent's start call, with a deadline that covers the readiness timeout.
-async fn run_start(dir: &std::path::Path, spec: &ServiceSpec) -> Result<ServiceInfo> {
+/// Starts `spec` in the workspace's VM, with the secrets `secret_env` names (read now, never stored
+/// with the service) in its environment.
+async fn run_start(
+    dirs: &Dirs,
+    workspace_id: &str,
+    spec: &ServiceSpec,
+    secret_env: &BTreeMap<String, String>,
+) -> Result<ServiceInfo> {
+    let wdir = lifecycle::workspace_dir(dirs, workspace_id);
+    let dir = lifecycle::vm_dir(dirs, workspace_id);
+    let dir = dir.as_path();
+    let spec = ServiceSpec {
+        env: super::ops::with_secrets(&wdir, workspace_id, &spec.env, secret_env)?,
+        ..spec.clone()
+    };
     let limit =
         agent_client::deadline_for(0) + std::time::Duration::from_millis(spec.ready_timeout_ms);
-    let call = AgentCall::start_with(
-        dir,
-        &Request::ServiceStart(spec.clone()),
-        Purpose::Activity,
-        limit,
-    )
-    .await?;
+    let call =
+        AgentCall::start_with(dir, &Request::ServiceStart(spec), Purpose::Activity, limit).await?;
     match call.collect(0).await?.0 {
         Reply::Service(info) => Ok(info),
         other => Err(agent_client::unexpected(other)),
@@ -530,7 +549,7 @@ pub async fn restart_marked(dirs: &Dirs, workspace_id: &str) -> Result<()> {
             continue;
         }
         stored.published.clear();
-        match run_start(&dir, &stored.spec).await {
+        match run_start(dirs, workspace_id, &stored.spec, &stored.secret_env).await {
             Ok(info) => {
                 stored.last = info;
                 let _ = publish(&dir, &mut stored).await;
@@ -633,8 +652,10 @@ pub async fn logs(
     };
     stored.last = output.service.clone();
     save(&mut db, &record.id, &stored)?;
-    let (stdout, cut_out) = tail(&output.stdout, tail_lines);
-    let (stderr, cut_err) = tail(&output.stderr, tail_lines);
+    let redactor =
+        super::secrets::Redactor::for_workspace(&lifecycle::workspace_dir(dirs, &record.id))?;
+    let (stdout, cut_out) = tail(&redactor.text(&output.stdout), tail_lines);
+    let (stderr, cut_err) = tail(&redactor.text(&output.stderr), tail_lines);
     Ok(ServiceLogs {
         service: view(&record.id, &stored),
         stdout,

@@ -127,22 +127,24 @@ async fn call(dir: &std::path::Path, request: &Request) -> Result<ShellInfo> {
     }
 }
 
+/// Opens a shell; `secret_env` (secret name → variable) puts secrets in its environment.
 pub async fn open(
     dirs: &Dirs,
     reference: &str,
     cwd: Option<&str>,
-    cols: u16,
-    rows: u16,
+    (cols, rows): (u16, u16),
+    secret_env: &std::collections::BTreeMap<String, String>,
 ) -> Result<Shell> {
     limits::check("cols", cols, &limits::SHELL_COLS)?;
     limits::check("rows", rows, &limits::SHELL_ROWS)?;
     let cwd = resolve_cwd(cwd)?;
     let (_, record, dir) = started(dirs, reference, "shell open")?;
+    let wdir = super::lifecycle::workspace_dir(dirs, &record.id);
     let spec = ShellSpec {
         cwd,
         cols,
         rows,
-        env: Default::default(),
+        env: super::ops::with_secrets(&wdir, &record.id, &Default::default(), secret_env)?,
     };
     let info = call(&dir, &Request::ShellOpen(spec)).await?;
     Ok(view(&record.id, &info))
@@ -208,6 +210,16 @@ pub async fn read(
                 ..more
             };
         }
+    }
+    // Secrets are redacted before anything sees the bytes; a tail that may be the start of one waits
+    // for the next read (or the shell's end).
+    let redactor = super::secrets::Redactor::for_workspace(&super::lifecycle::workspace_dir(
+        dirs, &record.id,
+    ))?;
+    if !redactor.is_empty() {
+        let (shown, used) = redactor.window(&data, chunk.shell.state != ShellState::Running);
+        chunk.next_cursor = chunk.cursor + used as u64;
+        data = shown;
     }
     let truncated = chunk.next_cursor < chunk.shell.output_bytes;
     let output = if options.plain {

@@ -34,11 +34,13 @@ pub struct Record {
     pub boot_mode: Option<BootMode>,
     pub boot_mode_reason: Option<String>,
     pub kind: WorkspaceKind,
+    /// The names of its secrets (the values are never in the database).
+    pub secret_names: Vec<String>,
 }
 
 const COLUMNS: &str = "id, name, environment, vcpu_count, mem_mib, disk_gib, network, ttl_seconds, state, stop_reason, \
                        labels, seed, created_at, last_activity_at, reset_count, last_reset_at, boot_mode, boot_mode_reason, \
-                       network_policy, allow_hosts, kind";
+                       network_policy, allow_hosts, kind, secret_names";
 
 fn from_row(row: &Row) -> rusqlite::Result<Record> {
     let labels: String = row.get(10)?;
@@ -81,6 +83,10 @@ fn from_row(row: &Row) -> rusqlite::Result<Record> {
             .ok()
             .and_then(|k| WorkspaceKind::parse(&k))
             .unwrap_or(WorkspaceKind::Workspace),
+        secret_names: row
+            .get::<_, Option<String>>(21)?
+            .and_then(|n| serde_json::from_str(&n).ok())
+            .unwrap_or_default(),
     })
 }
 
@@ -110,7 +116,7 @@ pub fn insert(db: &mut Db, record: &Record) -> Result<()> {
             ensure_name_free(tx, name, &record.id)?;
         }
         tx.execute(
-            &format!("INSERT INTO workspaces ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"),
+            &format!("INSERT INTO workspaces ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"),
             params![
                 record.id,
                 record.name,
@@ -133,6 +139,7 @@ pub fn insert(db: &mut Db, record: &Record) -> Result<()> {
                 record.network.policy.as_str(),
                 serde_json::to_string(&record.network.allow_hosts).unwrap_or_default(),
                 record.kind,
+                serde_json::to_string(&record.secret_names).unwrap_or_default(),
             ],
         )
         .map_err(sql_error)?;
@@ -330,5 +337,6 @@ pub fn view(conn: &Connection, record: &Record) -> Result<Workspace> {
         boot_mode: record.boot_mode,
         boot_mode_reason: record.boot_mode_reason.clone(),
         kind: record.kind,
+        secrets: record.secret_names.clone(),
     })
 }

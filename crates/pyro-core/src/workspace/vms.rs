@@ -175,6 +175,7 @@ pub async fn exec(
         command: ops::ExecCommand::Shell(command.to_string()),
         cwd: Some("/".into()),
         env: Default::default(),
+        secret_env: Default::default(),
         timeout_seconds,
     };
     let exec = ops::exec(dirs, &record.id, &options, &mut |_, _| {}).await?;
