@@ -98,6 +98,14 @@ pub struct SinceArgs {
     json: Json,
 }
 
+/// `NAME=VALUE` for a secret: a malformed one is refused without repeating it (it may be the value).
+fn parse_secret(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+        _ => Err("expected NAME=VALUE (the value is not repeated here)".into()),
+    }
+}
+
 pub(crate) fn parse_label(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
@@ -136,7 +144,7 @@ pub struct CreateArgs {
     include_git: bool,
     /// A secret NAME=VALUE, exposed to a command only through --secret-env and redacted from every
     /// output (repeatable)
-    #[arg(long = "secret", value_name = "NAME=VALUE", value_parser = parse_label)]
+    #[arg(long = "secret", value_name = "NAME=VALUE", value_parser = parse_secret)]
     secrets: Vec<(String, String)>,
     /// A secret NAME=PATH read from a host file (repeatable)
     #[arg(long = "secret-file", value_name = "NAME=PATH", value_parser = parse_label)]

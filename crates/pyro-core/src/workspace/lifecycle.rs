@@ -538,18 +538,34 @@ pub struct DeleteResult {
 }
 
 pub async fn delete(dirs: &Dirs, reference: &str) -> Result<DeleteResult> {
+    delete_if(dirs, reference, |_| true)
+        .await?
+        .ok_or_else(|| Error::internal("a delete without a condition did not delete"))
+}
+
+/// Deletes the workspace if, once its lifecycle is locked and its state refreshed, `still` holds
+/// (`None` when it does not: it changed meanwhile).
+pub(crate) async fn delete_if(
+    dirs: &Dirs,
+    reference: &str,
+    still: impl Fn(&Record) -> bool,
+) -> Result<Option<DeleteResult>> {
     let db = Db::open(dirs)?;
     let record = store::resolve(db.conn(), reference)?;
     let lock = lifecycle_lock(dirs, &record.id)?;
+    let record = refresh(dirs, &db, store::resolve(db.conn(), &record.id)?)?;
+    if !still(&record) {
+        return Ok(None);
+    }
     vm::stop(&vm_dir(dirs, &record.id), "deleted").await?;
     store::delete(db.conn(), &record.id)?;
     drop(lock);
     fsutil::remove_tree(&workspace_dir(dirs, &record.id))?;
-    Ok(DeleteResult {
+    Ok(Some(DeleteResult {
         workspace_id: record.id,
         deleted: true,
         reason: "explicit_delete".into(),
-    })
+    }))
 }
 
 pub fn status(dirs: &Dirs, reference: &str) -> Result<Workspace> {

@@ -171,8 +171,8 @@ pub async fn exec(
         on_output(pyro_proto::OutputStream::Stderr, &err.finish());
         result
     };
-    result.stdout = redactor.text(&result.stdout);
-    result.stderr = redactor.text(&result.stderr);
+    result.stdout = redactor.capped(&result.stdout);
+    result.stderr = redactor.capped(&result.stderr);
     let operation = Operation::Exec {
         params: ExecParams {
             command: command.clone(),

@@ -60,9 +60,12 @@ pub fn read(specs: &[SecretSpec]) -> Result<BTreeMap<String, String>> {
                         path.display()
                     ))
                 })?;
-                String::from_utf8(bytes).map_err(|_| {
+                let text = String::from_utf8(bytes).map_err(|_| {
                     Error::invalid(format!("secret '{}' must be valid UTF-8 text", spec.name))
-                })?
+                })?;
+                // A file's final line break is the file's, not the secret's.
+                let trimmed = text.strip_suffix('\n').unwrap_or(&text);
+                trimmed.strip_suffix('\r').unwrap_or(trimmed).to_string()
             }
         };
         if value.is_empty() {
@@ -158,15 +161,15 @@ impl Redactor {
 
     /// A redactor of `values` (secret name → value).
     pub fn new(values: BTreeMap<String, String>) -> Redactor {
-        let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = values
-            .into_iter()
-            .map(|(name, value)| {
-                (
-                    value.into_bytes(),
-                    format!("[REDACTED:{name}]").into_bytes(),
-                )
-            })
-            .collect();
+        let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for (name, value) in values {
+            let marker = format!("[REDACTED:{name}]").into_bytes();
+            // A terminal shows a line break as CR LF: a value of several lines is looked for so too.
+            if value.contains('\n') {
+                pairs.push((value.replace('\n', "\r\n").into_bytes(), marker.clone()));
+            }
+            pairs.push((value.into_bytes(), marker));
+        }
         pairs.sort_by_key(|(value, _)| std::cmp::Reverse(value.len()));
         Redactor { pairs }
     }
@@ -196,37 +199,105 @@ impl Redactor {
 
     /// Redacts `bytes`, output that may go on. Unless `done`, a tail that could be the start of a
     /// secret is held back (a later read shows it whole, or redacted): returns the redacted part and
-    /// how many input bytes it covers.
+    /// how many input bytes it covers. One pass, so a secret's own end is never taken for the start
+    /// of another.
     pub fn window(&self, bytes: &[u8], done: bool) -> (Vec<u8>, usize) {
-        let longest = self.pairs.first().map_or(0, |(value, _)| value.len());
-        let end = if done {
-            bytes.len()
-        } else {
-            (bytes.len().saturating_sub(longest)..bytes.len())
-                .find(|&start| {
-                    self.pairs.iter().any(|(value, _)| {
-                        let tail = &bytes[start..];
-                        tail.len() < value.len() && value.starts_with(tail)
-                    })
-                })
-                .unwrap_or(bytes.len())
-        };
-        let mut out = Vec::with_capacity(end);
-        let mut at = 0;
-        while at < end {
-            match self.match_at(&bytes[..end], at) {
-                Some((len, marker)) => {
-                    out.extend_from_slice(marker);
-                    at += len;
-                }
-                None => {
-                    out.push(bytes[at]);
-                    at += 1;
-                }
-            }
-        }
-        (out, end)
+        self.window_after(bytes, 0, done)
     }
+
+    /// [`Redactor::window`] of `bytes[from..]`, with `bytes[..from]` (already shown) looked at only
+    /// for a secret that began there and goes on past `from`: that one is redacted too.
+    pub fn window_after(&self, bytes: &[u8], from: usize, done: bool) -> (Vec<u8>, usize) {
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut at = 0;
+        while at < bytes.len() {
+            // What is left could still grow into a (longer) secret: wait for the rest.
+            if at >= from && !done && self.starts_a_secret(&bytes[at..]) {
+                break;
+            }
+            if let Some((len, marker)) = self.match_at(bytes, at) {
+                if at + len > from {
+                    out.extend_from_slice(marker);
+                }
+                at += len;
+                continue;
+            }
+            if at >= from {
+                out.push(bytes[at]);
+            }
+            at += 1;
+        }
+        (out, at.saturating_sub(from))
+    }
+
+    /// The length of the longest secret.
+    pub fn longest(&self) -> usize {
+        self.pairs.first().map_or(0, |(value, _)| value.len())
+    }
+
+    /// Whether `tail` (the end of what has come) is the beginning of a secret.
+    fn starts_a_secret(&self, tail: &[u8]) -> bool {
+        self.pairs
+            .iter()
+            .any(|(value, _)| tail.len() < value.len() && value.starts_with(tail))
+    }
+
+    /// Redacts output the agent capped to its head and tail (`[... N bytes omitted by pyro ...]`
+    /// between them): a secret cut by the omission would show its pieces on either side, so the head's
+    /// end and the tail's start are masked where they could be such a piece (of 4 bytes or more).
+    pub fn capped(&self, text: &str) -> String {
+        if self.is_empty() {
+            return text.to_string();
+        }
+        let Some((head, tail)) = split_at_omission(text) else {
+            return self.text(text);
+        };
+        let (mut head_out, used) = self.window(head.as_bytes(), false);
+        if head.len() - used >= FRAGMENT {
+            head_out.extend_from_slice(b"[REDACTED]");
+        } else {
+            head_out.extend_from_slice(&head.as_bytes()[used..]);
+        }
+        let cut = self.ending_of_a_secret(tail.as_bytes());
+        let mut tail_out = Vec::new();
+        if cut >= FRAGMENT {
+            tail_out.extend_from_slice(b"[REDACTED]");
+        } else {
+            tail_out.extend_from_slice(&tail.as_bytes()[..cut]);
+        }
+        tail_out.extend(self.bytes(&tail.as_bytes()[cut..]));
+        let marker = &text[head.len()..text.len() - tail.len()];
+        format!(
+            "{}{marker}{}",
+            String::from_utf8_lossy(&head_out),
+            String::from_utf8_lossy(&tail_out)
+        )
+    }
+
+    /// The length of the longest start of `bytes` that is the end of a secret (0: none).
+    fn ending_of_a_secret(&self, bytes: &[u8]) -> usize {
+        self.pairs
+            .iter()
+            .flat_map(|(value, _)| {
+                (1..value.len())
+                    .rev()
+                    .find(|&n| bytes.starts_with(&value[value.len() - n..]))
+            })
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Pieces of a secret shorter than this at an omission are shown: masking them would garble
+/// ordinary output as often as it hid anything.
+const FRAGMENT: usize = 4;
+
+/// `head` and `tail` around the agent's omission marker, when there is one.
+fn split_at_omission(text: &str) -> Option<(&str, &str)> {
+    let start = text.find("\n[... ")?;
+    let rest = &text[start..];
+    let end = rest.find(" bytes omitted by pyro ...]\n")? + " bytes omitted by pyro ...]\n".len();
+    Some((&text[..start], &text[start + end..]))
 }
 
 /// Redacts output that arrives in chunks, per stream: a secret split across chunks is still found.
@@ -299,6 +370,61 @@ mod tests {
         let (out, used) = r.window(b"ends with s3c", false);
         assert_eq!((out.as_slice(), used), (&b"ends with "[..], 10));
         assert_eq!(r.window(b"ends with s3c", true).0, b"ends with s3c");
+    }
+
+    #[test]
+    fn a_secret_that_ends_as_it_starts_is_not_shown_at_a_chunk_end() {
+        let r = redactor(&[("T", "s3cr3ts")]);
+        let mut stream = Stream::new(&r);
+        let mut shown = stream.push(b"x s3cr3ts");
+        shown.extend(stream.push(b" y"));
+        shown.extend(stream.finish());
+        assert_eq!(String::from_utf8(shown).unwrap(), "x [REDACTED:T] y");
+        let r = redactor(&[("A", "abc"), ("B", "abcdef")]);
+        let mut stream = Stream::new(&r);
+        let mut shown = stream.push(b"abc");
+        shown.extend(stream.push(b"def."));
+        shown.extend(stream.finish());
+        assert_eq!(String::from_utf8(shown).unwrap(), "[REDACTED:B].");
+    }
+
+    #[test]
+    fn pieces_of_a_secret_around_an_omission_are_masked() {
+        let r = redactor(&[("T", "0123456789abcdef")]);
+        let text = "out 012345\n[... 10 bytes omitted by pyro ...]\n9abcdef end";
+        assert_eq!(
+            r.capped(text),
+            "out [REDACTED]\n[... 10 bytes omitted by pyro ...]\n[REDACTED] end"
+        );
+        assert_eq!(r.capped("plain 0123456789abcdef"), "plain [REDACTED:T]");
+    }
+
+    #[test]
+    fn multi_line_values_are_found_as_a_terminal_shows_them() {
+        let r = redactor(&[("KEY", "line1\nline2")]);
+        assert_eq!(r.text("a line1\r\nline2 b"), "a [REDACTED:KEY] b");
+        assert_eq!(r.text("a line1\nline2 b"), "a [REDACTED:KEY] b");
+    }
+
+    #[test]
+    fn a_read_that_starts_inside_a_secret_shows_none_of_it() {
+        let r = redactor(&[("T", "s3cr3t-value")]);
+        // The cursor (7) is inside the secret that began at 2.
+        let (out, used) = r.window_after(b"a s3cr3t-value b", 7, false);
+        assert_eq!((out.as_slice(), used), (&b"[REDACTED:T] b"[..], 9));
+    }
+
+    #[test]
+    fn a_secret_file_loses_its_final_line_break() {
+        let path = std::env::temp_dir().join(format!("pyro-secret-test-{}", std::process::id()));
+        std::fs::write(&path, "token-value\n").unwrap();
+        let spec = SecretSpec {
+            name: "T".into(),
+            source: SecretSource::File(path.clone()),
+        };
+        let read = read(&[spec]);
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(read.unwrap()["T"], "token-value");
     }
 
     #[test]

@@ -654,8 +654,8 @@ pub async fn logs(
     save(&mut db, &record.id, &stored)?;
     let redactor =
         super::secrets::Redactor::for_workspace(&lifecycle::workspace_dir(dirs, &record.id))?;
-    let (stdout, cut_out) = tail(&redactor.text(&output.stdout), tail_lines);
-    let (stderr, cut_err) = tail(&redactor.text(&output.stderr), tail_lines);
+    let (stdout, cut_out) = tail(&redactor.capped(&output.stdout), tail_lines);
+    let (stderr, cut_err) = tail(&redactor.capped(&output.stderr), tail_lines);
     Ok(ServiceLogs {
         service: view(&record.id, &stored),
         stdout,

@@ -216,12 +216,42 @@ pub async fn read(
     let redactor = super::secrets::Redactor::for_workspace(&super::lifecycle::workspace_dir(
         dirs, &record.id,
     ))?;
+    let truncated = chunk.next_cursor < chunk.shell.output_bytes;
     if !redactor.is_empty() {
-        let (shown, used) = redactor.window(&data, chunk.shell.state != ShellState::Running);
-        chunk.next_cursor = chunk.cursor + used as u64;
+        let longest = redactor.longest() as u64;
+        // A read that stopped at the start of what may be a secret, when more is there, reads on.
+        let (_, used) = redactor.window(&data, false);
+        if used == 0 && !data.is_empty() && truncated {
+            let (more, bytes) = read_once(&dir, shell_id, chunk.next_cursor, longest)
+                .await
+                .map_err(&missing)?;
+            data.extend_from_slice(&bytes);
+            chunk = ShellChunk {
+                cursor: chunk.cursor,
+                ..more
+            };
+        }
+        // Whatever the cursor: a secret that began before it is redacted too.
+        let from = chunk.cursor.saturating_sub(longest.saturating_sub(1));
+        let before = if from < chunk.cursor {
+            match read_once(&dir, shell_id, from, chunk.cursor - from).await {
+                Ok((seen, bytes))
+                    if seen.cursor == from && bytes.len() as u64 == chunk.cursor - from =>
+                {
+                    bytes
+                }
+                _ => Vec::new(),
+            }
+        } else {
+            Vec::new()
+        };
+        let ended = chunk.shell.state != ShellState::Running
+            && chunk.next_cursor >= chunk.shell.output_bytes;
+        let all = [before.as_slice(), data.as_slice()].concat();
+        let (shown, used) = redactor.window_after(&all, before.len(), ended);
+        chunk.next_cursor -= (data.len() - used) as u64;
         data = shown;
     }
-    let truncated = chunk.next_cursor < chunk.shell.output_bytes;
     let output = if options.plain {
         render_plain(&data, chunk.shell.cols)
     } else {

@@ -204,23 +204,29 @@ pub fn network_info(dirs: &Dirs, reference: &str) -> Result<VmNetworkInfo> {
     })
 }
 
-/// Deletes the VMs their idle TTL stopped (workspaces are never touched).
+/// Whether the idle TTL stopped this VM (and nothing started it since).
+fn expired(kind: WorkspaceKind, state: WorkspaceState, stop_reason: Option<&str>) -> bool {
+    kind == WorkspaceKind::Vm
+        && state == WorkspaceState::Stopped
+        && stop_reason.is_some_and(crate::supervisor::is_idle_stop)
+}
+
+/// Deletes the VMs their idle TTL stopped (workspaces are never touched). Each is checked again
+/// under its lifecycle lock, so one started meanwhile stays; one that cannot be deleted is skipped
+/// (and reaped next time).
 pub async fn reap_expired(dirs: &Dirs) -> Result<Reaped> {
-    let expired: Vec<String> = lifecycle::list(dirs)?
+    let candidates: Vec<String> = lifecycle::list(dirs)?
         .workspaces
         .into_iter()
-        .filter(|w| w.kind == WorkspaceKind::Vm && w.state == WorkspaceState::Stopped)
-        .filter(|w| {
-            w.stop_reason
-                .as_deref()
-                .is_some_and(crate::supervisor::is_idle_stop)
-        })
+        .filter(|w| expired(w.kind, w.state, w.stop_reason.as_deref()))
         .map(|w| w.workspace_id)
         .collect();
     let mut deleted_vm_ids = Vec::new();
-    for id in expired {
-        lifecycle::delete(dirs, &id).await?;
-        deleted_vm_ids.push(id);
+    for id in candidates {
+        let still = |r: &Record| expired(r.kind, r.state, r.stop_reason.as_deref());
+        if let Ok(Some(deleted)) = lifecycle::delete_if(dirs, &id, still).await {
+            deleted_vm_ids.push(deleted.workspace_id);
+        }
     }
     Ok(Reaped {
         count: deleted_vm_ids.len(),
