@@ -10,6 +10,7 @@
 mod crash;
 mod daily;
 mod env_cache;
+mod exhaustion;
 mod hostprogs;
 mod mcp;
 mod mcp_client;

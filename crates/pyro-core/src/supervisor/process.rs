@@ -128,7 +128,8 @@ async fn supervise(vm_dir: PathBuf, owner: UnixStream) -> i32 {
         agent: running.hello.clone(),
     });
     let owner_present = send(&mut owner_write, &ready).await.is_ok();
-    if !owner_present && record.ephemeral {
+    // Nobody is left to activate the VM: a persistent one would only wait for its TTL.
+    if !owner_present {
         let _ = shutdown_tx.send(Some("the owner went away before the VM was ready".into()));
     }
     let status = StatusInfo {

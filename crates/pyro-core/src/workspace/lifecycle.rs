@@ -310,13 +310,22 @@ async fn boot(
     // A disk lost (say, to a reset that failed half-way) is recreated from the baseline, never empty.
     let fresh = fresh || !disk.exists();
     let options = vm_options(record, cold);
-    let prepared = tokio::task::block_in_place(|| vm::prepare(dirs, &options, progress))?;
-    progress.phase("booting the VM");
-    // The VM outlives this process: dropping the handle leaves it to its supervisor.
-    let facts = vm::boot(&record.id, &dir, &options, prepared)
-        .await?
-        .facts
-        .clone();
+    let mut attempt = 0;
+    let facts = loop {
+        let prepared = tokio::task::block_in_place(|| vm::prepare(dirs, &options, progress))?;
+        progress.phase("booting the VM");
+        // The VM outlives this process: dropping the handle leaves it to its supervisor.
+        match vm::boot(&record.id, &dir, &options, prepared).await {
+            Ok(vm) => break vm.facts.clone(),
+            // A supervisor an interrupted operation had just spawned took the VM directory first:
+            // it goes, and the boot is tried once more.
+            Err(_) if attempt == 0 && vm::is_running(&dir) => {
+                vm::stop(&dir, "left running by an interrupted operation").await?;
+                attempt += 1;
+            }
+            Err(err) => return Err(err),
+        }
+    };
     progress.finish();
     if fresh {
         let baseline = workspace_dir(dirs, &record.id).join(BASELINE);
