@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::mcp_client::{connect, git, http_get, ok, shell_screen, shell_type, tool_error, Client};
+use crate::mcp_client::{
+    connect, git, http_get, ok, shell_screen, shell_screen_until, shell_type, tool_error, Client,
+};
 use crate::support::{one_vm_slot, Sandbox};
 
 /// Prints the case's wall time for `scripts/smoke-use-cases.sh` to collect.
@@ -533,7 +535,15 @@ async fn review_eval() {
     let shell_id = shell["shell_id"].as_str().unwrap().to_string();
     let prompt = shell_screen(&client, &id, &shell_id, &json!(0), 300).await;
     shell_type(&client, &id, &shell_id, "cat CHECKLIST.md").await;
-    let read = shell_screen(&client, &id, &shell_id, &prompt["next_cursor"], 300).await;
+    let read = shell_screen_until(
+        &client,
+        &id,
+        &shell_id,
+        &prompt["next_cursor"],
+        300,
+        "Review checklist",
+    )
+    .await;
     assert!(
         read["output"]
             .as_str()
@@ -585,7 +595,15 @@ async fn review_eval() {
     let shell_id = shell["shell_id"].as_str().unwrap().to_string();
     let prompt = shell_screen(&client, &id, &shell_id, &json!(0), 300).await;
     shell_type(&client, &id, &shell_id, "cat artifact.txt").await;
-    let read = shell_screen(&client, &id, &shell_id, &prompt["next_cursor"], 300).await;
+    let read = shell_screen_until(
+        &client,
+        &id,
+        &shell_id,
+        &prompt["next_cursor"],
+        300,
+        "cat artifact.txt\nPASS\n",
+    )
+    .await;
     assert!(
         read["output"]
             .as_str()

@@ -9,7 +9,9 @@ use rmcp::model::{CallToolRequestParams, JsonObject};
 use serde_json::{json, Value};
 
 use crate::hostprogs;
-use crate::mcp_client::{connect, git, http_get, ok, shell_screen, shell_type, tool_error};
+use crate::mcp_client::{
+    connect, git, http_get, ok, shell_screen, shell_screen_until, shell_type, tool_error,
+};
 use crate::support::{one_vm_slot, pyro_bin, stderr_of, Sandbox};
 
 async fn tool_names(sb: &Sandbox, args: &[&str]) -> Vec<String> {
@@ -607,7 +609,15 @@ async fn review_eval_checkpoints_pokes_in_a_shell_and_rolls_back_through_mcp() {
         "cat CHECKLIST.md; echo answer=$((6*7))",
     )
     .await;
-    let read = shell_screen(&client, &id, &shell_id, &first["next_cursor"], 700).await;
+    let read = shell_screen_until(
+        &client,
+        &id,
+        &shell_id,
+        &first["next_cursor"],
+        700,
+        "answer=42\npyro$",
+    )
+    .await;
     let screen = read["output"].as_str().unwrap();
     assert!(
         screen.contains("Review checklist") && screen.contains("\nanswer=42\npyro$"),
@@ -659,7 +669,15 @@ async fn review_eval_checkpoints_pokes_in_a_shell_and_rolls_back_through_mcp() {
     let shell_id = shell["shell_id"].as_str().unwrap().to_string();
     let first = shell_screen(&client, &id, &shell_id, &json!(0), 700).await;
     shell_type(&client, &id, &shell_id, "cat artifact.txt; ls").await;
-    let read = shell_screen(&client, &id, &shell_id, &first["next_cursor"], 700).await;
+    let read = shell_screen_until(
+        &client,
+        &id,
+        &shell_id,
+        &first["next_cursor"],
+        700,
+        "CHECKLIST.md",
+    )
+    .await;
     let screen = read["output"].as_str().unwrap();
     assert!(
         screen.contains("cat artifact.txt; ls\nPASS\n") && screen.contains("CHECKLIST.md"),

@@ -114,3 +114,23 @@ pub async fn shell_type(client: &Client, id: &str, shell_id: &str, input: &str) 
     )
     .await;
 }
+
+/// [`shell_screen`] again and again (from the same cursor) until the screen shows `needle`, or 30 s
+/// have passed: a busy host may take longer than one idle wait to get a command's output through.
+pub async fn shell_screen_until(
+    client: &Client,
+    id: &str,
+    shell_id: &str,
+    cursor: &Value,
+    idle_ms: u64,
+    needle: &str,
+) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let read = shell_screen(client, id, shell_id, cursor, idle_ms).await;
+        let shown = read["output"].as_str().unwrap_or("").contains(needle);
+        if shown || std::time::Instant::now() > deadline {
+            return read;
+        }
+    }
+}

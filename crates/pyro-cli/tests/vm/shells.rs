@@ -29,6 +29,25 @@ fn read(sb: &Sandbox, id: &str, shell: &str, cursor: u64, plain: bool) -> (Strin
     )
 }
 
+/// [`read`] from the same cursor until the output shows `needle`, or 30 s have passed: a busy host
+/// may take longer than one idle wait to get a command's output through.
+fn read_until(
+    sb: &Sandbox,
+    id: &str,
+    shell: &str,
+    cursor: u64,
+    plain: bool,
+    needle: &str,
+) -> (String, u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (output, next) = read(sb, id, shell, cursor, plain);
+        if output.contains(needle) || std::time::Instant::now() > deadline {
+            return (output, next);
+        }
+    }
+}
+
 fn write(sb: &Sandbox, id: &str, shell: &str, input: &str) -> Value {
     sb.ok(&["workspace", "shell", "write", id, shell, input])
 }
@@ -54,7 +73,7 @@ fn shells_read_by_cursor_render_plain_and_live_until_closed() {
     // A command and what a person would see; then only what came after, never twice.
     let (_, cursor) = read(&sb, &id, &shell, 0, false);
     write(&sb, &id, &shell, "echo hello-$((1+2))");
-    let (plain, after) = read(&sb, &id, &shell, cursor, true);
+    let (plain, after) = read_until(&sb, &id, &shell, cursor, true, "hello-3\npyro$");
     assert!(
         plain.contains("echo hello-$((1+2))\nhello-3\npyro$"),
         "{plain:?}"
@@ -62,7 +81,7 @@ fn shells_read_by_cursor_render_plain_and_live_until_closed() {
     let (nothing, same) = read(&sb, &id, &shell, after, false);
     assert_eq!((nothing.as_str(), same), ("", after));
     write(&sb, &id, &shell, "printf '\\033[31mred\\033[0m\\n'");
-    let (raw, _) = read(&sb, &id, &shell, after, false);
+    let (raw, _) = read_until(&sb, &id, &shell, after, false, "\u{1b}[31mred");
     assert!(
         raw.contains("\u{1b}[31mred"),
         "raw output keeps escapes: {raw:?}"
@@ -88,7 +107,7 @@ fn shells_read_by_cursor_render_plain_and_live_until_closed() {
     ]);
     let (_, cursor) = read(&sb, &id, &shell, 0, false);
     write(&sb, &id, &shell, "stty size");
-    let (size, cursor) = read(&sb, &id, &shell, cursor, true);
+    let (size, cursor) = read_until(&sb, &id, &shell, cursor, true, "40 100");
     assert!(size.contains("40 100"), "{size:?}");
     write(&sb, &id, &shell, "sleep 100");
     sb.ok(&[
@@ -101,7 +120,7 @@ fn shells_read_by_cursor_render_plain_and_live_until_closed() {
         "--no-newline",
     ]);
     write(&sb, &id, &shell, "echo after-interrupt");
-    let (interrupted, _) = read(&sb, &id, &shell, cursor, true);
+    let (interrupted, _) = read_until(&sb, &id, &shell, cursor, true, "\nafter-interrupt");
     assert!(interrupted.contains("\nafter-interrupt"), "{interrupted:?}");
 
     // Each CLI call was its own client: the shell outlived all of them.
