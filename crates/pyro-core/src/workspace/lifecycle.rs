@@ -298,9 +298,7 @@ async fn boot(
     let dir = vm_dir(dirs, &record.id);
     // A VM still running here was left by an operation that died half-way (its caller killed before
     // it finished): nobody activated it, so it goes before a new one boots.
-    if vm::is_running(&dir) {
-        vm::stop(&dir, "left running by an interrupted operation").await?;
-    }
+    vm::stop(&dir, LEFT_RUNNING).await?;
     tokio::task::block_in_place(|| crate::disk::convert_legacy(&dir))?;
     super::since::forget_all(&workspace_dir(dirs, &record.id))?;
     let disk = dir.join(supervisor::DATA_DISK);
@@ -320,7 +318,7 @@ async fn boot(
             // A supervisor an interrupted operation had just spawned took the VM directory first:
             // it goes, and the boot is tried once more.
             Err(_) if attempt == 0 && vm::is_running(&dir) => {
-                vm::stop(&dir, "left running by an interrupted operation").await?;
+                vm::stop(&dir, LEFT_RUNNING).await?;
                 attempt += 1;
             }
             Err(err) => return Err(err),
@@ -375,15 +373,19 @@ async fn boot_recorded(
                 &format!("the {operation} failed"),
             )
             .await;
-            store::set_state(
-                db.conn(),
-                &record.id,
-                WorkspaceState::Stopped,
-                Some(&format!("the {operation} failed: {err}")),
-            )?;
-            Err(err)
+            Err(recorded_failure(db, &record.id, operation, err)?)
         }
     }
+}
+
+/// Why a VM directory's VM was stopped before a new boot.
+const LEFT_RUNNING: &str = "left running by an interrupted operation";
+
+/// Records the workspace stopped because `operation` failed with `err`, and gives `err` back.
+fn recorded_failure(db: &Db, id: &str, operation: &str, err: Error) -> Result<Error> {
+    let reason = format!("the {operation} failed: {err}");
+    store::set_state(db.conn(), id, WorkspaceState::Stopped, Some(&reason))?;
+    Ok(err)
 }
 
 /// Journals a lifecycle operation and returns the workspace's view.
@@ -501,14 +503,7 @@ pub async fn reset(
         if let Err(err) =
             tokio::task::block_in_place(|| crate::disk::revert_offline(&dir, snapshot))
         {
-            let reason = format!("the reset failed: {err}");
-            store::set_state(
-                db.conn(),
-                &record.id,
-                WorkspaceState::Stopped,
-                Some(&reason),
-            )?;
-            return Err(err);
+            return Err(recorded_failure(&db, &record.id, "reset", err)?);
         }
     }
     // A disk without its baseline snapshot (made before disks had snapshots) is rebuilt from the seed.
