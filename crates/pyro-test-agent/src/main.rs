@@ -116,12 +116,19 @@ impl Hostile {
                 };
                 let _ = pyro_proto::write_message(stream, &Reply::FileRead(info)).await;
             }
-            ("export-longname", Request::ExportArchive { path, .. }) => {
+            // A snapshot's tree comes back as an export does, and is forged the same ways.
+            (
+                "export-longname",
+                Request::ExportArchive { path, .. } | Request::ExportSnapshotView { path, .. },
+            ) => {
                 let mut tar = header("././@LongLink", b'L', 1 << 30, "").to_vec();
                 tar.extend(std::iter::repeat_n(b'a', 1 << 20));
                 send_tar(stream, tar, ArtifactType::Directory, path.clone()).await;
             }
-            ("export-pax-hidden", Request::ExportArchive { path, .. }) => {
+            (
+                "export-pax-hidden",
+                Request::ExportArchive { path, .. } | Request::ExportSnapshotView { path, .. },
+            ) => {
                 // A PAX `size=0` makes a tar reader take the next member's data for a header: there
                 // sits a long-name record claiming a gigabyte, hidden from a walk by header sizes.
                 let record = b"11 size=0\n";

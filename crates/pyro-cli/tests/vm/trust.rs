@@ -500,6 +500,20 @@ fn a_hostile_agent_gets_nothing_past_the_host() {
         let rss = fails(&["workspace", "diff", &id], expect);
         assert!(rss < 600 << 10, "{mode}: the CLI grew to {rss} KiB");
     }
+    // A snapshot's tree, read for `diff --since`, is held to the export rules, and none is kept.
+    hostile_mode(&sb, &id, "none");
+    sb.ok(&["workspace", "snapshot", "create", &id, "s"]);
+    for (mode, expect) in [
+        ("export-longname", "header record"),
+        ("export-pax-hidden", "PAX header record"),
+    ] {
+        hostile_mode(&sb, &id, mode);
+        let rss = fails(&["workspace", "diff", &id, "--since", "s"], expect);
+        assert!(rss < 600 << 10, "{mode}: the CLI grew to {rss} KiB");
+        let trees = sb.state.join("workspaces").join(&id).join("snapshot-trees");
+        let kept = fs::read_dir(&trees).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(kept, 0, "{mode}: a forged tree was kept");
+    }
     // Archives: a header record claiming a gigabyte, links where files were asked for.
     let out = sb.scratch("out");
     for (mode, expect) in [
