@@ -15,7 +15,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from benchlib import arguments, pyro
+from benchlib import arguments, pyro, warm_workspace
 
 SIZES = {"1 MB": 1, "200 MB": 200}
 
@@ -25,17 +25,7 @@ def main():
     binary = args.pyro
     with tempfile.TemporaryDirectory(prefix="pyro-bench-snap-") as tmp:
         env = dict(os.environ, PYRO_STATE_DIR=str(Path(tmp) / "state"))
-        pyro(binary, env, "prepare", "debian:12", "--json")
-        _, ws = pyro(binary, env, "workspace", "create", "--json")
-        workspace = ws["workspace_id"]
-        if ws.get("boot_mode") != "warm":
-            print(f"note: the workspace booted {ws.get('boot_mode')}: {ws.get('boot_mode_reason')}")
-
-        def sh(script):
-            _, result = pyro(binary, env, "workspace", "exec", workspace, "--json", "--", "sh", "-c", script)
-            if result["exit_code"] != 0:
-                raise SystemExit(f"{script}: {result}")
-            return result
+        workspace, sh = warm_workspace(binary, env)
 
         creates = {label: [] for label in SIZES}
         resets = {label: [] for label in SIZES}

@@ -32,6 +32,24 @@ def pyro(binary, env, *args):
     return elapsed, (json.loads(out.stdout) if out.stdout.strip().startswith("{") else out.stdout)
 
 
+def warm_workspace(binary, env):
+    """Prepares debian:12's templates and creates a workspace from them; returns its id and a function
+    that runs a shell script in it (exiting on failure) and returns the exec result."""
+    pyro(binary, env, "prepare", "debian:12", "--json")
+    _, ws = pyro(binary, env, "workspace", "create", "--json")
+    workspace = ws["workspace_id"]
+    if ws.get("boot_mode") != "warm":
+        print(f"note: the workspace booted {ws.get('boot_mode')}: {ws.get('boot_mode_reason')}")
+
+    def sh(script):
+        _, result = pyro(binary, env, "workspace", "exec", workspace, "--json", "--", "sh", "-c", script)
+        if result["exit_code"] != 0:
+            sys.exit(f"{script}: {result}")
+        return result
+
+    return workspace, sh
+
+
 def vm_memory_kib(state_dir, field="Rss"):
     """Sums `field` (Rss or Pss, from smaps_rollup) of the QEMU and supervisor processes of a state dir."""
     totals = {}

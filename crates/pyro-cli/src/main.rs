@@ -1,5 +1,6 @@
 //! The `pyro` command. It parses arguments, calls `pyro_core` and renders results; nothing else.
 
+mod disk_cmd;
 mod doctor_cmd;
 mod env_cmd;
 mod host_cmd;
@@ -64,6 +65,14 @@ enum Commands {
         #[arg(long)]
         owner_fd: i32,
     },
+    /// Internal: read a stopped VM's disk (started by pyro itself)
+    #[command(name = "__read-disk", hide = true)]
+    ReadDisk {
+        #[arg(long, requires = "gid")]
+        uid: Option<u32>,
+        #[arg(long, requires = "uid")]
+        gid: Option<u32>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -73,6 +82,10 @@ fn main() -> ExitCode {
     match cli.command {
         Commands::Supervise { vm_dir, owner_fd } => {
             ExitCode::from(pyro_core::supervisor::main(&vm_dir, owner_fd).clamp(0, 255) as u8)
+        }
+        Commands::ReadDisk { uid, gid } => {
+            let user = uid.zip(gid);
+            ExitCode::from(pyro_core::disk_reader::main(user).clamp(0, 255) as u8)
         }
         Commands::Run(args) => run_cmd::main(args),
         Commands::Env(command) => env_cmd::main(command),

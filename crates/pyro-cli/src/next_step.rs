@@ -7,6 +7,7 @@ use serde_json::Value;
 pub fn command(next: &Next) -> Option<String> {
     Some(match next {
         Next::WorkspaceStart { workspace_id } => format!("pyro workspace start {workspace_id}"),
+        Next::WorkspaceStop { workspace_id } => format!("pyro workspace stop {workspace_id}"),
         Next::WorkspaceExport { workspace_id, path } => {
             format!(
                 "pyro workspace export {workspace_id} {} --output FILE",

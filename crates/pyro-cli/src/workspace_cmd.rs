@@ -70,6 +70,9 @@ pub enum WorkspaceCommand {
     /// Named snapshots of the whole workspace disk, to reset to later
     #[command(subcommand)]
     Snapshot(crate::snapshot_cmd::SnapshotCommand),
+    /// Read a stopped workspace's disk without starting it: list, read, export
+    #[command(subcommand)]
+    Disk(crate::disk_cmd::DiskCommand),
 }
 
 #[derive(Args)]
@@ -210,34 +213,44 @@ pub enum SyncCommand {
     },
 }
 
+/// A listing of a `/workspace` path (`file list`, `disk list`).
+#[derive(Args)]
+pub struct ListArgs {
+    /// Workspace id or name
+    pub(crate) workspace: String,
+    #[arg(default_value = "/workspace")]
+    pub(crate) path: String,
+    #[arg(long)]
+    pub(crate) recursive: bool,
+    #[command(flatten)]
+    pub(crate) json: Json,
+}
+
+/// A text read of a `/workspace` path (`file read`, `disk read`).
+#[derive(Args)]
+pub struct ReadArgs {
+    /// Workspace id or name
+    pub(crate) workspace: String,
+    pub(crate) path: String,
+    /// Bytes to read at most
+    #[arg(long)]
+    pub(crate) max_bytes: Option<u64>,
+    /// Byte offset to start from
+    #[arg(long, default_value_t = 0)]
+    pub(crate) offset: u64,
+    /// Print only the content, exactly
+    #[arg(long, conflicts_with = "json")]
+    pub(crate) content_only: bool,
+    #[command(flatten)]
+    pub(crate) json: Json,
+}
+
 #[derive(Subcommand)]
 pub enum FileCommand {
     /// List a directory (default /workspace)
-    List {
-        workspace: String,
-        #[arg(default_value = "/workspace")]
-        path: String,
-        #[arg(long)]
-        recursive: bool,
-        #[command(flatten)]
-        json: Json,
-    },
+    List(ListArgs),
     /// Print a text file
-    Read {
-        workspace: String,
-        path: String,
-        /// Bytes to read at most
-        #[arg(long)]
-        max_bytes: Option<u64>,
-        /// Byte offset to start from
-        #[arg(long, default_value_t = 0)]
-        offset: u64,
-        /// Print only the content, exactly
-        #[arg(long, conflicts_with = "json")]
-        content_only: bool,
-        #[command(flatten)]
-        json: Json,
-    },
+    Read(ReadArgs),
     /// Write a text file (parent directories are created)
     Write {
         workspace: String,
@@ -255,6 +268,66 @@ pub enum FileCommand {
         #[command(flatten)]
         json: Json,
     },
+}
+
+/// A listing as lines: mode, kind, size, path (and a link's target).
+pub(crate) fn print_listing(entries: &[workspace::ops::ListedEntry], truncated: bool) {
+    let mut text = String::new();
+    for e in entries {
+        let kind = serde_json::to_value(e.artifact_type)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let link = e
+            .link_target
+            .as_deref()
+            .map(|t| format!(" -> {}", terminal::field(t)))
+            .unwrap_or_default();
+        text.push_str(&format!(
+            "{} {:<9} {:>10} {}{link}\n",
+            e.mode,
+            kind,
+            e.size_bytes,
+            terminal::field(&e.path)
+        ));
+    }
+    if truncated {
+        text.push_str("(more entries not shown)\n");
+    }
+    print(text);
+}
+
+/// What a text read returned, for [`print_read`].
+pub(crate) struct ReadView<'a> {
+    pub tag: &'a str,
+    pub path: &'a str,
+    pub size_bytes: u64,
+    pub offset: u64,
+    pub content: &'a str,
+    pub truncated: bool,
+}
+
+/// The content on stdout, then (unless `content_only`) a summary line on stderr.
+pub(crate) fn print_read(r: &ReadView, content_only: bool) {
+    print_product(r.content);
+    if content_only {
+        return;
+    }
+    if !r.content.is_empty() && !r.content.ends_with('\n') {
+        print("\n".into());
+    }
+    let more = if r.truncated {
+        format!(
+            " truncated: yes (continue with --offset {})",
+            r.offset + r.content.len() as u64
+        )
+    } else {
+        String::new()
+    };
+    say(format!(
+        "[{}] {} size_bytes={}{more}",
+        r.tag, r.path, r.size_bytes
+    ));
 }
 
 #[derive(Subcommand)]
@@ -408,8 +481,8 @@ pub fn main(command: WorkspaceCommand) -> ExitCode {
         WorkspaceCommand::Exec(a) => (a.json, EXIT_RUN_FAILURE),
         WorkspaceCommand::Sync(SyncCommand::Push { json, .. }) => (json.json, EXIT_FAILURE),
         WorkspaceCommand::File(
-            FileCommand::List { json, .. }
-            | FileCommand::Read { json, .. }
+            FileCommand::List(ListArgs { json, .. })
+            | FileCommand::Read(ReadArgs { json, .. })
             | FileCommand::Write { json, .. },
         ) => (json.json, EXIT_FAILURE),
         WorkspaceCommand::Patch(PatchCommand::Apply { json, .. }) => (json.json, EXIT_FAILURE),
@@ -418,6 +491,7 @@ pub fn main(command: WorkspaceCommand) -> ExitCode {
         WorkspaceCommand::Service(c) => (c.json(), EXIT_FAILURE),
         WorkspaceCommand::Shell(c) => (c.json(), EXIT_FAILURE),
         WorkspaceCommand::Snapshot(c) => (c.json(), EXIT_FAILURE),
+        WorkspaceCommand::Disk(c) => (c.json(), EXIT_FAILURE),
     };
     let dirs = match output::dirs(json, failure_code) {
         Ok(dirs) => dirs,
@@ -443,6 +517,9 @@ async fn dispatch(
         }
         WorkspaceCommand::Shell(command) => {
             return crate::shell_cmd::dispatch(dirs, command, json).await
+        }
+        WorkspaceCommand::Disk(command) => {
+            return crate::disk_cmd::dispatch(dirs, command, json).await
         }
         WorkspaceCommand::Create(args) => {
             let options = CreateOptions {
@@ -620,68 +697,34 @@ async fn dispatch(
                 ));
             });
         }
-        WorkspaceCommand::File(FileCommand::List {
+        WorkspaceCommand::File(FileCommand::List(ListArgs {
             workspace,
             path,
             recursive,
             ..
-        }) => {
+        })) => {
             let result = workspace::file_list(dirs, &workspace, &path, recursive).await?;
-            show(&result, json, |r| {
-                let mut text = String::new();
-                for e in &r.entries {
-                    let kind = serde_json::to_value(e.artifact_type)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default();
-                    let link = e
-                        .link_target
-                        .as_deref()
-                        .map(|t| format!(" -> {}", terminal::field(t)))
-                        .unwrap_or_default();
-                    text.push_str(&format!(
-                        "{} {:<9} {:>10} {}{link}\n",
-                        e.mode,
-                        kind,
-                        e.size_bytes,
-                        terminal::field(&e.path)
-                    ));
-                }
-                if r.truncated {
-                    text.push_str("(more entries not shown)\n");
-                }
-                print(text);
-            });
+            show(&result, json, |r| print_listing(&r.entries, r.truncated));
         }
-        WorkspaceCommand::File(FileCommand::Read {
+        WorkspaceCommand::File(FileCommand::Read(ReadArgs {
             workspace,
             path,
             max_bytes,
             offset,
             content_only,
             ..
-        }) => {
+        })) => {
             let result = workspace::file_read(dirs, &workspace, &path, offset, max_bytes).await?;
             show(&result, json, |r| {
-                print_product(&r.content);
-                if content_only {
-                    return;
-                }
-                if !r.content.is_empty() && !r.content.ends_with('\n') {
-                    print("\n".into());
-                }
-                let more = if r.truncated {
-                    format!(
-                        " truncated: yes (continue with --offset {})",
-                        r.offset + r.content.len() as u64
-                    )
-                } else {
-                    String::new()
+                let read = ReadView {
+                    tag: "workspace-file-read",
+                    path: &r.path,
+                    size_bytes: r.size_bytes,
+                    offset: r.offset,
+                    content: &r.content,
+                    truncated: r.truncated,
                 };
-                say(format!(
-                    "[workspace-file-read] {} size_bytes={}{more}",
-                    r.path, r.size_bytes
-                ));
+                print_read(&read, content_only);
             });
         }
         WorkspaceCommand::File(FileCommand::Write {

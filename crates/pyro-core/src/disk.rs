@@ -233,51 +233,15 @@ fn run(command: &mut Command, what: &str) -> Result<()> {
 
 /// Runs `command` to completion within `limit` and returns its stdout, or its stderr as the error.
 fn run_bounded(command: &mut Command, limit: Duration) -> Result<Vec<u8>> {
-    use std::io::Read;
-    command
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = command
-        .spawn()
+    let finished = crate::child::run(command, &[], limit, MAX_INFO_BYTES)
         .map_err(|e| Error::new(ErrorKind::MissingTool, format!("cannot run qemu-img: {e}")))?;
-    let (mut stdout, mut stderr) = (child.stdout.take(), child.stderr.take());
-    let reader = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        if let Some(s) = stdout.as_mut() {
-            let _ = s.take(MAX_INFO_BYTES as u64 + 1).read_to_end(&mut out);
-        }
-        out
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut err = Vec::new();
-        if let Some(s) = stderr.as_mut() {
-            let _ = s.take(64 << 10).read_to_end(&mut err);
-        }
-        err
-    });
-    let deadline = std::time::Instant::now() + limit;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-        }
-    };
-    let out = reader.join().unwrap_or_default();
-    let err = err_reader.join().unwrap_or_default();
-    match status {
-        Some(status) if status.success() => Ok(out),
+    match finished.status {
+        Some(status) if status.success() => Ok(finished.stdout),
         Some(_) => Err(Error::new(
             ErrorKind::Io,
             format!(
                 "qemu-img failed on the VM's disk: {}",
-                String::from_utf8_lossy(&err).trim()
+                String::from_utf8_lossy(&finished.stderr).trim()
             ),
         )),
         None => Err(Error::new(

@@ -48,6 +48,8 @@ pub enum ErrorKind {
 pub enum Next {
     /// Start a stopped workspace.
     WorkspaceStart { workspace_id: String },
+    /// Stop a started workspace.
+    WorkspaceStop { workspace_id: String },
     /// Copy a path out of a workspace to the host.
     WorkspaceExport { workspace_id: String, path: String },
     /// Make a workspace.

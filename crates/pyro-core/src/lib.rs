@@ -13,9 +13,11 @@
 
 pub mod agent_client;
 pub mod catalog;
+mod child;
 pub mod daily;
 pub mod db;
 pub mod disk;
+pub mod disk_reader;
 pub mod doctor;
 pub mod engine;
 pub mod environment;

@@ -21,6 +21,11 @@ fn tool(next: &Next) -> Option<(&'static str, Value, &'static [&'static str])> {
             json!({ "workspace_id": workspace_id }),
             &[],
         ),
+        Next::WorkspaceStop { workspace_id } => (
+            "workspace_stop",
+            json!({ "workspace_id": workspace_id }),
+            &[],
+        ),
         Next::WorkspaceExport { workspace_id, path } => (
             "workspace_export",
             json!({ "workspace_id": workspace_id, "path": path }),

@@ -259,6 +259,14 @@ pub struct WorkspaceExport {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+pub struct WorkspaceDiskExport {
+    pub workspace_id: String,
+    /// Host file to create; it must not exist.
+    pub output_path: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct WorkspaceReset {
     pub workspace_id: String,
     /// The snapshot to go back to: `baseline` (the default) or one made with snapshot_create.

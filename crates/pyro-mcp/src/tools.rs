@@ -478,6 +478,50 @@ pub static WORKSPACE_STOP: ToolDef<WorkspaceRef> = ToolDef {
     params: PhantomData,
 };
 
+pub static WORKSPACE_DISK_LIST: ToolDef<WorkspaceFileList> = ToolDef {
+    name: "workspace_disk_list",
+    description: "List a directory in /workspace of a STOPPED workspace, read from its disk without booting it (same paths and results as workspace_file_list).",
+    hints: Hints::READ,
+    network_args: &[],
+    run: |a, c| {
+        Box::pin(async move {
+            let dirs = c.server.dirs();
+            json(&workspace::disk_list(dirs, &a.workspace_id, &a.path, a.recursive).await?)
+        })
+    },
+    params: PhantomData,
+};
+
+pub static WORKSPACE_DISK_READ: ToolDef<WorkspaceFileRead> = ToolDef {
+    name: "workspace_disk_read",
+    description: "Read a text file in /workspace of a STOPPED workspace from its disk without booting it (64 KiB by default; `truncated` and `offset` let you read on).",
+    hints: Hints::READ,
+    network_args: &[],
+    run: |a, c| {
+        Box::pin(async move {
+            let dirs = c.server.dirs();
+            let read = workspace::disk_read(dirs, &a.workspace_id, &a.path, a.offset, a.max_bytes);
+            json(&read.await?)
+        })
+    },
+    params: PhantomData,
+};
+
+pub static WORKSPACE_DISK_EXPORT: ToolDef<WorkspaceDiskExport> = ToolDef {
+    name: "workspace_disk_export",
+    description: "Copy a STOPPED workspace's whole disk to a new host file as a raw ext4 image (sparse; /workspace is `workspace/` in it, other changes are under `root/upper/`). Never overwrites.",
+    hints: Hints::CHANGE,
+    network_args: &[],
+    run: |a, c| {
+        Box::pin(async move {
+            let output = c.server.host_path(&a.output_path, Access::Create)?;
+            let dirs = c.server.dirs();
+            json(&workspace::disk_export(dirs, &a.workspace_id, &output).await?)
+        })
+    },
+    params: PhantomData,
+};
+
 pub static WORKSPACE_START: ToolDef<WorkspaceRef> = ToolDef {
     name: "workspace_start",
     description: "Start a stopped workspace again with its files as they were.",
@@ -727,6 +771,13 @@ pub static WORKSPACE: &[&dyn ToolSpec] = &[
 /// Stopping a workspace's VM and starting it again.
 pub static LIFECYCLE: &[&dyn ToolSpec] = &[&WORKSPACE_STOP, &WORKSPACE_START];
 
+/// A stopped workspace's disk, read without booting it.
+pub static DISK: &[&dyn ToolSpec] = &[
+    &WORKSPACE_DISK_EXPORT,
+    &WORKSPACE_DISK_LIST,
+    &WORKSPACE_DISK_READ,
+];
+
 /// Services: long-running commands with a readiness check.
 pub static SERVICES: &[&dyn ToolSpec] = &[
     &SERVICE_START,
@@ -763,5 +814,8 @@ pub static SHELLS: &[&dyn ToolSpec] = &[
 
 /// Every tool pyro implements, in the order hosts list them.
 pub fn all() -> Vec<&'static dyn ToolSpec> {
-    [RUN, WORKSPACE, LIFECYCLE, SERVICES, SHELLS, SNAPSHOTS, VMS].concat()
+    [
+        RUN, WORKSPACE, LIFECYCLE, DISK, SERVICES, SHELLS, SNAPSHOTS, VMS,
+    ]
+    .concat()
 }

@@ -30,7 +30,9 @@ pub const PROFILES: &[Profile] = &[
     },
     Profile {
         name: "workspace-full",
-        groups: &[RUN, WORKSPACE, LIFECYCLE, SERVICES, SHELLS, SNAPSHOTS, VMS],
+        groups: &[
+            RUN, WORKSPACE, LIFECYCLE, DISK, SERVICES, SHELLS, SNAPSHOTS, VMS,
+        ],
         offers_network: true,
         summary: "every tool pyro implements",
     },

@@ -9,6 +9,7 @@
 
 mod crash;
 mod daily;
+mod disk_tools;
 mod env_cache;
 mod exhaustion;
 mod hostprogs;

@@ -64,6 +64,9 @@ async fn profiles_and_modes_expose_exactly_their_tools() {
     full.extend([
         "workspace_stop",
         "workspace_start",
+        "workspace_disk_export",
+        "workspace_disk_list",
+        "workspace_disk_read",
         "service_start",
         "service_list",
         "service_status",
@@ -426,6 +429,39 @@ async fn errors_name_the_tool_to_call_never_a_command_line() {
             .unwrap()
             .contains("call workspace_start"),
         "{err}"
+    );
+    no_command_line(&err);
+    // The stopped workspace's disk, read without a boot.
+    let listed = ok(&client, "workspace_disk_list", json!({"workspace_id": id})).await;
+    assert_eq!(listed["entries"][0]["path"], "/workspace/bin", "{listed}");
+    let err = tool_error(
+        &client,
+        "workspace_disk_read",
+        json!({"workspace_id": id, "path": "bin"}),
+    )
+    .await;
+    assert!(err["message"].as_str().unwrap().contains("binary"), "{err}");
+    // Exports follow the server's host path rules (this one may write nowhere).
+    let image = sb.root().join("disk.img");
+    let err = tool_error(
+        &client,
+        "workspace_disk_export",
+        json!({"workspace_id": id, "output_path": image}),
+    )
+    .await;
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("outside the host paths"),
+        "{err}"
+    );
+    assert!(!image.exists());
+    ok(&client, "workspace_start", json!({"workspace_id": id})).await;
+    let err = tool_error(&client, "workspace_disk_list", json!({"workspace_id": id})).await;
+    assert_eq!(
+        err["next"],
+        json!({"tool": "workspace_stop", "arguments": {"workspace_id": id}})
     );
     no_command_line(&err);
     ok(&client, "workspace_delete", json!({"workspace_id": id})).await;

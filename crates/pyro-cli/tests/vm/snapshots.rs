@@ -5,13 +5,6 @@ use serde_json::Value;
 
 use crate::support::{one_vm_slot, Sandbox};
 
-/// Runs a shell script in the workspace and returns its stdout, asserting it succeeded.
-fn sh(sb: &Sandbox, id: &str, script: &str) -> String {
-    let (result, code) = sb.exec(id, &["sh", "-c", script]);
-    assert_eq!(code, 0, "{script}: {result}");
-    result["stdout"].as_str().unwrap().to_string()
-}
-
 fn names(list: &Value) -> Vec<String> {
     list["snapshots"]
         .as_array()
@@ -33,8 +26,7 @@ fn snapshots_hold_the_whole_disk_and_reset_goes_back_to_any_of_them() {
     let id = sb.create_workspace(&[]);
 
     // 1 MB changed, then 200 MB more: each snapshot holds the disk as it was.
-    sh(
-        &sb,
+    sb.sh(
         &id,
         "head -c 1048576 /dev/urandom > /workspace/one && echo marked > /etc/pyro-marker",
     );
@@ -44,17 +36,15 @@ fn snapshots_hold_the_whole_disk_and_reset_goes_back_to_any_of_them() {
         (&Value::from("one"), &Value::from("named")),
         "{one}"
     );
-    let at_one = sh(&sb, &id, STATE);
-    sh(
-        &sb,
+    let at_one = sb.sh(&id, STATE);
+    sb.sh(
         &id,
         "dd if=/dev/urandom of=/workspace/big bs=1M count=200 status=none",
     );
     sb.ok(&["workspace", "snapshot", "create", &id, "big"]);
-    let at_big = sh(&sb, &id, STATE);
+    let at_big = sb.sh(&id, STATE);
     assert!(at_big.lines().all(|l| l != "missing"), "{at_big}");
-    sh(
-        &sb,
+    sb.sh(
         &id,
         "echo broken > /workspace/one; rm /workspace/big /etc/pyro-marker",
     );
@@ -62,16 +52,16 @@ fn snapshots_hold_the_whole_disk_and_reset_goes_back_to_any_of_them() {
     let reset = sb.ok(&["workspace", "reset", &id, "--snapshot", "one"]);
     assert_eq!(reset["workspace_reset"]["snapshot_name"], "one", "{reset}");
     assert_eq!(reset["state"], "started", "{reset}");
-    assert_eq!(sh(&sb, &id, STATE), at_one, "back to the first snapshot");
+    assert_eq!(sb.sh(&id, STATE), at_one, "back to the first snapshot");
     sb.ok(&["workspace", "reset", &id, "--snapshot", "big"]);
-    assert_eq!(sh(&sb, &id, STATE), at_big, "forward to the second");
+    assert_eq!(sb.sh(&id, STATE), at_big, "forward to the second");
     let baseline = sb.ok(&["workspace", "reset", &id]);
     assert_eq!(
         baseline["workspace_reset"]["kind"], "baseline",
         "{baseline}"
     );
     assert_eq!(
-        sh(&sb, &id, STATE),
+        sb.sh(&id, STATE),
         "missing\nmissing\nno-marker\n",
         "the baseline has neither file nor the marker"
     );
@@ -119,16 +109,16 @@ fn snapshots_hold_the_whole_disk_and_reset_goes_back_to_any_of_them() {
     assert_eq!(deleted["deleted"], true, "{deleted}");
 
     // Stopped: snapshots are taken, listed and reset to all the same.
-    sh(&sb, &id, "echo stopped-state > /workspace/one");
+    sb.sh(&id, "echo stopped-state > /workspace/one");
     sb.ok(&["workspace", "stop", &id]);
     sb.ok(&["workspace", "snapshot", "create", &id, "parked"]);
     let list = sb.ok(&["workspace", "snapshot", "list", &id]);
     assert_eq!(names(&list), ["baseline", "parked", "one"], "{list}");
     let reset = sb.ok(&["workspace", "reset", &id, "--snapshot", "one"]);
     assert_eq!(reset["state"], "started", "{reset}");
-    assert_eq!(sh(&sb, &id, STATE), at_one);
+    assert_eq!(sb.sh(&id, STATE), at_one);
     sb.ok(&["workspace", "reset", &id, "--snapshot", "parked"]);
-    assert_eq!(sh(&sb, &id, "cat /workspace/one"), "stopped-state\n");
+    assert_eq!(sb.sh(&id, "cat /workspace/one"), "stopped-state\n");
     sb.ok(&["workspace", "delete", &id]);
 }
 
@@ -139,8 +129,7 @@ fn a_full_disk_can_be_snapshotted_and_reset_to() {
     let id = sb.create_workspace(&[]);
     // Every free block taken, root's reserve included (fallocate writes no data, and keeps what it
     // got when it runs out), then a write that fails for want of space.
-    let out = sh(
-        &sb,
+    let out = sb.sh(
         &id,
         "fallocate -l $(( $(stat -f -c '%f*%S' /workspace) )) /workspace/fill 2>/dev/null; \
          head -c 1048576 /dev/zero > /workspace/more 2>/dev/null && echo wrote || echo full",
@@ -148,12 +137,9 @@ fn a_full_disk_can_be_snapshotted_and_reset_to() {
     assert_eq!(out, "full\n", "the disk is full");
     let snap = sb.ok(&["workspace", "snapshot", "create", &id, "full"]);
     assert_eq!(snap["snapshot"]["snapshot_name"], "full", "{snap}");
-    sh(&sb, &id, "rm /workspace/fill");
+    sb.sh(&id, "rm /workspace/fill");
     sb.ok(&["workspace", "reset", &id, "--snapshot", "full"]);
-    assert_eq!(
-        sh(&sb, &id, "test -e /workspace/fill && echo back"),
-        "back\n"
-    );
+    assert_eq!(sb.sh(&id, "test -e /workspace/fill && echo back"), "back\n");
     sb.ok(&["workspace", "delete", &id]);
 }
 
@@ -178,9 +164,9 @@ fn diff_and_summary_compare_with_a_snapshot() {
     let seed = sb.scratch("seed");
     std::fs::write(seed.join("a.txt"), "hello\n").unwrap();
     let id = sb.create_workspace(&["--seed-path", seed.to_str().unwrap()]);
-    sh(&sb, &id, "echo v2 > a.txt; echo new > b.txt");
+    sb.sh(&id, "echo v2 > a.txt; echo new > b.txt");
     sb.ok(&["workspace", "snapshot", "create", &id, "pre"]);
-    sh(&sb, &id, "echo v3 > a.txt; rm b.txt; echo c > c.txt");
+    sb.sh(&id, "echo v3 > a.txt; rm b.txt; echo c > c.txt");
 
     let since = sb.ok(&["workspace", "diff", &id, "--since", "pre"]);
     assert_eq!(since["base"], "pre", "{since}");
@@ -261,7 +247,7 @@ fn a_raw_disk_from_an_earlier_pyro_is_converted_and_keeps_its_data() {
     let seed = sb.scratch("seed");
     std::fs::write(seed.join("a.txt"), "seeded\n").unwrap();
     let id = sb.create_workspace(&["--seed-path", seed.to_str().unwrap()]);
-    sh(&sb, &id, "echo kept > /workspace/a.txt");
+    sb.sh(&id, "echo kept > /workspace/a.txt");
     sb.ok(&["workspace", "stop", &id]);
     let vm = sb.state.join("workspaces").join(&id).join("vm");
     let status = std::process::Command::new("qemu-img")
@@ -274,16 +260,16 @@ fn a_raw_disk_from_an_earlier_pyro_is_converted_and_keeps_its_data() {
     std::fs::remove_file(vm.join("disk.qcow2")).unwrap();
 
     sb.ok(&["workspace", "start", &id]);
-    assert_eq!(sh(&sb, &id, "cat /workspace/a.txt"), "kept\n");
+    assert_eq!(sb.sh(&id, "cat /workspace/a.txt"), "kept\n");
     assert!(!vm.join("disk.img").exists(), "converted in place");
     let list = sb.ok(&["workspace", "snapshot", "list", &id]);
     assert_eq!(names(&list), ["baseline"], "{list}");
     sb.ok(&["workspace", "reset", &id]);
-    assert_eq!(sh(&sb, &id, "cat /workspace/a.txt"), "seeded\n");
+    assert_eq!(sb.sh(&id, "cat /workspace/a.txt"), "seeded\n");
     sb.ok(&["workspace", "snapshot", "create", &id, "after"]);
-    sh(&sb, &id, "echo changed > /workspace/a.txt");
+    sb.sh(&id, "echo changed > /workspace/a.txt");
     sb.ok(&["workspace", "reset", &id]);
-    assert_eq!(sh(&sb, &id, "cat /workspace/a.txt"), "seeded\n");
+    assert_eq!(sb.sh(&id, "cat /workspace/a.txt"), "seeded\n");
     sb.ok(&["workspace", "delete", &id]);
 }
 
@@ -319,7 +305,8 @@ fn the_disk_size_is_chosen_and_host_space_is_kept_free() {
     let sb = Sandbox::new();
     let id = sb.create_workspace(&["--disk-gib", "2"]);
     assert_eq!(sb.ok(&["workspace", "status", &id])["disk_gib"], 2);
-    let size: u64 = sh(&sb, &id, "df --output=size -B1G /workspace | tail -1")
+    let size: u64 = sb
+        .sh(&id, "df --output=size -B1G /workspace | tail -1")
         .trim()
         .parse()
         .unwrap();

@@ -255,6 +255,13 @@ impl Sandbox {
         self.json(&args)
     }
 
+    /// Runs a shell script in the workspace and returns its stdout, asserting it succeeded.
+    pub fn sh(&self, workspace: &str, script: &str) -> String {
+        let (result, code) = self.exec(workspace, &["sh", "-c", script]);
+        assert_eq!(code, 0, "{script}: {result}");
+        result["stdout"].as_str().unwrap().to_string()
+    }
+
     /// Creates a workspace with `extra` options and returns its id.
     pub fn create_workspace(&self, extra: &[&str]) -> String {
         let mut args = vec!["workspace", "create"];

@@ -48,8 +48,9 @@ impl OwnerChannel {
     }
 }
 
-/// The program that runs supervisors: `PYRO_BIN`, else the running executable (the `pyro` binary).
-fn supervisor_program() -> Result<PathBuf> {
+/// The `pyro` binary, which runs supervisors and other helpers: `PYRO_BIN`, else the running
+/// executable.
+pub(crate) fn pyro_program() -> Result<PathBuf> {
     if let Some(bin) = std::env::var_os("PYRO_BIN").filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(bin));
     }
@@ -59,7 +60,7 @@ fn supervisor_program() -> Result<PathBuf> {
 
 /// Starts a detached supervisor for the VM in `vm_dir` (which holds its `vm.json`).
 pub fn spawn(vm_dir: &Path) -> Result<OwnerChannel> {
-    let program = supervisor_program()?;
+    let program = pyro_program()?;
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()
         .map_err(|e| Error::new(ErrorKind::Io, format!("cannot create a socket pair: {e}")))?;
     let log_path = vm_dir.join(SUPERVISOR_LOG);

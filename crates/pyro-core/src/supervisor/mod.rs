@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use launch::pyro_program;
 pub use launch::{remove_if_abandoned, spawn, OwnerChannel};
 pub use process::main;
 

@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod diff;
+pub mod disk_tools;
 pub mod extract;
 pub mod journal;
 pub mod lifecycle;
@@ -21,6 +22,7 @@ pub mod validate;
 pub mod vms;
 
 pub use diff::diff;
+pub use disk_tools::{disk_export, disk_list, disk_read};
 pub use lifecycle::{
     create, delete, list, reset, start, status, stop, update, CreateOptions, UpdateOptions,
 };

@@ -296,19 +296,14 @@ pub async fn file_read(
     max_bytes: Option<u64>,
 ) -> Result<FileReadResult> {
     let path = validate::workspace_path(path)?;
-    let max_bytes = max_bytes.unwrap_or(DEFAULT_READ_BYTES);
-    if max_bytes == 0 || max_bytes > MAX_READ_BYTES {
-        return Err(Error::invalid(format!(
-            "max_bytes must be between 1 and {MAX_READ_BYTES}"
-        )));
-    }
+    let max_bytes = read_limit(max_bytes)?;
     let (db, record, dir) = started(dirs, reference, "file read")?;
     let request = Request::ReadFile {
         path: path.clone(),
         offset,
         max_bytes,
     };
-    let (reply, mut bytes) = AgentCall::start(&dir, &request)
+    let (reply, bytes) = AgentCall::start(&dir, &request)
         .await?
         .collect(max_bytes)
         .await?;
@@ -317,27 +312,13 @@ pub async fn file_read(
         other => return Err(agent_client::unexpected(other)),
     };
     store::touch(db.conn(), &record.id, now_ms())?;
-    let truncated = offset + (bytes.len() as u64) < info.size_bytes;
-    if truncated {
-        // A cut may split the last character: leave its bytes for the next read.
-        let cut = match std::str::from_utf8(&bytes) {
-            Err(err) if err.error_len().is_none() => err.valid_up_to(),
-            _ => bytes.len(),
-        };
-        bytes.truncate(cut);
-    }
-    if bytes.contains(&0) || std::str::from_utf8(&bytes).is_err() {
-        return Err(Error::invalid(format!(
-            "{path} is a binary file ({} bytes), not text",
-            info.size_bytes
-        ))
-        .with_hint("copy it to the host instead")
-        .with_next(crate::Next::WorkspaceExport {
-            workspace_id: record.id.clone(),
-            path: path.to_string(),
-        }));
-    }
-    let content = String::from_utf8(bytes).unwrap_or_default();
+    let (content, truncated) = text_of(bytes, &path, info.size_bytes, offset).map_err(|e| {
+        e.with_hint("copy it to the host instead")
+            .with_next(crate::Next::WorkspaceExport {
+                workspace_id: record.id.clone(),
+                path: path.to_string(),
+            })
+    })?;
     Ok(FileReadResult {
         workspace_id: record.id,
         path,
@@ -348,6 +329,45 @@ pub async fn file_read(
         truncated,
         execution_mode: ExecutionMode::Guest,
     })
+}
+
+/// `max_bytes` of a read, checked: [`DEFAULT_READ_BYTES`] when not given.
+pub(crate) fn read_limit(max_bytes: Option<u64>) -> Result<u64> {
+    let max_bytes = max_bytes.unwrap_or(DEFAULT_READ_BYTES);
+    if max_bytes == 0 || max_bytes > MAX_READ_BYTES {
+        return Err(Error::invalid(format!(
+            "max_bytes must be between 1 and {MAX_READ_BYTES}"
+        )));
+    }
+    Ok(max_bytes)
+}
+
+/// The text of `bytes` read from `path` (of `size` bytes) at `offset`, and whether the file goes on.
+/// A cut that splits a character leaves its bytes for the next read; bytes that are not text are
+/// an error.
+pub(crate) fn text_of(
+    mut bytes: Vec<u8>,
+    path: &str,
+    size: u64,
+    offset: u64,
+) -> Result<(String, bool)> {
+    let truncated = offset + (bytes.len() as u64) < size;
+    if truncated {
+        let cut = match std::str::from_utf8(&bytes) {
+            Err(err) if err.error_len().is_none() => err.valid_up_to(),
+            _ => bytes.len(),
+        };
+        bytes.truncate(cut);
+    }
+    if bytes.contains(&0) {
+        return Err(binary(path, size));
+    }
+    let content = String::from_utf8(bytes).map_err(|_| binary(path, size))?;
+    Ok((content, truncated))
+}
+
+fn binary(path: &str, size: u64) -> Error {
+    Error::invalid(format!("{path} is a binary file ({size} bytes), not text"))
 }
 
 #[derive(Debug, Clone, Serialize)]
