@@ -96,6 +96,37 @@ fn make_empty(raw: &Path, qcow2: &Path, gib: u32) -> Result<()> {
     Ok(())
 }
 
+/// The most host disk a VM disk of `gib` may take: its size, plus room for qcow2's own tables (about
+/// 0.02% of the size), for the tables snapshots copy when the guest writes after them, and for the
+/// journal blocks a snapshot shares, which the guest rewrites at once. Snapshots'
+/// data counts against it: what they keep leaves the guest less room to write.
+pub fn host_budget(gib: u32) -> u64 {
+    let size = u64::from(gib) << 30;
+    size + size / 128 + (128 << 20)
+}
+
+/// Bytes of host disk the file at `path` takes (its allocated blocks, not its length).
+pub fn host_usage(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| m.blocks() * 512)
+}
+
+/// Why the VM disk at `path` (of `gib`) cannot take more data on the host, if it cannot: its file is
+/// within a few clusters of its budget.
+pub fn over_budget(path: &Path, gib: u32) -> Option<String> {
+    if gib == 0 {
+        return None;
+    }
+    let budget = host_budget(gib);
+    let used = host_usage(path)?;
+    (used + (1 << 20) >= budget).then(|| {
+        format!(
+            "the VM's disk file reached its host budget of {} MiB (the {gib} GiB disk, with what its snapshots keep); delete snapshots it no longer needs, or reset it",
+            budget >> 20
+        )
+    })
+}
+
 /// A new VM disk of `gib` at `path`.
 pub fn create(dirs: &Dirs, path: &Path, gib: u32) -> Result<()> {
     copy_empty(&empty_image(dirs, gib)?, path)

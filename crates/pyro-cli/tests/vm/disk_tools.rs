@@ -8,14 +8,6 @@ use std::process::Command;
 
 use crate::support::{one_vm_slot, Sandbox};
 
-fn disk_of(sb: &Sandbox, id: &str) -> std::path::PathBuf {
-    sb.state
-        .join("workspaces")
-        .join(id)
-        .join("vm")
-        .join("disk.qcow2")
-}
-
 /// Runs a host program and returns its stdout, asserting it succeeded.
 fn host(program: &str, args: &[&str], image: &Path) -> String {
     let out = Command::new(program)
@@ -216,7 +208,7 @@ fn a_damaged_or_forged_disk_is_an_error_and_reset_recovers() {
     );
 
     // The file system's superblock overwritten: a clear error, with what to do.
-    let disk = disk_of(&sb, &id);
+    let disk = sb.disk_of(&id);
     let pristine = fs::read(&disk).unwrap();
     scribble(&disk, 1024, 1024);
     let kept = ["workspace", "disk", "read", &id, "kept.txt"];

@@ -255,6 +255,15 @@ impl Sandbox {
         self.json(&args)
     }
 
+    /// The VM disk image of workspace `id`.
+    pub fn disk_of(&self, id: &str) -> PathBuf {
+        self.state
+            .join("workspaces")
+            .join(id)
+            .join("vm")
+            .join("disk.qcow2")
+    }
+
     /// Runs a shell script in the workspace and returns its stdout, asserting it succeeded.
     pub fn sh(&self, workspace: &str, script: &str) -> String {
         let (result, code) = self.exec(workspace, &["sh", "-c", script]);

@@ -190,6 +190,12 @@ pub fn prepare(backend: &Qemu, config: &VmConfig, vm_dir: &Path) -> Result<Launc
         }
     }
     inherit_fds(&mut command, fds)?;
+    if config.disk_gib > 0 && !matches!(config.memory, Memory::TemplateFile { .. }) {
+        // The disk file can never grow past its budget (a template's engine writes its RAM file too,
+        // and has only a placeholder disk). A write past it fails and the guest sees an I/O error;
+        // the supervisor then stops the VM with the reason.
+        limit_file_size(&mut command, crate::disk::host_budget(config.disk_gib));
+    }
     if let Some(user) = user {
         let mut groups = vec![user.gid];
         if config.accelerator == Accelerator::Kvm {
@@ -200,6 +206,27 @@ pub fn prepare(backend: &Qemu, config: &VmConfig, vm_dir: &Path) -> Result<Launc
     // After the privilege drop, which clears the parent-death signal.
     fsutil::die_with_parent(&mut command, libc::SIGKILL);
     Ok(Launch { command, nic })
+}
+
+/// Caps the size of every file the engine writes at `bytes` (`RLIMIT_FSIZE`); a write past it fails
+/// with `EFBIG` instead of killing the engine (`SIGXFSZ` ignored).
+fn limit_file_size(command: &mut Command, bytes: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit and signal are async-signal-safe and take no pointers into the heap.
+    unsafe {
+        command.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0
+                || libc::signal(libc::SIGXFSZ, libc::SIG_IGN) == libc::SIG_ERR
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Makes the engine process `user` (with `groups`) before it executes.

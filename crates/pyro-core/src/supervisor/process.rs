@@ -148,11 +148,15 @@ async fn supervise(vm_dir: PathBuf, owner: UnixStream) -> i32 {
                     tokio::spawn(client);
                 }
             }
-            _ = idle_check.tick(), if record.idle_timeout_seconds.is_some() => {
-                let limit = Duration::from_secs(record.idle_timeout_seconds.unwrap_or(u64::MAX));
-                if activity.idle_for().is_some_and(|idle| idle >= limit) {
+            _ = idle_check.tick() => {
+                if let Some(full) = crate::disk::over_budget(&record.config.data_disk, record.config.disk_gib) {
                     power_off(&mut running).await;
-                    break (super::idle_stop_reason(limit.as_secs()), false);
+                    break (full, false);
+                }
+                let Some(seconds) = record.idle_timeout_seconds else { continue };
+                if activity.idle_for().is_some_and(|idle| idle >= Duration::from_secs(seconds)) {
+                    power_off(&mut running).await;
+                    break (super::idle_stop_reason(seconds), false);
                 }
             }
             how = running.engine.exited() => {

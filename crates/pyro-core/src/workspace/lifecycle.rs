@@ -415,6 +415,14 @@ pub async fn start(
     }
     let floor = crate::host::space::floor_bytes();
     crate::host::space::ensure(&workspace_dir(dirs, &record.id), "starting it", 0, floor)?;
+    let disk = vm_dir(dirs, &record.id).join(crate::disk::FILE_NAME);
+    if let Some(full) = crate::disk::over_budget(&disk, record.disk_gib) {
+        return Err(Error::new(ErrorKind::InvalidState, full).with_next(
+            crate::Next::SnapshotList {
+                workspace_id: record.id.clone(),
+            },
+        ));
+    }
     let timer = journal::Timer::start();
     boot_recorded(dirs, &mut db, &record, false, cold, "start", progress).await?;
     let start = journal::Operation::Start {
