@@ -72,6 +72,9 @@ enum Commands {
         uid: Option<u32>,
         #[arg(long, requires = "uid")]
         gid: Option<u32>,
+        /// The process that started it: the reader exits if it is gone
+        #[arg(long)]
+        parent: Option<i32>,
     },
 }
 
@@ -83,9 +86,9 @@ fn main() -> ExitCode {
         Commands::Supervise { vm_dir, owner_fd } => {
             ExitCode::from(pyro_core::supervisor::main(&vm_dir, owner_fd).clamp(0, 255) as u8)
         }
-        Commands::ReadDisk { uid, gid } => {
+        Commands::ReadDisk { uid, gid, parent } => {
             let user = uid.zip(gid);
-            ExitCode::from(pyro_core::disk_reader::main(user).clamp(0, 255) as u8)
+            ExitCode::from(pyro_core::disk_reader::main(user, parent).clamp(0, 255) as u8)
         }
         Commands::Run(args) => run_cmd::main(args),
         Commands::Env(command) => env_cmd::main(command),

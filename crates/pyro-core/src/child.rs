@@ -32,6 +32,8 @@ pub(crate) fn run(
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // A group of its own, so that the deadline ends whatever it started too.
+    std::os::unix::process::CommandExt::process_group(command, 0);
     let mut child = command.spawn()?;
     let (stdin, mut stdout, mut stderr) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take());
@@ -62,6 +64,8 @@ pub(crate) fn run(
             Ok(Some(status)) => break Some(status),
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
             _ => {
+                // SAFETY: kill takes no pointers; the group is the child's own.
+                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
                 let _ = child.kill();
                 let _ = child.wait();
                 break None;

@@ -214,7 +214,6 @@ pub fn revert_offline(vm_dir: &Path, name: &str) -> Result<()> {
 
 /// Runs `qemu-img ARGS` on the VM's disk (given as descriptor 3) and returns its stdout.
 fn qemu_img(vm_dir: &Path, args: &[&str], read_only: bool) -> Result<Vec<u8>> {
-    use std::os::unix::process::CommandExt;
     let disk = vm_dir.join(FILE_NAME);
     let file: File = OpenOptions::new()
         .read(true)
@@ -235,7 +234,6 @@ fn qemu_img(vm_dir: &Path, args: &[&str], read_only: bool) -> Result<Vec<u8>> {
     }
     crate::engine::inherit_fds(&mut command, vec![(OwnedFd::from(file), 3)])?;
     fsutil::die_with_parent(&mut command, libc::SIGKILL);
-    let _ = CommandExt::process_group(&mut command, 0);
     let out = run_bounded(&mut command, Duration::from_secs(120))?;
     if out.len() > MAX_INFO_BYTES {
         return Err(Error::new(

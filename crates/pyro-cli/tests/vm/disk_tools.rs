@@ -51,15 +51,21 @@ fn a_stopped_workspace_reads_from_its_disk_as_it_did_live() {
         "mkdir -p d/e && echo hello > d/e/a.txt && head -c 100000 /dev/zero | tr '\\0' x > big.txt \
          && printf 'a\\000b' > bin && ln -s e/a.txt d/rel && ln -s ../../etc/passwd d/out \
          && ln -s /etc/passwd abs && ln -s loop1 loop2 && ln -s loop2 loop1 && mkfifo fifo \
+         && ln -s d linkdir && ln -s big.txt/ slash \
          && echo marked > /etc/pyro-marker",
     );
     let live = sb.ok(&["workspace", "file", "list", &id, "--recursive"]);
     let live_read = sb.ok(&["workspace", "file", "read", &id, "d/rel"]);
+    let live_through = sb.ok(&["workspace", "file", "list", &id, "linkdir/e"]);
     sb.ok(&["workspace", "stop", &id]);
 
     let listed = sb.ok(&["workspace", "disk", "list", &id, "--recursive"]);
     assert_eq!(listed["entries"], live["entries"], "{listed}\n{live}");
     assert_eq!(listed["truncated"], false);
+    // Through a symlinked directory, paths are shown as asked, as live.
+    let through = sb.ok(&["workspace", "disk", "list", &id, "linkdir/e"]);
+    assert_eq!(through["entries"], live_through["entries"], "{through}");
+    assert_eq!(through["path"], "/workspace/linkdir/e", "{through}");
     let one = sb.ok(&["workspace", "disk", "list", &id, "d/rel"]);
     assert_eq!(one["entries"][0]["link_target"], "e/a.txt", "{one}");
     let read = sb.ok(&["workspace", "disk", "read", &id, "d/rel"]);
@@ -113,6 +119,7 @@ fn a_stopped_workspace_reads_from_its_disk_as_it_did_live() {
         ("d", "invalid_argument", "not a regular file"),
         ("fifo", "invalid_argument", "not a regular file"),
         ("big.txt/x", "invalid_argument", "not a directory"),
+        ("slash", "invalid_argument", "not a directory"),
         ("missing", "not_found", "does not exist"),
     ] {
         let err = refused(&sb, &["workspace", "disk", "read", &id, path], words);
@@ -139,7 +146,10 @@ fn a_stopped_workspace_reads_from_its_disk_as_it_did_live() {
     let exported = sb.ok(&["workspace", "disk", "export", &id, "--output", image_arg]);
     assert_eq!(exported["disk_format"], "ext4", "{exported}");
     assert_eq!(exported["size_bytes"], 8u64 << 30, "{exported}");
-    assert_eq!(fs::metadata(&image).unwrap().len(), 8u64 << 30);
+    let meta = fs::metadata(&image).unwrap();
+    assert_eq!(meta.len(), 8u64 << 30);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(meta.permissions().mode() & 0o077, 0, "the image is private");
     assert!(
         exported["bytes_written"].as_u64().unwrap() > 100_000,
         "{exported}"

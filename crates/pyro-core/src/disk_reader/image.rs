@@ -77,6 +77,7 @@ impl Source {
 
 /// A qcow2 image's map from disk offsets to clusters in the file.
 struct Qcow2 {
+    version: u32,
     cluster_bits: u32,
     l1: Vec<u64>,
     l2_cache: HashMap<u64, Vec<u64>>,
@@ -93,9 +94,19 @@ impl Qcow2 {
         self.l1.get(index).copied().unwrap_or(0) & OFFSET_MASK
     }
 
+    /// `offset` from a table, refused unless it starts a cluster.
+    fn aligned(&self, offset: u64, what: &str) -> Result<u64, ImageError> {
+        if !offset.is_multiple_of(1 << self.cluster_bits) {
+            return Err(bad(format!(
+                "a qcow2 {what} offset ({offset}) does not start a cluster"
+            )));
+        }
+        Ok(offset)
+    }
+
     /// Where the cluster holding disk offset `at` is.
     fn cluster(&mut self, source: &Source, at: u64) -> Result<Cluster, ImageError> {
-        let l2_offset = self.l2_offset(at);
+        let l2_offset = self.aligned(self.l2_offset(at), "L2 table")?;
         if l2_offset == 0 {
             return Ok(Cluster::Zero);
         }
@@ -119,8 +130,14 @@ impl Qcow2 {
                 "the disk image has compressed clusters, which pyro never makes",
             ));
         }
-        let offset = entry & OFFSET_MASK;
-        if entry & L2_ZERO != 0 || offset == 0 {
+        if entry & L2_ZERO != 0 {
+            if self.version < 3 {
+                return Err(bad("a qcow2 version 2 image uses the zero flag"));
+            }
+            return Ok(Cluster::Zero);
+        }
+        let offset = self.aligned(entry & OFFSET_MASK, "data cluster")?;
+        if offset == 0 {
             return Ok(Cluster::Zero);
         }
         Ok(Cluster::At(offset))
@@ -153,8 +170,8 @@ fn be64(b: &[u8], at: usize) -> u64 {
 }
 
 impl Image {
-    /// Opens `file` as `format` ("qcow2" or "raw").
-    pub fn open(file: File, format: &str) -> Result<Image, ImageError> {
+    /// Opens `file` as `format` ("qcow2" or "raw"), a disk of at most `max_size` bytes.
+    pub fn open(file: File, format: &str, max_size: u64) -> Result<Image, ImageError> {
         let len = file
             .metadata()
             .map_err(|e| bad(format!("cannot inspect the disk image: {e}")))?
@@ -165,6 +182,11 @@ impl Image {
             "qcow2" => open_qcow2(&source)?,
             other => return Err(bad(format!("unknown disk image format '{other}'"))),
         };
+        if size > max_size {
+            return Err(bad(format!(
+                "the disk image claims {size} bytes, more than the workspace's disk ({max_size})"
+            )));
+        }
         Ok(Image {
             source,
             size,
@@ -218,11 +240,16 @@ impl Image {
         Ok(())
     }
 
-    /// Each cluster the image holds data for, as its offset on the disk, in order. Clusters that
-    /// read as zeros are left out (for a raw image: none is).
-    pub fn clusters(&mut self) -> Result<Vec<u64>, ImageError> {
+    /// Calls `visit` with the disk offset of each cluster the image holds data for, in order.
+    /// Clusters that read as zeros are skipped (for a raw image: none is). A qcow2 image whose live
+    /// table maps one cluster of the file to two places is refused: qcow2 never does that, and a
+    /// forged one could make a copy far larger than the image.
+    pub fn for_each_cluster(
+        &mut self,
+        mut visit: impl FnMut(&mut Image, u64) -> Result<(), ImageError>,
+    ) -> Result<(), ImageError> {
         let cluster_size = self.cluster_size();
-        let mut found = Vec::new();
+        let mut seen = vec![0u64; (self.source.len / cluster_size + 1).div_ceil(64) as usize];
         let mut at = 0u64;
         while at < self.size {
             if let Layout::Qcow2(q) = &self.layout {
@@ -232,12 +259,28 @@ impl Image {
                     continue;
                 }
             }
-            if self.cluster(at)? != Cluster::Zero {
-                found.push(at);
+            match self.cluster(at)? {
+                Cluster::Zero => {}
+                Cluster::At(host) => {
+                    if matches!(self.layout, Layout::Qcow2(_)) {
+                        let index = (host / cluster_size) as usize;
+                        let (word, bit) = (index / 64, 1u64 << (index % 64));
+                        // Inside the file (checked when read), so inside the map.
+                        if seen.get(word).is_some_and(|w| w & bit != 0) {
+                            return Err(bad(format!(
+                                "the disk image maps its cluster at {host} twice"
+                            )));
+                        }
+                        if let Some(w) = seen.get_mut(word) {
+                            *w |= bit;
+                        }
+                    }
+                    visit(self, at)?;
+                }
             }
             at += cluster_size;
         }
-        Ok(found)
+        Ok(())
     }
 }
 
@@ -273,6 +316,11 @@ fn open_qcow2(source: &Source) -> Result<(u64, Layout), ImageError> {
     }
     let l1_size = u64::from(be32(&header, 36));
     let l1_offset = be64(&header, 40);
+    if !l1_offset.is_multiple_of(1 << cluster_bits) {
+        return Err(bad(format!(
+            "the qcow2 L1 table offset ({l1_offset}) does not start a cluster"
+        )));
+    }
     if version == 3 {
         source.read(72, &mut header[72..104])?;
         let incompatible = be64(&header, 72);
@@ -297,6 +345,7 @@ fn open_qcow2(source: &Source) -> Result<(u64, Layout), ImageError> {
     Ok((
         size,
         Layout::Qcow2(Qcow2 {
+            version,
             cluster_bits,
             l1,
             l2_cache: HashMap::new(),
@@ -341,27 +390,46 @@ mod tests {
     #[test]
     fn a_qcow2_image_reads_its_clusters_and_zeros_elsewhere() {
         let data = [7u8; 512];
-        let mut image = Image::open(tiny_qcow2(&data, 0), "qcow2").unwrap();
+        let mut image = Image::open(tiny_qcow2(&data, 0), "qcow2", 1 << 20).unwrap();
         assert_eq!(image.size(), 2048);
         let mut buf = vec![1u8; 1024];
         image.read_at(256, &mut buf).unwrap();
         assert!(buf[..256].iter().all(|&b| b == 0));
         assert!(buf[256..768].iter().all(|&b| b == 7));
         assert!(buf[768..].iter().all(|&b| b == 0));
-        assert_eq!(image.clusters().unwrap(), vec![512]);
+        let mut found = Vec::new();
+        image
+            .for_each_cluster(|_, at| {
+                found.push(at);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(found, vec![512]);
         assert!(image.read_at(2000, &mut buf).is_err());
     }
 
     #[test]
     fn what_pyro_never_makes_is_refused() {
         let data = [7u8; 512];
-        let mut image = Image::open(tiny_qcow2(&data, L2_COMPRESSED), "qcow2").unwrap();
+        let mut image = Image::open(tiny_qcow2(&data, L2_COMPRESSED), "qcow2", 1 << 20).unwrap();
         assert!(image.read_at(512, &mut [0u8; 16]).is_err());
-        let mut zero = Image::open(tiny_qcow2(&data, L2_ZERO), "qcow2").unwrap();
+        let mut zero = Image::open(tiny_qcow2(&data, L2_ZERO), "qcow2", 1 << 20).unwrap();
         let mut buf = [1u8; 16];
         zero.read_at(512, &mut buf).unwrap();
         assert_eq!(buf, [0u8; 16]);
         let raw = tempfile::tempfile().unwrap();
-        assert!(Image::open(raw, "qcow2").is_err());
+        assert!(Image::open(raw, "qcow2", 1 << 20).is_err());
+        // Two disk clusters mapped to one cluster of the file: refused before a copy is made.
+        let twice = tiny_qcow2(&data, 0);
+        twice
+            .write_all_at(&(3u64 * 512).to_be_bytes(), 1024)
+            .unwrap();
+        let mut twice = Image::open(twice, "qcow2", 1 << 20).unwrap();
+        let copied = twice.for_each_cluster(|_, _| Ok(()));
+        assert!(copied.is_err_and(|e| e.0.contains("twice")));
+        assert!(
+            Image::open(tiny_qcow2(&data, 0), "qcow2", 1024).is_err(),
+            "larger than the disk"
+        );
     }
 }

@@ -46,6 +46,8 @@ pub(crate) enum Request {
 struct Job {
     /// "qcow2" or "raw".
     format: String,
+    /// The workspace's disk size: an image that claims more is refused.
+    max_size: u64,
     request: Request,
 }
 
@@ -83,11 +85,10 @@ const MAX_REQUEST_BYTES: u64 = 64 << 10;
 const MAX_REPLY_LINE: usize = 24 << 20;
 /// The reader's address space: the file system's caches and one read's bytes fit many times over.
 const READER_MEMORY: u64 = 1 << 30;
-const READER_CPU_SECONDS: u64 = 120;
 
-/// Entry point of `pyro __read-disk`: becomes `user` (uid, gid) first when given, then answers
-/// the request on stdin. Returns the process exit code.
-pub fn main(user: Option<(u32, u32)>) -> i32 {
+/// Entry point of `pyro __read-disk`: becomes `user` (uid, gid) first when given, makes sure it
+/// dies with `parent`, then answers the request on stdin. Returns the process exit code.
+pub fn main(user: Option<(u32, u32)>, parent: Option<i32>) -> i32 {
     if let Some((uid, gid)) = user {
         // SAFETY: plain system calls on integers; nothing runs before them that reads the disk.
         let dropped = unsafe {
@@ -100,6 +101,17 @@ pub fn main(user: Option<(u32, u32)>) -> i32 {
                 "cannot become the engine user: {}",
                 std::io::Error::last_os_error()
             );
+            return 1;
+        }
+    }
+    // Changing user cleared the parent-death signal: set it again, then check that the parent did
+    // not die in between (the reader would then belong to init).
+    // SAFETY: prctl with integer arguments; getppid cannot fail.
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+            return 1;
+        }
+        if parent.is_some_and(|pid| libc::getppid() != pid) {
             return 1;
         }
     }
@@ -154,7 +166,7 @@ fn serve(job: Job) -> (Reply, Vec<u8>) {
     let Some(disk) = inherited(DISK_FD) else {
         return failed(Failure::Invalid, "no disk image was handed over");
     };
-    let mut image = match image::Image::open(disk, &job.format) {
+    let mut image = match image::Image::open(disk, &job.format, job.max_size) {
         Ok(image) => image,
         Err(e) => return failed(Failure::Damaged, e.to_string()),
     };
@@ -212,19 +224,21 @@ fn copy_out(image: &mut image::Image, output: &File) -> std::result::Result<(u64
     let cluster = image.cluster_size() as usize;
     let mut buf = vec![0u8; cluster];
     let mut written = 0u64;
-    for at in image.clusters().map_err(|e| e.to_string())? {
-        let n = cluster.min((image.size() - at) as usize);
-        image
-            .read_at(at, &mut buf[..n])
-            .map_err(|e| e.to_string())?;
-        if buf[..n].iter().all(|&b| b == 0) {
-            continue;
-        }
-        output
-            .write_all_at(&buf[..n], at)
-            .map_err(|e| format!("cannot write the export: {e}"))?;
-        written += n as u64;
-    }
+    let mut failed_write = None;
+    image
+        .for_each_cluster(|image, at| {
+            let n = cluster.min((image.size() - at) as usize);
+            image.read_at(at, &mut buf[..n])?;
+            if buf[..n].iter().any(|&b| b != 0) {
+                if let Err(e) = output.write_all_at(&buf[..n], at) {
+                    failed_write = Some(format!("cannot write the export: {e}"));
+                    return Err(image::ImageError("the export stopped".into()));
+                }
+                written += n as u64;
+            }
+            Ok(())
+        })
+        .map_err(|e| failed_write.take().unwrap_or_else(|| e.to_string()))?;
     output
         .set_len(image.size())
         .map_err(|e| format!("cannot size the export: {e}"))?;
@@ -240,14 +254,16 @@ pub(crate) struct ReadOutcome {
     pub bytes: Vec<u8>,
 }
 
-/// Asks a reader about the disk of the VM in `vm_dir`. `output` receives an export.
+/// Asks a reader about `disk`. `output` receives an export.
 fn ask(
-    vm_dir: &Path,
+    disk: &Disk,
     request: &Request,
     output: Option<&File>,
     max_bytes: u64,
     limit: Duration,
 ) -> Result<(Reply, Vec<u8>)> {
+    let vm_dir = disk.vm_dir;
+    let disk_gib = disk.gib;
     let (disk, format) = match [crate::disk::FILE_NAME, crate::disk::LEGACY_FILE_NAME]
         .iter()
         .map(|name| vm_dir.join(name))
@@ -262,9 +278,10 @@ fn ask(
             ))
         }
     };
-    let image = File::open(&disk).map_err(|e| Error::io("open", &disk, e))?;
+    let image = open_image(&disk)?;
     let job = serde_json::to_vec(&Job {
         format: format.to_string(),
+        max_size: u64::from(disk_gib.max(1)) << 30,
         request: request.clone(),
     })
     .map_err(|e| Error::internal(format!("cannot encode a disk request: {e}")))?;
@@ -279,6 +296,7 @@ fn ask(
             .arg("--gid")
             .arg(user.gid.to_string());
     }
+    command.arg("--parent").arg(std::process::id().to_string());
     let mut fds = vec![(OwnedFd::from(image), DISK_FD)];
     if let Some(output) = output {
         let copy = output
@@ -287,7 +305,7 @@ fn ask(
         fds.push((OwnedFd::from(copy), OUTPUT_FD));
     }
     crate::engine::inherit_fds(&mut command, fds)?;
-    confine(&mut command, output.is_some());
+    confine(&mut command, output.is_some(), limit);
     let finished = crate::child::run(
         &mut command,
         &job,
@@ -330,17 +348,19 @@ fn ask(
     Ok((reply, bytes))
 }
 
-/// The reader runs without new privileges, with its memory, CPU time and file sizes bounded, and
-/// dies with its parent.
-fn confine(command: &mut Command, exports: bool) {
+/// The reader runs without new privileges and without any descriptor but its own, with its memory,
+/// CPU time (no more than its deadline) and file sizes bounded, and dies with its parent.
+fn confine(command: &mut Command, exports: bool, limit: Duration) {
     use std::os::unix::process::CommandExt;
     let max_file = if exports { libc::RLIM_INFINITY } else { 0 };
-    // SAFETY: prctl and setrlimit are async-signal-safe and take no pointers into the heap.
+    let cpu = limit.as_secs().max(1);
+    // SAFETY: prctl, setrlimit and close_range are async-signal-safe and take no pointers into
+    // the heap.
     unsafe {
         command.pre_exec(move || {
             let limits = [
                 (libc::RLIMIT_AS, READER_MEMORY),
-                (libc::RLIMIT_CPU, READER_CPU_SECONDS),
+                (libc::RLIMIT_CPU, cpu),
                 (libc::RLIMIT_FSIZE, max_file),
                 (libc::RLIMIT_CORE, 0),
             ];
@@ -356,10 +376,36 @@ fn confine(command: &mut Command, exports: bool) {
             if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // Descriptors pyro itself inherited without close-on-exec stay out of the reader
+            // (best effort: an older kernel has no close_range).
+            libc::syscall(
+                libc::SYS_close_range,
+                OUTPUT_FD + 1,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
             Ok(())
         });
     }
     crate::fsutil::die_with_parent(command, libc::SIGKILL);
+}
+
+/// Opens a disk image to hand over: a regular file, never through a symlink.
+fn open_image(path: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| Error::io("open", path, e))?;
+    let is_file = file.metadata().map(|m| m.is_file()).unwrap_or(false);
+    if !is_file {
+        return Err(Error::new(
+            ErrorKind::Io,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    Ok(file)
 }
 
 fn failure_error(failure: Failure, message: String) -> Error {
@@ -386,32 +432,33 @@ fn unexpected(reply: Reply) -> Error {
 /// How long a listing or a read may take.
 const READ_LIMIT: Duration = Duration::from_secs(60);
 
-/// Lists `path` (an absolute `/workspace` path) on the disk of the stopped VM in `vm_dir`.
-pub(crate) fn list(
-    vm_dir: &Path,
-    path: &str,
-    recursive: bool,
-    max_entries: u32,
-) -> Result<FileList> {
+/// A VM's disk: where its directory is, and its size.
+pub(crate) struct Disk<'a> {
+    pub vm_dir: &'a Path,
+    pub gib: u32,
+}
+
+/// Lists `path` (an absolute `/workspace` path) on the disk of a stopped VM.
+pub(crate) fn list(disk: &Disk, path: &str, recursive: bool, max_entries: u32) -> Result<FileList> {
     let request = Request::List {
         path: path.to_string(),
         recursive,
         max_entries,
     };
-    match ask(vm_dir, &request, None, 0, READ_LIMIT)? {
+    match ask(disk, &request, None, 0, READ_LIMIT)? {
         (Reply::Listed(list), _) => Ok(list),
         (other, _) => Err(unexpected(other)),
     }
 }
 
-/// Reads up to `max_bytes` of the file `path` from `offset` on the disk of the stopped VM in `vm_dir`.
-pub(crate) fn read(vm_dir: &Path, path: &str, offset: u64, max_bytes: u64) -> Result<ReadOutcome> {
+/// Reads up to `max_bytes` of the file `path` from `offset` on the disk of a stopped VM.
+pub(crate) fn read(disk: &Disk, path: &str, offset: u64, max_bytes: u64) -> Result<ReadOutcome> {
     let request = Request::Read {
         path: path.to_string(),
         offset,
         max_bytes,
     };
-    match ask(vm_dir, &request, None, max_bytes, READ_LIMIT)? {
+    match ask(disk, &request, None, max_bytes, READ_LIMIT)? {
         (Reply::Read(info), bytes) if info.bytes_returned == bytes.len() as u64 => {
             Ok(ReadOutcome { info, bytes })
         }
@@ -430,11 +477,11 @@ pub(crate) struct Exported {
     pub data_bytes: u64,
 }
 
-/// Copies the disk of the stopped VM in `vm_dir` into `output` as a sparse raw image.
-pub(crate) fn export(vm_dir: &Path, output: &File) -> Result<Exported> {
+/// Copies the disk of a stopped VM into `output` as a sparse raw image.
+pub(crate) fn export(disk: &Disk, output: &File) -> Result<Exported> {
     // Bounded by the disk's data: at a pessimistic 20 MB/s, a full 8 GiB disk takes seven minutes.
     let limit = Duration::from_secs(30 * 60);
-    match ask(vm_dir, &Request::Export, Some(output), 0, limit)? {
+    match ask(disk, &Request::Export, Some(output), 0, limit)? {
         (
             Reply::Exported {
                 size_bytes,

@@ -15,8 +15,10 @@ const ROOT: &str = "/workspace";
 const MAX_LINKS: usize = 40;
 /// The longest path resolved or listed.
 const MAX_PATH_BYTES: usize = 4096;
-/// Bytes of paths and link targets one listing returns at most.
+/// Bytes of JSON one listing's entries take at most.
 const MAX_LISTING_BYTES: usize = 8 << 20;
+/// Names read from one directory at most (they are sorted before any is listed).
+const MAX_DIRECTORY_NAMES: usize = 100_000;
 
 /// Why a lookup or read failed.
 #[derive(Debug)]
@@ -111,6 +113,13 @@ impl Tree {
         let mut links = 0;
         let mut meta = self.lstat(&resolved)?;
         while let Some(part) = pending.pop_front() {
+            // Whatever comes next (a name, `.`, `..`, a trailing `/`), what is before it must be a
+            // directory, as for the kernel.
+            if !meta.is_dir() {
+                return Err(TreeError::Invalid(format!(
+                    "a parent of {path} is not a directory"
+                )));
+            }
             match part.as_slice() {
                 b"" | b"." => continue,
                 b".." => {
@@ -121,11 +130,6 @@ impl Tree {
                     continue;
                 }
                 _ => {}
-            }
-            if !meta.is_dir() {
-                return Err(TreeError::Invalid(format!(
-                    "a parent of {path} is not a directory"
-                )));
             }
             resolved.push(part);
             if on_disk(&resolved).len() > MAX_PATH_BYTES {
@@ -159,19 +163,18 @@ impl Tree {
         Ok((resolved, meta))
     }
 
-    fn entry(&self, parts: &[Vec<u8>], meta: &Metadata) -> Result<FileEntry, TreeError> {
+    /// The entry at `parts` (found by name, as every later lookup is), shown as `shown`. A
+    /// symlink whose target cannot be read shows an empty one, as in the guest.
+    fn entry(&self, parts: &[Vec<u8>], shown: String, meta: &Metadata) -> FileEntry {
         let kind = artifact_type(meta.file_type());
-        let link_target = if kind == ArtifactType::Symlink {
-            let target = self
-                .fs
+        let link_target = (kind == ArtifactType::Symlink).then(|| {
+            self.fs
                 .read_link(on_disk(parts).as_slice())
-                .map_err(|e| damaged(&display(parts), e))?;
-            Some(String::from_utf8_lossy(target.as_ref()).into_owned())
-        } else {
-            None
-        };
-        Ok(FileEntry {
-            path: display(parts),
+                .map(|t| String::from_utf8_lossy(t.as_ref()).into_owned())
+                .unwrap_or_default()
+        });
+        FileEntry {
+            path: shown,
             artifact_type: kind,
             size_bytes: if kind == ArtifactType::Directory {
                 0
@@ -180,11 +183,12 @@ impl Tree {
             },
             mode: u32::from(meta.mode()),
             link_target,
-        })
+        }
     }
 
     /// Lists `path` (the entry itself when it is not a directory), in pre-order sorted by name,
-    /// never following symlinks, stopping after `max_entries`.
+    /// never following symlinks, stopping after `max_entries`. Paths are shown under `path` as
+    /// asked, whatever symlinks led there.
     pub fn list(
         &self,
         path: &str,
@@ -192,6 +196,7 @@ impl Tree {
         max_entries: usize,
     ) -> Result<FileList, TreeError> {
         let (parts, meta) = self.resolve(path, false)?;
+        let shown = display(&parts_of(path));
         let kind = artifact_type(meta.file_type());
         let mut listing = Listing {
             entries: Vec::new(),
@@ -200,12 +205,14 @@ impl Tree {
             truncated: false,
         };
         if meta.is_dir() {
-            self.walk(&parts, recursive, &mut listing)?;
+            self.walk(&parts, &shown, recursive, &mut listing)?;
         } else {
-            listing.entries.push(self.entry(&parts, &meta)?);
+            listing
+                .entries
+                .push(self.entry(&parts, shown.clone(), &meta));
         }
         Ok(FileList {
-            path: display(&parts),
+            path: shown,
             artifact_type: kind,
             entries: listing.entries,
             truncated: listing.truncated,
@@ -215,6 +222,7 @@ impl Tree {
     fn walk(
         &self,
         dir: &[Vec<u8>],
+        shown: &str,
         recursive: bool,
         listing: &mut Listing,
     ) -> Result<(), TreeError> {
@@ -230,31 +238,37 @@ impl Tree {
             if name == b"." || name == b".." {
                 continue;
             }
-            let meta = entry.metadata().map_err(|e| damaged(&display(dir), e))?;
-            names.push((name.to_vec(), meta));
-            if names.len() > listing.max_entries {
+            names.push(name.to_vec());
+            if names.len() > MAX_DIRECTORY_NAMES {
                 // Sorting needs them all; a directory this large is cut short instead.
                 listing.truncated = true;
                 break;
             }
         }
-        names.sort_by(|(a, _), (b, _)| String::from_utf8_lossy(a).cmp(&String::from_utf8_lossy(b)));
+        names.sort_by(|a, b| String::from_utf8_lossy(a).cmp(&String::from_utf8_lossy(b)));
+        // A forged directory may repeat a name: every lookup finds the first, so it is listed once.
+        names.dedup();
         let mut child = dir.to_vec();
-        for (name, meta) in names {
+        for name in names {
             if listing.full() {
                 listing.truncated = true;
                 return Ok(());
             }
+            let child_shown = format!("{shown}/{}", String::from_utf8_lossy(&name));
             child.push(name);
-            let entry = self.entry(&child, &meta)?;
-            listing.bytes += entry.path.len() + entry.link_target.as_ref().map_or(0, String::len);
-            listing.entries.push(entry);
-            if recursive && meta.is_dir() {
-                // Its entries' paths must fit too: a name is at most 255 bytes.
-                if on_disk(&child).len() + 256 > MAX_PATH_BYTES {
-                    listing.truncated = true;
-                } else {
-                    self.walk(&child, recursive, listing)?;
+            // By name, as the guest's `lstat` does: the entry and any directory walked into are
+            // the ones a lookup finds. One that cannot be read is left out, as in the guest.
+            if let Ok(meta) = self.lstat(&child) {
+                let entry = self.entry(&child, child_shown.clone(), &meta);
+                listing.bytes += serde_json::to_string(&entry).map_or(0, |json| json.len());
+                listing.entries.push(entry);
+                if recursive && meta.is_dir() {
+                    // Its entries' paths must fit too: a name is at most 255 bytes.
+                    if on_disk(&child).len() + 256 > MAX_PATH_BYTES {
+                        listing.truncated = true;
+                    } else {
+                        self.walk(&child, &child_shown, recursive, listing)?;
+                    }
                 }
             }
             child.pop();
@@ -271,10 +285,7 @@ impl Tree {
     ) -> Result<(FileRead, Vec<u8>), TreeError> {
         let (parts, meta) = self.resolve(path, true)?;
         if !meta.file_type().is_regular_file() {
-            return Err(TreeError::Invalid(format!(
-                "{} is not a regular file",
-                display(&parts)
-            )));
+            return Err(TreeError::Invalid(format!("{path} is not a regular file")));
         }
         let size = meta.len();
         let want = max_bytes.min(size.saturating_sub(offset)) as usize;

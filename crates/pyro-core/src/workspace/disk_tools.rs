@@ -29,9 +29,10 @@ struct Stopped {
 impl Stopped {
     fn take(dirs: &Dirs, reference: &str, tool: &str) -> Result<Stopped> {
         let db = Db::open(dirs)?;
-        let record = store::resolve(db.conn(), reference)?;
-        let lock = lifecycle::lifecycle_lock(dirs, &record.id)?;
-        let record = lifecycle::refresh(dirs, &db, record)?;
+        let id = store::resolve(db.conn(), reference)?.id;
+        let lock = lifecycle::lifecycle_lock(dirs, &id)?;
+        // Read again under the lock: a delete may have finished meanwhile.
+        let record = lifecycle::refresh(dirs, &db, store::resolve(db.conn(), &id)?)?;
         if record.state != WorkspaceState::Stopped {
             return Err(Error::new(
                 ErrorKind::InvalidState,
@@ -49,6 +50,13 @@ impl Stopped {
             record,
             _lock: lock,
         })
+    }
+
+    fn disk<'a>(&self, vm_dir: &'a Path) -> disk_reader::Disk<'a> {
+        disk_reader::Disk {
+            vm_dir,
+            gib: self.record.disk_gib,
+        }
     }
 }
 
@@ -73,7 +81,7 @@ pub async fn disk_list(
     let held = Stopped::take(dirs, reference, "disk list")?;
     let dir = vm_dir(dirs, &held.record.id);
     let list = tokio::task::block_in_place(|| {
-        disk_reader::list(&dir, &path, recursive, MAX_LIST_ENTRIES)
+        disk_reader::list(&held.disk(&dir), &path, recursive, MAX_LIST_ENTRIES)
     })?;
     Ok(DiskListResult {
         workspace_id: held.record.id,
@@ -114,7 +122,9 @@ pub async fn disk_read(
     let max_bytes = ops::read_limit(max_bytes)?;
     let held = Stopped::take(dirs, reference, "disk read")?;
     let dir = vm_dir(dirs, &held.record.id);
-    let read = tokio::task::block_in_place(|| disk_reader::read(&dir, &path, offset, max_bytes))?;
+    let read = tokio::task::block_in_place(|| {
+        disk_reader::read(&held.disk(&dir), &path, offset, max_bytes)
+    })?;
     let (content, truncated) = ops::text_of(read.bytes, &path, read.info.size_bytes, offset)
         .map_err(|e| e.with_hint("export the disk and open it with tools of your own"))?;
     Ok(DiskReadResult {
@@ -156,30 +166,27 @@ pub async fn disk_export(dirs: &Dirs, reference: &str, output: &Path) -> Result<
     if let Some(parent) = output.parent() {
         crate::host::space::ensure(parent, "the disk export", needed, 0)?;
     }
-    // pyro's own mask keeps what it makes private; this file is the user's, with the mode the
-    // user's own tools would give it.
-    let mode = 0o666 & !crate::fsutil::user_umask();
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&output)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => Error::invalid(format!(
-                "{} already exists; export never overwrites",
-                output.display()
-            ))
-            .with_hint("choose a new output path"),
-            _ => Error::io("create", &output, e),
-        })?;
-    let exported = file
-        .set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(|e| Error::io("set the mode of", &output, e))
-        .and_then(|()| tokio::task::block_in_place(|| disk_reader::export(&dir, &file)))
-        .inspect_err(|_| {
-            // Only the file this export created, which nothing else has seen.
-            let _ = std::fs::remove_file(&output);
-        })?;
+    if std::fs::symlink_metadata(&output).is_ok() {
+        return Err(Error::invalid(format!(
+            "{} already exists; export never overwrites",
+            output.display()
+        ))
+        .with_hint("choose a new output path"));
+    }
+    // The whole disk may hold anything the guest wrote: the image is the user's alone (0600 under
+    // the user's own mask).
+    let mode = 0o600 & !crate::fsutil::user_umask();
+    let exported = super::extract::land(&output, |landed| {
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(landed)
+            .map_err(|e| Error::io("create", landed, e))?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io("set the mode of", landed, e))?;
+        tokio::task::block_in_place(|| disk_reader::export(&held.disk(&dir), &file))
+    })?;
     Ok(DiskExportResult {
         workspace_id: held.record.id,
         output_path: output.display().to_string(),

@@ -61,6 +61,15 @@ fn guest(message: impl Into<String>) -> Error {
 /// Extracts the guest's tar at `tar_path` to `output`, which must not exist.
 pub fn extract(tar_path: &Path, output: &Path, shape: &Shape) -> Result<Extracted> {
     check_headers(tar_path)?;
+    land(output, |landed| match shape {
+        Shape::Tree => extract_tree(tar_path, landed),
+        Shape::File { name } => extract_file(tar_path, landed, name),
+    })
+}
+
+/// Has `make` build an export at a path in a private staging directory beside `output`, then moves
+/// it to `output` without replacing anything; nothing is left behind when `make` fails.
+pub(crate) fn land<T>(output: &Path, make: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
     let parent = output
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -72,12 +81,9 @@ pub fn extract(tar_path: &Path, output: &Path, shape: &Shape) -> Result<Extracte
         .map_err(|e| Error::io("create", &staging, e))?;
     let result = (|| {
         let landed = staging.join("out");
-        let extracted = match shape {
-            Shape::Tree => extract_tree(tar_path, &landed)?,
-            Shape::File { name } => extract_file(tar_path, &landed, name)?,
-        };
+        let made = make(&landed)?;
         rename_noreplace(&landed, output)?;
-        Ok(extracted)
+        Ok(made)
     })();
     let _ = fsutil::remove_tree(&staging);
     result
