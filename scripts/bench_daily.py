@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Daily-loop benchmark, side by side in one run (medians of at least 5, interleaved):
 
+  floor    bare QEMU booting the environment's kernel with a tiny init that powers off (bench_boot.py)
   run      `pyro run debian:12 -- true`, warm (restored from a template) against cold    target: <= 0.3
+           and against the floor, with the warm run's phases (`phases_ms`)
   reset    `workspace reset` (warm) against `workspace create --cold`                    target: <= 0.3
   create   warm `workspace create` until its first `exec` has answered
   memory   host memory of 10 idle warm workspaces (QEMU + supervisor), per workspace: RSS, and PSS, which
@@ -16,7 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_boot import build_tiny_initramfs, floor_command, timed
 from benchlib import arguments, pyro, vm_memory_kib
+
+PHASES = ["prepare", "disk", "spawn", "restore", "activate", "exec", "teardown"]
 
 
 def main():
@@ -25,12 +30,20 @@ def main():
     with tempfile.TemporaryDirectory(prefix="pyro-bench-daily-") as tmp:
         env = dict(os.environ, PYRO_STATE_DIR=str(Path(tmp) / "state"))
         pyro(binary, env, "prepare", "debian:12", "--json")
+        _, info = pyro(binary, env, "env", "inspect", "debian:12", "--json")
+        _, doctor = pyro(binary, env, "doctor", "--json")
+        floor_cmd = floor_command(str(Path(info["install_dir"]) / "vmlinuz"), build_tiny_initramfs(Path(tmp)),
+                                  doctor["accelerator"]["accelerator"], doctor.get("tsc_khz"))
 
-        warm_runs, cold_runs = [], []
+        floors, warm_runs, cold_runs = [], [], []
+        phases = {phase: [] for phase in PHASES}
         for _ in range(args.runs):
+            floors.append(timed(floor_cmd)[0])
             elapsed, result = pyro(binary, env, "run", "debian:12", "--json", "--", "true")
             assert result["boot_mode"] == "warm", result["boot_mode_reason"]
             warm_runs.append(elapsed)
+            for phase in PHASES:
+                phases[phase].append(result["phases_ms"][phase])
             elapsed, result = pyro(binary, env, "run", "debian:12", "--cold", "--json", "--", "true")
             cold_runs.append(elapsed)
 
@@ -59,6 +72,9 @@ def main():
 
     med = statistics.median
     print(f"runs: {args.runs} of each (medians)")
+    print(f"floor (bare QEMU, tiny init, power-off)     {med(floors):6.2f} s")
+    print(f"  ratio warm run / floor                    {med(warm_runs) / med(floors):6.2f}")
+    print("warm run phases (ms): " + ", ".join(f"{phase} {med(phases[phase]):.0f}" for phase in PHASES))
     print(f"pyro run -- true, warm                      {med(warm_runs):6.2f} s")
     print(f"pyro run -- true, cold                      {med(cold_runs):6.2f} s")
     print(f"  ratio warm / cold                         {med(warm_runs) / med(cold_runs):6.2f}   (target <= 0.3)")

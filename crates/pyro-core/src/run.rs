@@ -94,6 +94,8 @@ pub struct RunResult {
     pub boot_ms: u64,
     pub exec_ms: u64,
     pub total_ms: u64,
+    /// Where the time went: prepare, disk, spawn, restore, activate, exec, teardown.
+    pub phases_ms: crate::vm::Phases,
     pub kernel_release: String,
     pub cleanup: Cleanup,
 }
@@ -184,8 +186,12 @@ pub async fn run(
         }
         Some(Ok(result)) => result,
     };
-    let facts = vm.facts.clone();
-    vm.shutdown("post_exec_cleanup").await?;
+    let mut facts = vm.facts.clone();
+    // The result does not wait for the VM to go: its supervisor powers it off and removes it.
+    let teardown = Instant::now();
+    vm.release("post_exec_cleanup").await;
+    facts.phases.exec = Some(exec_ms);
+    facts.phases.teardown = Some(teardown.elapsed().as_millis() as u64);
     Ok(RunResult {
         vm_id: id.clone(),
         environment: options.environment.clone(),
@@ -207,6 +213,7 @@ pub async fn run(
         boot_ms: facts.boot_ms,
         exec_ms,
         total_ms: started.elapsed().as_millis() as u64,
+        phases_ms: facts.phases,
         kernel_release,
         cleanup: Cleanup {
             vm_id: id,

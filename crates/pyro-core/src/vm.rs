@@ -56,6 +56,34 @@ pub struct BootFacts {
     pub boot_mode: BootMode,
     pub boot_mode_reason: String,
     pub boot_ms: u64,
+    /// Where the start's time went.
+    pub phases: Phases,
+}
+
+/// Where the time of a VM's start (and, for `run`, of its command and teardown) went, in
+/// milliseconds: results report it as `phases_ms`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Phases {
+    /// Checks and choices before anything starts: environment, guest agent, template.
+    pub prepare: u64,
+    /// The VM's own disk: a copy of the empty image for a new VM.
+    pub disk: u64,
+    /// The supervisor and QEMU starting, until QEMU runs (and, to restore, answers QMP).
+    pub spawn: u64,
+    /// The guest restored from its template (or booted cold), up to the agent's handshake.
+    pub restore: u64,
+    /// Clock, entropy, identity and the VM's disk set up in the guest.
+    pub activate: u64,
+    /// The command (`run` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exec: Option<u64>,
+    /// Powering the VM off and removing it (`run` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub teardown: Option<u64>,
+}
+
+fn ms_since(start: std::time::Instant) -> u64 {
+    start.elapsed().as_millis() as u64
 }
 
 /// A booted, activated VM. Dropping it without [`Vm::shutdown`] leaves an ephemeral VM to its
@@ -83,11 +111,14 @@ pub struct Prepared {
     pub boot_mode_reason: String,
     /// The empty disk image a new VM's disk is copied from.
     pub empty_disk: PathBuf,
+    /// How long [`prepare`] took.
+    pub prepare_ms: u64,
 }
 
 /// Pulls the environment if needed, packs the initramfs, and picks a warm template when a valid one
 /// exists for this shape (a cold boot otherwise, with the reason).
 pub fn prepare(dirs: &Dirs, options: &VmOptions, progress: &dyn Progress) -> Result<Prepared> {
+    let started = std::time::Instant::now();
     options.validate()?;
     crate::catalog::lookup(&options.environment)?;
     tools::QEMU.find()?;
@@ -146,6 +177,7 @@ pub fn prepare(dirs: &Dirs, options: &VmOptions, progress: &dyn Progress) -> Res
         boot_mode,
         boot_mode_reason,
         empty_disk,
+        prepare_ms: ms_since(started),
     })
 }
 
@@ -174,10 +206,12 @@ pub async fn boot(id: &str, dir: &Path, options: &VmOptions, prepared: Prepared)
 
 async fn start(id: &str, dir: &Path, options: &VmOptions, prepared: Prepared) -> Result<Vm> {
     // A persistent VM keeps its disk across stop and start; a new one gets a fresh disk.
+    let disk_started = std::time::Instant::now();
     let data_disk = dir.join(DATA_DISK);
     if !data_disk.exists() {
         crate::disk::copy_empty(&prepared.empty_disk, &data_disk)?;
     }
+    let disk_ms = ms_since(disk_started);
     let config = VmConfig {
         vcpu_count: options.vcpu_count,
         mem_mib: options.mem_mib,
@@ -202,6 +236,7 @@ async fn start(id: &str, dir: &Path, options: &VmOptions, prepared: Prepared) ->
     };
     let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::internal(e.to_string()))?;
     fsutil::write_atomic(&dir.join(RECORD_FILE), &json)?;
+    let spawned = std::time::Instant::now();
     let mut owner = supervisor::spawn(dir)?;
     let ready = match owner.next_event().await? {
         Some(SupervisorEvent::Ready(ready)) => ready,
@@ -231,18 +266,27 @@ async fn start(id: &str, dir: &Path, options: &VmOptions, prepared: Prepared) ->
             ));
         }
     };
-    let facts = BootFacts {
+    let guest_ms = ready.boot_ms.saturating_sub(ready.engine_ms);
+    let mut facts = BootFacts {
         accelerator: prepared.accelerator.accelerator,
         accelerator_reason: prepared.accelerator.reason.clone(),
         boot_mode: prepared.boot_mode,
         boot_mode_reason: prepared.boot_mode_reason.clone(),
         boot_ms: ready.boot_ms,
+        phases: Phases {
+            prepare: prepared.prepare_ms,
+            disk: disk_ms,
+            spawn: ms_since(spawned).saturating_sub(guest_ms),
+            restore: guest_ms,
+            ..Phases::default()
+        },
     };
+    let activated = std::time::Instant::now();
     let vm = Vm {
         id: id.to_string(),
         dir: dir.to_path_buf(),
         environment: prepared.environment,
-        facts,
+        facts: facts.clone(),
         ready,
         owner,
         ephemeral: options.ephemeral,
@@ -258,7 +302,10 @@ async fn start(id: &str, dir: &Path, options: &VmOptions, prepared: Prepared) ->
         network: options.network.has_device().then(guest_network),
     };
     match vm.request(&Request::Activate(activation)).await {
-        Ok(Reply::Activated(_)) => Ok(vm),
+        Ok(Reply::Activated(_)) => {
+            facts.phases.activate = ms_since(activated);
+            Ok(Vm { facts, ..vm })
+        }
         Ok(other) => {
             vm.shutdown("activation failed").await.ok();
             Err(agent_client::unexpected(other))
@@ -302,6 +349,13 @@ impl Vm {
         on_output: OutputSink<'_>,
     ) -> Result<ExecResult> {
         exec(&self.dir, request, on_output).await
+    }
+
+    /// Asks the supervisor to power the VM off and clean up, and returns at once: the caller has its
+    /// result, and the supervisor removes everything of an ephemeral VM on its own (it would also
+    /// do so when this process's channel closes).
+    pub async fn release(mut self, reason: &str) {
+        self.owner.request_shutdown(reason).await.ok();
     }
 
     /// Powers the VM off and waits until its supervisor has cleaned up.

@@ -114,6 +114,16 @@ fn warm_workspaces_are_isolated_from_each_other_and_from_their_resets() {
     sb.exec("a", &["sh", "-c", "echo x > /root/outside"]);
     let reset = sb.ok(&["workspace", "reset", "a"]);
     assert_eq!(reset["boot_mode"], "warm", "{reset}");
+    // Each boot says where its time went; a workspace's has no command or teardown.
+    for result in [&a, &reset] {
+        let phases = result["phases_ms"].as_object().unwrap();
+        let keys: Vec<&str> = phases.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["activate", "disk", "prepare", "restore", "spawn"],
+            "{result}"
+        );
+    }
     let (after, _) = sb.exec("a", &["sh", "-c", "ls /workspace; ls /root"]);
     assert_eq!(
         after["stdout"], "",

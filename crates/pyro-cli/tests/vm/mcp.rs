@@ -790,7 +790,10 @@ async fn vm_run_through_mcp_and_a_client_that_leaves_mid_call() {
         vec![],
         "no VM, supervisor or server may survive"
     );
-    assert_eq!(sb.leftover_vms(), Vec::<String>::new());
+    assert_eq!(
+        sb.leftover_vms_after(std::time::Duration::from_secs(20)),
+        Vec::<String>::new()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -22,7 +22,16 @@ fn stdout_and_stderr_are_separate_and_the_exit_code_propagates() {
         "sh -c 'echo to-out; echo to-err >&2; exit 7'"
     );
     assert_eq!(result["cleanup"]["deleted"], true);
-    assert!(sb.leftover_vms().is_empty());
+    let phases = &result["phases_ms"];
+    for phase in [
+        "prepare", "disk", "spawn", "restore", "activate", "exec", "teardown",
+    ] {
+        assert!(phases[phase].is_u64(), "{phase}: {result}");
+    }
+    // The VM goes after the result was delivered (the CLI has exited): nothing of it stays.
+    let limit = std::time::Duration::from_secs(20);
+    assert_eq!(sb.wait_no_processes(limit), vec![]);
+    assert!(sb.leftover_vms_after(limit).is_empty());
 }
 
 #[test]
@@ -147,7 +156,9 @@ fn four_runs_in_parallel_all_succeed() {
         let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(result["stdout"], format!("run-{i}\n"));
     }
-    assert!(sb.leftover_vms().is_empty());
+    assert!(sb
+        .leftover_vms_after(std::time::Duration::from_secs(20))
+        .is_empty());
 }
 
 #[test]

@@ -18,7 +18,9 @@ fn invalid_arguments_exit_2() {
         let out = sb.output(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr_of(&out));
     }
-    assert!(sb.leftover_vms().is_empty());
+    assert!(sb
+        .leftover_vms_after(std::time::Duration::from_secs(20))
+        .is_empty());
 }
 
 #[test]
@@ -56,7 +58,9 @@ fn a_missing_qemu_names_its_package() {
         stderr.contains("apt-get install qemu-system-x86"),
         "{stderr}"
     );
-    assert!(sb.leftover_vms().is_empty());
+    assert!(sb
+        .leftover_vms_after(std::time::Duration::from_secs(20))
+        .is_empty());
 }
 
 #[test]
@@ -72,7 +76,10 @@ fn ctrl_c_tears_everything_down() {
         vec![],
         "no supervisor and no QEMU may survive"
     );
-    assert_eq!(sb.leftover_vms(), Vec::<String>::new());
+    assert_eq!(
+        sb.leftover_vms_after(std::time::Duration::from_secs(20)),
+        Vec::<String>::new()
+    );
 }
 
 /// Starts `pyro run` with a long command and returns once the command runs in the VM.
@@ -105,7 +112,10 @@ fn kill_mid_run(victim: &str, expected: &str) {
     assert_eq!(code, 125, "{stderr}");
     assert!(stderr.contains(expected), "{stderr}");
     assert_eq!(sb.wait_no_processes(Duration::from_secs(10)), vec![]);
-    assert_eq!(sb.leftover_vms(), Vec::<String>::new());
+    assert_eq!(
+        sb.leftover_vms_after(std::time::Duration::from_secs(20)),
+        Vec::<String>::new()
+    );
 }
 
 #[test]

@@ -345,16 +345,27 @@ impl Sandbox {
             .collect()
     }
 
+    /// VM directories still there after `limit`: a `run`'s supervisor removes its VM right after
+    /// the result was delivered.
+    pub fn leftover_vms_after(&self, limit: Duration) -> Vec<String> {
+        until_empty(limit, || self.leftover_vms())
+    }
+
     /// Waits until nothing of this sandbox runs any more; returns what still runs after `limit`.
     pub fn wait_no_processes(&self, limit: Duration) -> Vec<(i32, String)> {
-        let start = Instant::now();
-        loop {
-            let left = self.processes();
-            if left.is_empty() || start.elapsed() > limit {
-                return left;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        until_empty(limit, || self.processes())
+    }
+}
+
+/// Looks again until `look` finds nothing or `limit` has passed; returns what it found last.
+fn until_empty<T>(limit: Duration, look: impl Fn() -> Vec<T>) -> Vec<T> {
+    let start = Instant::now();
+    loop {
+        let left = look();
+        if left.is_empty() || start.elapsed() > limit {
+            return left;
         }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -224,7 +224,9 @@ fn an_allow_list_opens_only_its_destinations() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("the host itself"));
-    assert!(sb.leftover_vms().is_empty());
+    assert!(sb
+        .leftover_vms_after(std::time::Duration::from_secs(20))
+        .is_empty());
 }
 
 #[test]

@@ -20,7 +20,7 @@ use crate::Result;
 
 /// Bumped whenever the engine command line or device list changes (a memory snapshot is only valid for
 /// the exact device layout it was taken with).
-pub const VM_SHAPE_VERSION: u32 = 4;
+pub const VM_SHAPE_VERSION: u32 = 5;
 
 /// The descriptor the engine finds its NIC on: one end of a stream socket pair whose other end is
 /// the VM's gateway (see `pyro-net`).

@@ -35,13 +35,15 @@ impl Backend for Qemu {
             cmdline.push_str(&format!(" tsc_early_khz={khz} tsc=reliable"));
         }
         let accel = match config.accelerator {
-            Accelerator::Kvm => "kvm",
-            Accelerator::Tcg => "tcg",
+            Accelerator::Kvm => "kvm".to_string(),
+            // The translation cache is QEMU's own memory on top of the guest's: QEMU's default
+            // (1 GiB) lets a busy guest cost the host far more than its RAM.
+            Accelerator::Tcg => format!("tcg,tb-size={}", tcg_cache_mib()),
         };
         // Every file and socket arrives as a descriptor (see `launch`): QEMU opens nothing by a
         // path of its own, so it needs no access to pyro's directories.
         let fd = |n: i32| format!("/proc/self/fd/{n}");
-        let mut machine = format!("microvm,accel={accel},acpi=on");
+        let mut machine = String::from("microvm,acpi=on");
         let memory_backend = match &config.memory {
             Memory::Anonymous => None,
             Memory::TemplateFile { .. } => Some((fd(RAM_FD), "on")),
@@ -62,6 +64,7 @@ impl Backend for Qemu {
         }
         command
             .args(["-M", &machine])
+            .args(["-accel", &accel])
             .args(["-smp", &config.vcpu_count.to_string()])
             .args(["-m", &format!("{}M", config.mem_mib)])
             .args([
@@ -162,6 +165,19 @@ impl Backend for Qemu {
 }
 
 /// `QEMU emulator version 7.2.19 (...)` → `7.2.19`.
+/// MiB of TCG translation cache per VM: [`TCG_CACHE_ENV`] when set (for measurements), else
+/// [`TCG_CACHE_MIB`].
+pub fn tcg_cache_mib() -> u32 {
+    std::env::var(TCG_CACHE_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .filter(|mib| (8..=4096).contains(mib))
+        .unwrap_or(TCG_CACHE_MIB)
+}
+
+pub const TCG_CACHE_MIB: u32 = 128;
+pub const TCG_CACHE_ENV: &str = "PYRO_TCG_CACHE_MIB";
+
 pub fn qemu_version(binary: &Path) -> Result<String> {
     let out = Command::new(binary)
         .arg("--version")

@@ -71,6 +71,7 @@ struct Running {
     views: std::sync::Arc<disk_snapshots::Views>,
     control: Control,
     boot_ms: u64,
+    engine_ms: u64,
     hello: HelloReply,
 }
 
@@ -125,6 +126,7 @@ async fn supervise(vm_dir: PathBuf, owner: UnixStream) -> i32 {
         supervisor_pid: std::process::id(),
         engine_pid: running.engine.pid().unwrap_or(0),
         boot_ms: running.boot_ms,
+        engine_ms: running.engine_ms,
         agent: running.hello.clone(),
     });
     let owner_present = send(&mut owner_write, &ready).await.is_ok();
@@ -198,9 +200,11 @@ async fn boot(backend: &Qemu, record: &VmRecord) -> Result<Running> {
         });
     }
     let ports = std::sync::Arc::new(Ports::new(inbound_tx));
+    let mut engine_ms = started.elapsed().as_millis() as u64;
     let handshake = async {
         if let Memory::Restore { .. } = &record.config.memory {
             let mut qmp = Qmp::connect(Path::new(QMP_SOCKET), Duration::from_secs(10)).await?;
+            engine_ms = started.elapsed().as_millis() as u64;
             snapshot::restore(&mut qmp).await?;
         }
         let mut stream = connect_agent_socket().await?;
@@ -221,6 +225,7 @@ async fn boot(backend: &Qemu, record: &VmRecord) -> Result<Running> {
             views: std::sync::Arc::new(disk_snapshots::Views::new(vm_dir.to_path_buf())),
             control,
             boot_ms: started.elapsed().as_millis() as u64,
+            engine_ms,
             hello,
         }),
         Err(err) => {

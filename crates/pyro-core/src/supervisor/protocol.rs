@@ -91,5 +91,9 @@ pub struct ReadyInfo {
     pub engine_pid: u32,
     /// From engine start to the agent's handshake reply.
     pub boot_ms: u64,
+    /// The part of `boot_ms` until the engine ran (spawned, and for a restore answering QMP); the
+    /// rest is the guest's restore (or cold boot) and the agent's handshake.
+    #[serde(default)]
+    pub engine_ms: u64,
     pub agent: pyro_proto::HelloReply,
 }

@@ -241,7 +241,7 @@ pub async fn create(
         };
         vm_options(&record, false).validate()?;
         store::insert(&mut db, &record)?;
-        boot_recorded(
+        let phases = boot_recorded(
             dirs,
             &mut db,
             &record,
@@ -267,19 +267,30 @@ pub async fn create(
             },
         };
         timer.record(&mut db, &id, true, &operation)?;
-        Ok::<_, Error>(())
+        Ok::<_, Error>(phases)
     }
     .await;
-    if let Err(err) = outcome {
-        let _ = vm::stop(&vm_dir(dirs, &id), "the create failed").await;
-        let _ = store::delete(db.conn(), &id);
-        drop(lock);
-        let _ = fsutil::remove_tree(&dir);
-        return Err(err);
-    }
+    let phases = match outcome {
+        Ok(phases) => phases,
+        Err(err) => {
+            let _ = vm::stop(&vm_dir(dirs, &id), "the create failed").await;
+            let _ = store::delete(db.conn(), &id);
+            drop(lock);
+            let _ = fsutil::remove_tree(&dir);
+            return Err(err);
+        }
+    };
     drop(lock);
     let record = store::resolve(db.conn(), &id)?;
-    store::view(db.conn(), &record)
+    with_phases(store::view(db.conn(), &record), phases)
+}
+
+/// A workspace's view with the phases of the boot that just happened.
+fn with_phases(view: Result<Workspace>, phases: vm::Phases) -> Result<Workspace> {
+    view.map(|view| Workspace {
+        phases_ms: Some(phases),
+        ..view
+    })
 }
 
 fn absolute(path: &Path) -> PathBuf {
@@ -359,14 +370,15 @@ async fn boot_recorded(
     cold: bool,
     operation: &str,
     progress: &dyn Progress,
-) -> Result<()> {
+) -> Result<vm::Phases> {
     match boot(dirs, record, fresh, cold, progress).await {
         Ok(facts) => store::set_started(
             db.conn(),
             &record.id,
             facts.boot_mode,
             &facts.boot_mode_reason,
-        ),
+        )
+        .map(|()| facts.phases),
         Err(err) => {
             let _ = vm::stop(
                 &vm_dir(dirs, &record.id),
@@ -424,7 +436,7 @@ pub async fn start(
         ));
     }
     let timer = journal::Timer::start();
-    boot_recorded(dirs, &mut db, &record, false, cold, "start", progress).await?;
+    let phases = boot_recorded(dirs, &mut db, &record, false, cold, "start", progress).await?;
     let start = journal::Operation::Start {
         params: journal::Nothing {},
         result: journal::Nothing {},
@@ -433,7 +445,7 @@ pub async fn start(
     // Services that asked to come back with the workspace; their outcomes are in their records.
     super::services::restart_marked(dirs, &record.id).await?;
     let record = store::resolve(db.conn(), &record.id)?;
-    store::view(db.conn(), &record)
+    with_phases(store::view(db.conn(), &record), phases)
 }
 
 pub async fn stop(dirs: &Dirs, reference: &str) -> Result<Workspace> {
@@ -515,7 +527,7 @@ pub async fn reset(
         }
     }
     // A disk without its baseline snapshot (made before disks had snapshots) is rebuilt from the seed.
-    boot_recorded(dirs, &mut db, &record, !in_disk, cold, "reset", progress).await?;
+    let phases = boot_recorded(dirs, &mut db, &record, !in_disk, cold, "reset", progress).await?;
     store::mark_reset(db.conn(), &record.id, timer.started_at_ms())?;
     let info = ResetInfo {
         snapshot_name: snapshot.to_string(),
@@ -537,7 +549,7 @@ pub async fn reset(
     timer.record(&mut db, &record.id, true, &operation)?;
     let record = store::resolve(db.conn(), &record.id)?;
     Ok(ResetResult {
-        workspace: store::view(db.conn(), &record)?,
+        workspace: with_phases(store::view(db.conn(), &record), phases)?,
         workspace_reset: info,
     })
 }

@@ -66,6 +66,9 @@ pub struct Workspace {
     /// How the VM last booted (restored from a template, or from the kernel), and why.
     pub boot_mode: Option<BootMode>,
     pub boot_mode_reason: Option<String>,
+    /// Where the time of the boot this operation made went (create, start, reset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phases_ms: Option<crate::vm::Phases>,
     /// `workspace`, or `vm` for one made by `vm_create` (the `vm_*` tools work on those).
     pub kind: WorkspaceKind,
     /// The names of its secrets (`secret_env` exposes them to one call at a time).

@@ -336,6 +336,7 @@ pub fn view(conn: &Connection, record: &Record) -> Result<Workspace> {
         running_service_count,
         boot_mode: record.boot_mode,
         boot_mode_reason: record.boot_mode_reason.clone(),
+        phases_ms: None,
         kind: record.kind,
         secrets: record.secret_names.clone(),
     })
