@@ -24,6 +24,8 @@ def arguments(doc, runs):
 
 def pyro(binary, env, *args):
     """Runs pyro; returns (seconds, parsed JSON or text). Exits on failure."""
+    # A background template job started by a cold boot would skew what runs next.
+    env = dict(env, PYRO_NO_AUTO_PREPARE=env.get("PYRO_NO_AUTO_PREPARE", "1"))
     start = time.monotonic()
     out = subprocess.run([binary, *args], capture_output=True, text=True, env=env)
     elapsed = time.monotonic() - start

@@ -110,6 +110,18 @@ pub fn main(args: DoctorArgs) -> ExitCode {
                 ));
             }
         }
+        let auto = &report.auto_prepare;
+        text.push_str(&match (auto.enabled, auto.in_progress.len()) {
+            (false, _) => format!(
+                "Auto-prepare: off ({}=1)\n",
+                pyro_core::auto_prepare::DISABLE_ENV
+            ),
+            (true, 0) => {
+                "Auto-prepare: on (a cold boot makes its missing template in the background)\n"
+                    .to_string()
+            }
+            (true, n) => format!("Auto-prepare: on, making {n} template(s) now\n"),
+        });
         if report.issues.is_empty() {
             text.push_str("No issues found.\n");
         } else {

@@ -65,6 +65,20 @@ enum Commands {
         #[arg(long)]
         owner_fd: i32,
     },
+    /// Internal: make one warm template in the background (started by pyro itself)
+    #[command(name = "__auto-prepare", hide = true)]
+    AutoPrepare {
+        #[arg(long)]
+        environment: String,
+        #[arg(long)]
+        vcpu_count: u8,
+        #[arg(long)]
+        mem_mib: u32,
+        #[arg(long)]
+        disk_gib: u32,
+        #[arg(long, value_parser = ["on", "off"])]
+        network: String,
+    },
     /// Internal: read a stopped VM's disk (started by pyro itself)
     #[command(name = "__read-disk", hide = true)]
     ReadDisk {
@@ -89,6 +103,25 @@ fn main() -> ExitCode {
         Commands::ReadDisk { uid, gid, parent } => {
             let user = uid.zip(gid);
             ExitCode::from(pyro_core::disk_reader::main(user, parent).clamp(0, 255) as u8)
+        }
+        Commands::AutoPrepare {
+            environment,
+            vcpu_count,
+            mem_mib,
+            disk_gib,
+            network,
+        } => {
+            let Ok(dirs) = pyro_core::Dirs::from_env() else {
+                return ExitCode::FAILURE;
+            };
+            let shape = pyro_core::auto_prepare::Shape {
+                environment,
+                vcpu_count,
+                mem_mib,
+                network: network == "on",
+                disk_gib,
+            };
+            ExitCode::from(pyro_core::auto_prepare::main(&dirs, &shape).clamp(0, 255) as u8)
         }
         Commands::Run(args) => run_cmd::main(args),
         Commands::Env(command) => env_cmd::main(command),

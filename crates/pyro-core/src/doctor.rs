@@ -55,6 +55,8 @@ pub struct DoctorReport {
     pub environments: Vec<EnvironmentInfo>,
     /// Daily-loop readiness (`warm`, `cold`, `stale`) of each built environment, or of the one asked for.
     pub readiness: Vec<crate::daily::EnvironmentReadiness>,
+    /// Whether cold boots make their missing templates in the background, and which it makes now.
+    pub auto_prepare: crate::auto_prepare::Status,
     /// What is wrong, each with what to do about it.
     pub issues: Vec<String>,
 }
@@ -162,6 +164,7 @@ pub fn report(dirs: &Dirs, environment: Option<&str>) -> crate::Result<DoctorRep
         state_dir: dirs.state().display().to_string(),
         environments,
         readiness,
+        auto_prepare: crate::auto_prepare::status(dirs),
         issues,
     })
 }

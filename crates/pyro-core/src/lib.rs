@@ -12,6 +12,7 @@
 //! Surfaces render the serde result types defined here; they hold no logic of their own.
 
 pub mod agent_client;
+pub mod auto_prepare;
 pub mod catalog;
 mod child;
 pub mod daily;

@@ -165,6 +165,14 @@ pub fn prepare(dirs: &Dirs, options: &VmOptions, progress: &dyn Progress) -> Res
                 (template.memory(), BootMode::Warm, reason)
             }
             template::Readiness::Cold(why) | template::Readiness::Stale(why) => {
+                // The next start of this shape should not pay for this one's missing template.
+                let why = match crate::auto_prepare::spawn(dirs, &key) {
+                    Ok(true) => format!(
+                        "{why}; it is being made in the background ({}=1 turns this off)",
+                        crate::auto_prepare::DISABLE_ENV
+                    ),
+                    _ => why,
+                };
                 (Memory::Anonymous, BootMode::Cold, why)
             }
         }

@@ -396,3 +396,79 @@ fn the_daily_loop_smoke() {
     );
     assert!(stdout.contains("daily loop: ok"), "{stdout}");
 }
+
+/// The template id a warm boot names in its reason.
+fn restored_from(result: &serde_json::Value) -> Option<String> {
+    let reason = result["boot_mode_reason"].as_str()?;
+    let id = reason.strip_prefix("restored from template ")?;
+    Some(id.split_whitespace().next()?.to_string())
+}
+
+#[test]
+fn a_cold_boot_makes_its_missing_template_in_the_background() {
+    let _slots = all_vm_slots();
+    let mut sb = Sandbox::new();
+    sb.auto_prepare = true;
+    // A shape no other test uses, in the shared cache: its template is removed at the end (and
+    // first, should an earlier run have left it).
+    let run = |sb: &Sandbox| {
+        let (result, code) = sb.json(&[
+            "run",
+            "debian:12",
+            "--mem-mib",
+            "704",
+            "--json",
+            "--",
+            "true",
+        ]);
+        assert_eq!(code, 0, "{result}");
+        result
+    };
+    let templates = sb.cache.join("templates");
+    let mut first = run(&sb);
+    if let Some(id) = restored_from(&first) {
+        std::fs::remove_dir_all(templates.join(id)).unwrap();
+        first = run(&sb);
+    }
+    assert_eq!(first["boot_mode"], "cold", "{first}");
+    assert!(
+        first["boot_mode_reason"]
+            .as_str()
+            .unwrap()
+            .contains("being made in the background"),
+        "{first}"
+    );
+    // The job runs detached; doctor lists it until it is done.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    loop {
+        let doctor = sb.json(&["doctor", "--json"]).0;
+        assert_eq!(doctor["auto_prepare"]["enabled"], true, "{doctor}");
+        if doctor["auto_prepare"]["in_progress"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{doctor}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let second = run(&sb);
+    assert_eq!(second["boot_mode"], "warm", "{second}");
+    let id = restored_from(&second).unwrap();
+    std::fs::remove_dir_all(templates.join(&id)).unwrap();
+    // With auto-prepare off, a cold boot says nothing of a job and starts none.
+    sb.auto_prepare = false;
+    let off = run(&sb);
+    assert_eq!(off["boot_mode"], "cold", "{off}");
+    assert!(
+        !off["boot_mode_reason"]
+            .as_str()
+            .unwrap()
+            .contains("background"),
+        "{off}"
+    );
+    let doctor = sb.json(&["doctor", "--json"]).0;
+    assert_eq!(doctor["auto_prepare"]["enabled"], false, "{doctor}");
+    assert!(!templates.join(&id).exists());
+}

@@ -134,6 +134,8 @@ pub struct Sandbox {
     pub agent: PathBuf,
     /// More environment for every pyro this sandbox starts.
     pub extra_env: Vec<(&'static str, String)>,
+    /// Whether cold boots start background template jobs (off unless a test asks).
+    pub auto_prepare: bool,
 }
 
 impl Sandbox {
@@ -149,6 +151,7 @@ impl Sandbox {
             root,
             agent: agent_bin(),
             extra_env: Vec::new(),
+            auto_prepare: false,
         }
     }
 
@@ -188,6 +191,11 @@ impl Sandbox {
             ("PYRO_CACHE_DIR", self.cache.clone()),
             ("PYRO_AGENT", self.agent.clone()),
         ];
+        // Background template jobs would compete with the tests for the machine's two cores; the
+        // test of auto-prepare turns them on.
+        if !self.auto_prepare {
+            envs.push(("PYRO_NO_AUTO_PREPARE", PathBuf::from("1")));
+        }
         envs.extend(self.extra_env.iter().map(|(k, v)| (*k, PathBuf::from(v))));
         envs
     }
