@@ -7,9 +7,7 @@ use clap::Subcommand;
 use pyro_core::workspace;
 use pyro_core::Dirs;
 
-use crate::workspace_cmd::{
-    print_listing, print_read, say, show, Json, ListArgs, ReadArgs, ReadView,
-};
+use crate::workspace_cmd::{print_listing, print_read, say, show, Json, ListArgs, ReadArgs};
 
 #[derive(Subcommand)]
 pub enum DiskCommand {
@@ -80,15 +78,7 @@ pub async fn dispatch(
         }) => {
             let result = workspace::disk_read(dirs, &workspace, &path, offset, max_bytes).await?;
             show(&result, json, |r| {
-                let read = ReadView {
-                    tag: "workspace-disk-read",
-                    path: &r.path,
-                    size_bytes: r.size_bytes,
-                    offset: r.offset,
-                    content: &r.content,
-                    truncated: r.truncated,
-                };
-                print_read(&read, content_only);
+                print_read("workspace-disk-read", &r.read, content_only);
             });
         }
     }

@@ -297,19 +297,9 @@ pub(crate) fn print_listing(entries: &[workspace::ops::ListedEntry], truncated: 
     print(text);
 }
 
-/// What a text read returned, for [`print_read`].
-pub(crate) struct ReadView<'a> {
-    pub tag: &'a str,
-    pub path: &'a str,
-    pub size_bytes: u64,
-    pub offset: u64,
-    pub content: &'a str,
-    pub truncated: bool,
-}
-
 /// The content on stdout, then (unless `content_only`) a summary line on stderr.
-pub(crate) fn print_read(r: &ReadView, content_only: bool) {
-    print_product(r.content);
+pub(crate) fn print_read(tag: &str, r: &workspace::ops::TextRead, content_only: bool) {
+    print_product(&r.content);
     if content_only {
         return;
     }
@@ -325,8 +315,8 @@ pub(crate) fn print_read(r: &ReadView, content_only: bool) {
         String::new()
     };
     say(format!(
-        "[{}] {} size_bytes={}{more}",
-        r.tag, r.path, r.size_bytes
+        "[{tag}] {} size_bytes={}{more}",
+        r.path, r.size_bytes
     ));
 }
 
@@ -716,15 +706,7 @@ async fn dispatch(
         })) => {
             let result = workspace::file_read(dirs, &workspace, &path, offset, max_bytes).await?;
             show(&result, json, |r| {
-                let read = ReadView {
-                    tag: "workspace-file-read",
-                    path: &r.path,
-                    size_bytes: r.size_bytes,
-                    offset: r.offset,
-                    content: &r.content,
-                    truncated: r.truncated,
-                };
-                print_read(&read, content_only);
+                print_read("workspace-file-read", &r.read, content_only);
             });
         }
         WorkspaceCommand::File(FileCommand::Write {

@@ -264,20 +264,12 @@ fn ask(
 ) -> Result<(Reply, Vec<u8>)> {
     let vm_dir = disk.vm_dir;
     let disk_gib = disk.gib;
-    let (disk, format) = match [crate::disk::FILE_NAME, crate::disk::LEGACY_FILE_NAME]
-        .iter()
-        .map(|name| vm_dir.join(name))
-        .find(|path| path.exists())
-    {
-        Some(path) if path.ends_with(crate::disk::FILE_NAME) => (path, crate::disk::FORMAT),
-        Some(path) => (path, "raw"),
-        None => {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                "the workspace has no disk (it was never started, or its files were removed)",
-            ))
-        }
-    };
+    let (disk, format) = image_of(vm_dir).ok_or_else(|| {
+        Error::new(
+            ErrorKind::NotFound,
+            "the workspace has no disk (it was never started, or its files were removed)",
+        )
+    })?;
     let image = open_image(&disk)?;
     let job = serde_json::to_vec(&Job {
         format: format.to_string(),
@@ -388,6 +380,18 @@ fn confine(command: &mut Command, exports: bool, limit: Duration) {
         });
     }
     crate::fsutil::die_with_parent(command, libc::SIGKILL);
+}
+
+/// The disk image of the VM in `vm_dir` and its format: qcow2, or raw for a disk from before disks
+/// were qcow2.
+pub(crate) fn image_of(vm_dir: &Path) -> Option<(std::path::PathBuf, &'static str)> {
+    [
+        (crate::disk::FILE_NAME, crate::disk::FORMAT),
+        (crate::disk::LEGACY_FILE_NAME, "raw"),
+    ]
+    .into_iter()
+    .map(|(name, format)| (vm_dir.join(name), format))
+    .find(|(path, _)| path.exists())
 }
 
 /// Opens a disk image to hand over: a regular file, never through a symlink.

@@ -9,8 +9,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::lifecycle::{self, vm_dir};
-use super::ops::{self, ListedEntry, MAX_LIST_ENTRIES};
-use super::store::{self, Record};
+use super::ops::{self, ListedEntry, TextRead, MAX_LIST_ENTRIES};
+use super::store::Record;
 use super::validate;
 use crate::db::Db;
 use crate::fsutil::FileLock;
@@ -29,10 +29,7 @@ struct Stopped {
 impl Stopped {
     fn take(dirs: &Dirs, reference: &str, tool: &str) -> Result<Stopped> {
         let db = Db::open(dirs)?;
-        let id = store::resolve(db.conn(), reference)?.id;
-        let lock = lifecycle::lifecycle_lock(dirs, &id)?;
-        // Read again under the lock: a delete may have finished meanwhile.
-        let record = lifecycle::refresh(dirs, &db, store::resolve(db.conn(), &id)?)?;
+        let (record, lock) = lifecycle::locked(dirs, &db, reference)?;
         if record.state != WorkspaceState::Stopped {
             return Err(Error::new(
                 ErrorKind::InvalidState,
@@ -100,13 +97,8 @@ pub async fn disk_list(
 #[derive(Debug, Clone, Serialize)]
 pub struct DiskReadResult {
     pub workspace_id: String,
-    pub path: String,
-    pub size_bytes: u64,
-    pub offset: u64,
-    pub max_bytes: u64,
-    pub content: String,
-    /// The file continues past what was returned.
-    pub truncated: bool,
+    #[serde(flatten)]
+    pub read: TextRead,
 }
 
 /// Reads a text file under `/workspace` on a stopped workspace's disk, as `file read` does on a
@@ -125,16 +117,11 @@ pub async fn disk_read(
     let read = tokio::task::block_in_place(|| {
         disk_reader::read(&held.disk(&dir), &path, offset, max_bytes)
     })?;
-    let (content, truncated) = ops::text_of(read.bytes, &path, read.info.size_bytes, offset)
+    let read = TextRead::of(read.bytes, path, read.info.size_bytes, offset, max_bytes)
         .map_err(|e| e.with_hint("export the disk and open it with tools of your own"))?;
     Ok(DiskReadResult {
         workspace_id: held.record.id,
-        path,
-        size_bytes: read.info.size_bytes,
-        offset,
-        max_bytes,
-        content,
-        truncated,
+        read,
     })
 }
 
@@ -159,9 +146,8 @@ pub async fn disk_export(dirs: &Dirs, reference: &str, output: &Path) -> Result<
     let output = std::path::absolute(output).map_err(|e| Error::io("resolve", output, e))?;
     let held = Stopped::take(dirs, reference, "disk export")?;
     let dir = vm_dir(dirs, &held.record.id);
-    let needed = std::fs::metadata(dir.join(crate::disk::FILE_NAME))
-        .or_else(|_| std::fs::metadata(dir.join(crate::disk::LEGACY_FILE_NAME)))
-        .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
+    let needed = disk_reader::image_of(&dir)
+        .and_then(|(image, _)| crate::disk::host_usage(&image))
         .unwrap_or(0);
     if let Some(parent) = output.parent() {
         crate::host::space::ensure(parent, "the disk export", needed, 0)?;

@@ -37,6 +37,15 @@ pub(crate) fn lifecycle_lock(dirs: &Dirs, id: &str) -> Result<FileLock> {
     tokio::task::block_in_place(|| FileLock::acquire(&path))
 }
 
+/// Resolves `reference` and holds its lifecycle lock, then reads the record again under the lock
+/// (an operation that finished meanwhile may have changed or deleted it) and refreshes its state.
+pub(crate) fn locked(dirs: &Dirs, db: &Db, reference: &str) -> Result<(Record, FileLock)> {
+    let id = store::resolve(db.conn(), reference)?.id;
+    let lock = lifecycle_lock(dirs, &id)?;
+    let record = refresh(dirs, db, store::resolve(db.conn(), &id)?)?;
+    Ok((record, lock))
+}
+
 pub fn now_ms() -> i64 {
     vm::now_unix_ms() as i64
 }
@@ -419,9 +428,7 @@ pub async fn start(
     progress: &dyn Progress,
 ) -> Result<Workspace> {
     let mut db = Db::open(dirs)?;
-    let record = store::resolve(db.conn(), reference)?;
-    let _lock = lifecycle_lock(dirs, &record.id)?;
-    let record = refresh(dirs, &db, record)?;
+    let (record, _lock) = locked(dirs, &db, reference)?;
     if record.state == WorkspaceState::Started {
         return store::view(db.conn(), &record);
     }
@@ -450,9 +457,7 @@ pub async fn start(
 
 pub async fn stop(dirs: &Dirs, reference: &str) -> Result<Workspace> {
     let mut db = Db::open(dirs)?;
-    let record = store::resolve(db.conn(), reference)?;
-    let _lock = lifecycle_lock(dirs, &record.id)?;
-    let record = refresh(dirs, &db, record)?;
+    let (record, _lock) = locked(dirs, &db, reference)?;
     if record.state == WorkspaceState::Stopped {
         return store::view(db.conn(), &record);
     }
@@ -503,9 +508,7 @@ pub async fn reset(
         super::snapshots::name(snapshot)?;
     }
     let mut db = Db::open(dirs)?;
-    let record = store::resolve(db.conn(), reference)?;
-    let _lock = lifecycle_lock(dirs, &record.id)?;
-    let record = refresh(dirs, &db, record)?;
+    let (record, _lock) = locked(dirs, &db, reference)?;
     let timer = journal::Timer::start();
     let dir = vm_dir(dirs, &record.id);
     // Checked before anything stops: a wrong name leaves the workspace as it was.
@@ -575,9 +578,7 @@ pub(crate) async fn delete_if(
     still: impl Fn(&Record) -> bool,
 ) -> Result<Option<DeleteResult>> {
     let db = Db::open(dirs)?;
-    let record = store::resolve(db.conn(), reference)?;
-    let lock = lifecycle_lock(dirs, &record.id)?;
-    let record = refresh(dirs, &db, store::resolve(db.conn(), &record.id)?)?;
+    let (record, lock) = locked(dirs, &db, reference)?;
     if !still(&record) {
         return Ok(None);
     }

@@ -275,9 +275,9 @@ pub async fn file_list(
     })
 }
 
+/// What a text read returned (`file read`, `disk read`).
 #[derive(Debug, Clone, Serialize)]
-pub struct FileReadResult {
-    pub workspace_id: String,
+pub struct TextRead {
     pub path: String,
     pub size_bytes: u64,
     pub offset: u64,
@@ -285,6 +285,13 @@ pub struct FileReadResult {
     pub content: String,
     /// The file continues past what was returned.
     pub truncated: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileReadResult {
+    pub workspace_id: String,
+    #[serde(flatten)]
+    pub read: TextRead,
     pub execution_mode: ExecutionMode,
 }
 
@@ -296,6 +303,7 @@ pub async fn file_read(
     max_bytes: Option<u64>,
 ) -> Result<FileReadResult> {
     let path = validate::workspace_path(path)?;
+    let validated = path.clone();
     let max_bytes = read_limit(max_bytes)?;
     let (db, record, dir) = started(dirs, reference, "file read")?;
     let request = Request::ReadFile {
@@ -312,21 +320,16 @@ pub async fn file_read(
         other => return Err(agent_client::unexpected(other)),
     };
     store::touch(db.conn(), &record.id, now_ms())?;
-    let (content, truncated) = text_of(bytes, &path, info.size_bytes, offset).map_err(|e| {
+    let read = TextRead::of(bytes, path, info.size_bytes, offset, max_bytes).map_err(|e| {
         e.with_hint("copy it to the host instead")
             .with_next(crate::Next::WorkspaceExport {
                 workspace_id: record.id.clone(),
-                path: path.to_string(),
+                path: validated.clone(),
             })
     })?;
     Ok(FileReadResult {
         workspace_id: record.id,
-        path,
-        size_bytes: info.size_bytes,
-        offset,
-        max_bytes,
-        content,
-        truncated,
+        read,
         execution_mode: ExecutionMode::Guest,
     })
 }
@@ -342,28 +345,37 @@ pub(crate) fn read_limit(max_bytes: Option<u64>) -> Result<u64> {
     Ok(max_bytes)
 }
 
-/// The text of `bytes` read from `path` (of `size` bytes) at `offset`, and whether the file goes on.
-/// A cut that splits a character leaves its bytes for the next read; bytes that are not text are
-/// an error.
-pub(crate) fn text_of(
-    mut bytes: Vec<u8>,
-    path: &str,
-    size: u64,
-    offset: u64,
-) -> Result<(String, bool)> {
-    let truncated = offset + (bytes.len() as u64) < size;
-    if truncated {
-        let cut = match std::str::from_utf8(&bytes) {
-            Err(err) if err.error_len().is_none() => err.valid_up_to(),
-            _ => bytes.len(),
-        };
-        bytes.truncate(cut);
+impl TextRead {
+    /// The text of `bytes` read from `path` (of `size` bytes) at `offset`. A cut that splits a
+    /// character leaves its bytes for the next read; bytes that are not text are an error.
+    pub(crate) fn of(
+        mut bytes: Vec<u8>,
+        path: String,
+        size: u64,
+        offset: u64,
+        max_bytes: u64,
+    ) -> Result<TextRead> {
+        let truncated = offset + (bytes.len() as u64) < size;
+        if truncated {
+            let cut = match std::str::from_utf8(&bytes) {
+                Err(err) if err.error_len().is_none() => err.valid_up_to(),
+                _ => bytes.len(),
+            };
+            bytes.truncate(cut);
+        }
+        if bytes.contains(&0) {
+            return Err(binary(&path, size));
+        }
+        let content = String::from_utf8(bytes).map_err(|_| binary(&path, size))?;
+        Ok(TextRead {
+            path,
+            size_bytes: size,
+            offset,
+            max_bytes,
+            content,
+            truncated,
+        })
     }
-    if bytes.contains(&0) {
-        return Err(binary(path, size));
-    }
-    let content = String::from_utf8(bytes).map_err(|_| binary(path, size))?;
-    Ok((content, truncated))
 }
 
 fn binary(path: &str, size: u64) -> Error {

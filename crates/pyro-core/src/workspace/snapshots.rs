@@ -83,9 +83,7 @@ struct Locked {
 impl Locked {
     fn take(dirs: &Dirs, reference: &str) -> Result<Locked> {
         let db = Db::open(dirs)?;
-        let record = store::resolve(db.conn(), reference)?;
-        let lock = lifecycle::lifecycle_lock(dirs, &record.id)?;
-        let record = lifecycle::refresh(dirs, &db, record)?;
+        let (record, lock) = lifecycle::locked(dirs, &db, reference)?;
         let dir = vm_dir(dirs, &record.id);
         if record.state != WorkspaceState::Started {
             tokio::task::block_in_place(|| disk::convert_legacy(&dir))?;
