@@ -17,23 +17,38 @@ use crate::{
 pub async fn serve() -> io::Result<()> {
     reaper::start()?;
     let path = port::find(pyro_proto::AGENT_PORT_NAME, Duration::from_secs(20))?;
-    let mut io = port::bridge(&path)?;
+    let port = port::Port::open(&path)?;
     log(&format!("ready on {path} (protocol {PROTOCOL_VERSION})"));
-    wait_for_session(&mut io).await?;
-    let mut session = Session::new_server(io, pyro_proto::mux_config());
-    while let Some(stream) = session.next().await {
-        match stream {
-            Ok(stream) => {
-                tokio::spawn(handle(stream));
+    let mut io = port.session_stream()?;
+    loop {
+        wait_for_session(&mut io).await?;
+        let mut session = Session::new_server(io, pyro_proto::mux_config());
+        loop {
+            tokio::select! {
+                stream = session.next() => match stream {
+                    Some(Ok(stream)) => {
+                        tokio::spawn(handle(stream));
+                    }
+                    Some(Err(err)) => log(&format!("session error: {err}")),
+                    None => break,
+                },
+                _ = DETACH.notified() => {
+                    // The answer to `Detach` goes out before the session does.
+                    let flush = async { while session.next().await.is_some() {} };
+                    let _ = tokio::time::timeout(Duration::from_millis(50), flush).await;
+                    break;
+                }
             }
-            Err(err) => log(&format!("session error: {err}")),
         }
+        // The host's next bytes belong to the next session; this one's streams end with it.
+        io = port.session_stream()?;
+        drop(session);
+        log("session ended; waiting for a new one");
     }
-    Err(io::Error::new(
-        io::ErrorKind::BrokenPipe,
-        "the host session ended",
-    ))
 }
+
+/// Set by a `Detach` request: the serve loop ends the session once its answer is out.
+static DETACH: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
 /// Answers probes until a host asks for a session. A memory snapshot of a ready guest is taken in this
 /// state, so every restore starts its own session from here.
@@ -101,6 +116,7 @@ async fn handle(mut stream: StreamHandle) {
         None => request,
     };
     let power_off = matches!(request, Request::PowerOff);
+    let detach = matches!(request, Request::Detach);
     // What changes the disk is on it before the answer: acknowledged means durable.
     let changes_disk = matches!(
         request,
@@ -119,6 +135,9 @@ async fn handle(mut stream: StreamHandle) {
         Err(err) => error(err),
     };
     reply(&mut stream, answer).await;
+    if detach {
+        DETACH.notify_one();
+    }
     if power_off {
         tokio::time::sleep(Duration::from_millis(20)).await;
         if std::process::id() == 1 {
@@ -152,6 +171,7 @@ async fn dispatch(request: Request, stream: &mut StreamHandle) -> io::Result<Rep
         } => Ok(hello(protocol_version)),
         Request::Activate(activation) => activate::activate(&activation).map(Reply::Activated),
         Request::PowerOff => Ok(Reply::PoweringOff),
+        Request::Detach => Ok(Reply::Detached),
         Request::FreezeDisk { thaw_after_ms } => {
             blocking(move || freeze::freeze(Duration::from_millis(thaw_after_ms))).await?;
             Ok(Reply::Frozen)

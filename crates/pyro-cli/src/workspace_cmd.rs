@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
+use pyro_core::vocab::TtlAction;
 use pyro_core::workspace::diff::NotPatched;
 use pyro_core::workspace::journal::Operation;
 use pyro_core::workspace::secrets::{SecretSource, SecretSpec};
@@ -33,8 +34,13 @@ pub enum WorkspaceCommand {
     Update(UpdateArgs),
     /// Stop a workspace's VM; /workspace and the rest of its disk are kept
     Stop(Target),
-    /// Start a stopped workspace again, with its disk as it was
+    /// Start a stopped workspace again, with its disk as it was (a suspended one resumes)
     Start(StartArgs),
+    /// Save a started workspace's memory beside its disk and stop its VM; `start` or `resume`
+    /// brings back every process, service and shell as it was
+    Suspend(Target),
+    /// Resume a suspended workspace: every process as it was, the clock stepped to now
+    Resume(Target),
     /// Delete a workspace and everything in it
     Delete(Target),
     /// The activity journal: every operation, with command output
@@ -137,9 +143,12 @@ pub struct CreateArgs {
     /// The size of the workspace's own disk, in GiB
     #[arg(long, default_value_t = limits::DEFAULT_DISK_GIB, value_parser = clap::value_parser!(u32).range(limits::as_i64(&limits::DISK_GIB)))]
     disk_gib: u32,
-    /// Idle seconds before the workspace is stopped (never deleted)
+    /// Idle seconds before the workspace is stopped or suspended (never deleted)
     #[arg(long, default_value_t = limits::DEFAULT_TTL_SECONDS, value_parser = clap::value_parser!(u64).range(limits::TTL_SECONDS))]
     ttl_seconds: u64,
+    /// What the idle TTL does: `stop` (processes end, the disk stays) or `suspend` (memory kept too)
+    #[arg(long, default_value = "stop", value_parser = parse_ttl_action)]
+    ttl_action: TtlAction,
     #[command(flatten)]
     network: NetworkArgs,
     /// Seed the directory's `.git` too (left out by default: its config may hold credentials)
@@ -357,6 +366,9 @@ pub struct StartArgs {
     /// Boot from the kernel even when a warm template exists
     #[arg(long)]
     cold: bool,
+    /// What the idle TTL does from now on: `stop` or `suspend` (kept for later starts)
+    #[arg(long, value_parser = parse_ttl_action)]
+    ttl_action: Option<TtlAction>,
     #[command(flatten)]
     json: Json,
 }
@@ -372,6 +384,11 @@ pub struct ResetArgs {
     snapshot: String,
     #[command(flatten)]
     json: Json,
+}
+
+fn parse_ttl_action(text: &str) -> Result<TtlAction, String> {
+    TtlAction::parse(text)
+        .ok_or_else(|| format!("'{text}' is not a TTL action: use stop or suspend"))
 }
 
 /// The text given inline or read from a host file (clap makes sure exactly one is given).
@@ -420,8 +437,17 @@ fn describe(ws: &Workspace) -> String {
         .unwrap_or_default();
     let mut text = format!("Workspace {}{name}: {}\n", ws.workspace_id, ws.state);
     text.push_str(&format!(
-        "  environment {} | {} vCPU | {} MiB | {} GiB disk | network {} | stops after {} s idle\n",
-        ws.environment, ws.vcpu_count, ws.mem_mib, ws.disk_gib, ws.network_policy, ws.ttl_seconds
+        "  environment {} | {} vCPU | {} MiB | {} GiB disk | network {} | {} after {} s idle\n",
+        ws.environment,
+        ws.vcpu_count,
+        ws.mem_mib,
+        ws.disk_gib,
+        ws.network_policy,
+        match ws.ttl_action {
+            TtlAction::Stop => "stops",
+            TtlAction::Suspend => "suspends",
+        },
+        ws.ttl_seconds
     ));
     if !ws.secrets.is_empty() {
         text.push_str(&format!("  secrets: {}\n", ws.secrets.join(", ")));
@@ -452,7 +478,7 @@ fn describe(ws: &Workspace) -> String {
         text.push_str(&format!("  resets: {}\n", ws.reset_count));
     }
     if let Some(reason) = &ws.stop_reason {
-        text.push_str(&format!("  stopped: {reason}\n"));
+        text.push_str(&format!("  {}: {reason}\n", ws.state));
     }
     text
 }
@@ -463,6 +489,8 @@ pub fn main(command: WorkspaceCommand) -> ExitCode {
         WorkspaceCommand::List(j) => (j.json, EXIT_FAILURE),
         WorkspaceCommand::Status(t)
         | WorkspaceCommand::Stop(t)
+        | WorkspaceCommand::Suspend(t)
+        | WorkspaceCommand::Resume(t)
         | WorkspaceCommand::Delete(t)
         | WorkspaceCommand::Logs(t) => (t.json.json, EXIT_FAILURE),
         WorkspaceCommand::Diff(t) | WorkspaceCommand::Summary(t) => (t.json.json, EXIT_FAILURE),
@@ -539,6 +567,7 @@ async fn dispatch(
                     )
                     .collect(),
                 cold: args.cold,
+                ttl_action: args.ttl_action,
                 ..CreateOptions::new(&args.environment)
             };
             let progress = StderrProgress::new("workspace-create");
@@ -596,7 +625,26 @@ async fn dispatch(
         WorkspaceCommand::Start(t) => {
             let progress = StderrProgress::new("workspace-start");
             show(
-                &workspace::start(dirs, &t.workspace, t.cold, &progress).await?,
+                &workspace::start(dirs, &t.workspace, t.cold, t.ttl_action, &progress).await?,
+                json,
+                |ws| print(describe(ws)),
+            );
+        }
+        WorkspaceCommand::Suspend(t) => {
+            show(&workspace::suspend(dirs, &t.workspace).await?, json, |r| {
+                say(format!(
+                    "Suspended workspace {}: {} MiB of memory saved in {} ms; `pyro workspace resume {}` brings it back",
+                    r.workspace.workspace_id,
+                    r.workspace_suspend.state_bytes.div_ceil(1 << 20),
+                    r.workspace_suspend.save_ms,
+                    r.workspace.workspace_id
+                ));
+            });
+        }
+        WorkspaceCommand::Resume(t) => {
+            let progress = StderrProgress::new("workspace-resume");
+            show(
+                &workspace::resume(dirs, &t.workspace, &progress).await?,
                 json,
                 |ws| print(describe(ws)),
             );

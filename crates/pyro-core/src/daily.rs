@@ -76,6 +76,8 @@ pub async fn prepare(
         ephemeral: true,
         idle_timeout_seconds: None,
         cold: true,
+        suspend_when_idle: false,
+        resume: None,
     };
     vm_options.validate()?;
     for name in &options.environments {

@@ -57,6 +57,8 @@ const MIGRATIONS: &[&str] = &[
     // its secrets (never their values).
     "ALTER TABLE workspaces ADD COLUMN kind TEXT NOT NULL DEFAULT 'workspace';
      ALTER TABLE workspaces ADD COLUMN secret_names TEXT;",
+    // 6: what the idle TTL does (stop, or suspend).
+    "ALTER TABLE workspaces ADD COLUMN ttl_action TEXT NOT NULL DEFAULT 'stop';",
 ];
 
 pub struct Db {

@@ -34,6 +34,7 @@ pub mod progress;
 pub mod project;
 pub mod run;
 pub mod supervisor;
+pub mod suspend;
 pub mod template;
 pub mod unix_socket;
 pub mod vm;

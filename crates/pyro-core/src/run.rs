@@ -63,6 +63,8 @@ impl RunOptions {
             ephemeral: true,
             idle_timeout_seconds: None,
             cold: self.cold,
+            suspend_when_idle: false,
+            resume: None,
         }
     }
 }

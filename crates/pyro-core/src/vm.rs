@@ -36,6 +36,10 @@ pub struct VmOptions {
     pub idle_timeout_seconds: Option<u64>,
     /// Boot from the kernel even when a warm template exists.
     pub cold: bool,
+    /// At the idle timeout, suspend instead of stopping.
+    pub suspend_when_idle: bool,
+    /// Resume this saved state instead of booting (see [`crate::suspend`]).
+    pub resume: Option<crate::suspend::Suspension>,
 }
 
 impl VmOptions {
@@ -138,7 +142,30 @@ pub fn prepare(dirs: &Dirs, options: &VmOptions, progress: &dyn Progress) -> Res
     };
     let initramfs = initramfs::ensure(dirs, &environment, &agent)?;
     let accelerator = accel::choose();
-    let (memory, boot_mode, boot_mode_reason) = if options.cold {
+    let (memory, boot_mode, boot_mode_reason) = if let Some(suspension) = &options.resume {
+        let now = vm_config(
+            options,
+            &environment,
+            &initramfs,
+            accelerator.accelerator,
+            suspension.config.data_disk.clone(),
+            Memory::Anonymous,
+        );
+        if let Some(why) = crate::suspend::mismatch(suspension, &now) {
+            return Err(Error::new(
+                ErrorKind::InvalidState,
+                format!("the suspended state cannot be resumed: {why}"),
+            ));
+        }
+        let memory = Memory::Resume {
+            state: crate::suspend::state_path(&suspension.config.data_disk),
+            sha256: suspension.sha256.clone(),
+            bytes: suspension.bytes,
+            named_ram: suspension.named_ram,
+        };
+        let reason = "resumed from its suspended state".to_string();
+        (memory, BootMode::Resumed, reason)
+    } else if options.cold {
         (
             Memory::Anonymous,
             BootMode::Cold,
@@ -220,25 +247,21 @@ async fn start(id: &str, dir: &Path, options: &VmOptions, prepared: Prepared) ->
         crate::disk::copy_empty(&prepared.empty_disk, &data_disk)?;
     }
     let disk_ms = ms_since(disk_started);
-    let config = VmConfig {
-        vcpu_count: options.vcpu_count,
-        mem_mib: options.mem_mib,
-        network: options.network.has_device(),
-        accelerator: prepared.accelerator.accelerator,
-        tsc_khz: accel::tsc_khz(),
-        kernel: prepared.environment.kernel(),
-        initramfs: prepared.initramfs.clone(),
-        base_image: prepared.environment.rootfs(),
+    let config = vm_config(
+        options,
+        &prepared.environment,
+        &prepared.initramfs,
+        prepared.accelerator.accelerator,
         data_disk,
-        disk_gib: options.disk_gib,
-        memory: prepared.memory.clone(),
-    };
+        prepared.memory.clone(),
+    );
     let record = VmRecord {
         id: id.to_string(),
         environment: options.environment.clone(),
         config,
         ephemeral: options.ephemeral,
         idle_timeout_seconds: options.idle_timeout_seconds,
+        suspend_when_idle: options.suspend_when_idle,
         egress: options.network.rules(),
         created_at_unix_ms: now_unix_ms(),
     };
@@ -322,6 +345,30 @@ async fn start(id: &str, dir: &Path, options: &VmOptions, prepared: Prepared) ->
             vm.shutdown("activation failed").await.ok();
             Err(err.context("activation failed"))
         }
+    }
+}
+
+/// The engine configuration of a VM of `options` on `data_disk`.
+fn vm_config(
+    options: &VmOptions,
+    environment: &Installed,
+    initramfs: &Path,
+    accelerator: Accelerator,
+    data_disk: PathBuf,
+    memory: Memory,
+) -> VmConfig {
+    VmConfig {
+        vcpu_count: options.vcpu_count,
+        mem_mib: options.mem_mib,
+        network: options.network.has_device(),
+        accelerator,
+        tsc_khz: accel::tsc_khz(),
+        kernel: environment.kernel(),
+        initramfs: initramfs.to_path_buf(),
+        base_image: environment.rootfs(),
+        data_disk,
+        disk_gib: options.disk_gib,
+        memory,
     }
 }
 
@@ -458,6 +505,14 @@ pub fn is_running(dir: &Path) -> bool {
             crate::fsutil::FileLock::try_acquire(&dir.join(supervisor::LOCK)),
             Ok(None)
         )
+}
+
+/// Waits until no supervisor owns `dir`, for at most `limit`.
+pub async fn wait_gone(dir: &Path, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while is_running(dir) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Asks the supervisor of a persistent VM to power it off, and waits until it has exited.

@@ -62,6 +62,18 @@ vocabulary! {
         Creating = "creating",
         Started = "started",
         Stopped = "stopped",
+        /// Not running, its memory saved beside its disk: `start` resumes it as it was.
+        Suspended = "suspended",
+    }
+}
+
+vocabulary! {
+    /// What the idle TTL does to a workspace.
+    TtlAction {
+        /// Stop its VM (processes end; the disk stays).
+        Stop = "stop",
+        /// Suspend it (processes and memory kept; `start` resumes).
+        Suspend = "suspend",
     }
 }
 
@@ -79,6 +91,8 @@ vocabulary! {
     BootMode {
         Warm = "warm",
         Cold = "cold",
+        /// Resumed from its own suspended state, with every process as it was.
+        Resumed = "resumed",
     }
 }
 

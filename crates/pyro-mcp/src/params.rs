@@ -85,9 +85,13 @@ pub struct WorkspaceCreate {
     /// The size of the workspace's own disk, in GiB (1 to 1024).
     #[serde(default = "default_disk")]
     pub disk_gib: u32,
-    /// Idle seconds before the workspace is stopped (never deleted).
+    /// Idle seconds before the workspace is stopped or suspended (never deleted).
     #[serde(default = "default_ttl")]
     pub ttl_seconds: u64,
+    /// What the idle TTL does: `stop` (the default; processes end, files stay) or `suspend`
+    /// (memory kept too; workspace_resume brings it back).
+    #[serde(default)]
+    pub ttl_action: Option<String>,
     /// Must be false: pyro never runs guest work on the host.
     #[serde(default)]
     pub allow_host_compat: bool,

@@ -6,6 +6,7 @@ use std::marker::PhantomData;
 use pyro_core::host_paths::Access;
 use pyro_core::network::NetworkPolicy;
 use pyro_core::project::ProjectSeed;
+use pyro_core::vocab::TtlAction;
 use pyro_core::workspace::secrets::{SecretSource, SecretSpec};
 use pyro_core::workspace::services::{self, PortSpec, ReadinessOptions, ServiceOptions};
 use pyro_core::workspace::shells::{self, ReadOptions};
@@ -243,10 +244,21 @@ async fn workspace_create(a: WorkspaceCreate, c: Call) -> Outcome {
         mem_mib: a.mem_mib,
         disk_gib: a.disk_gib,
         ttl_seconds: a.ttl_seconds,
+        ttl_action: ttl_action(a.ttl_action.as_deref())?,
         network,
         ..CreateOptions::new(&a.environment)
     };
     json(&workspace::create(c.server.dirs(), &options, &Quiet).await?)
+}
+
+/// `ttl_action` as given (`stop` when absent).
+fn ttl_action(text: Option<&str>) -> Result<TtlAction, Error> {
+    match text {
+        None => Ok(TtlAction::Stop),
+        Some(text) => TtlAction::parse(text).ok_or_else(|| {
+            Error::invalid(format!("ttl_action '{text}' is not one of: stop, suspend"))
+        }),
+    }
 }
 
 pub static WORKSPACE_LIST: ToolDef<NoArgs> = ToolDef {
@@ -530,7 +542,32 @@ pub static WORKSPACE_START: ToolDef<WorkspaceRef> = ToolDef {
     run: |a, c| {
         Box::pin(async move {
             let dirs = c.server.dirs();
-            json(&workspace::start(dirs, &a.workspace_id, false, &Quiet).await?)
+            json(&workspace::start(dirs, &a.workspace_id, false, None, &Quiet).await?)
+        })
+    },
+    params: PhantomData,
+};
+
+pub static WORKSPACE_SUSPEND: ToolDef<WorkspaceRef> = ToolDef {
+    name: "workspace_suspend",
+    description: "Suspend a started workspace: its memory is saved beside its disk and its VM stops, so it costs the host nothing; workspace_resume brings back every process, service and shell as it was.",
+    hints: Hints::SET,
+    network_args: &[],
+    run: |a, c| {
+        Box::pin(async move { json(&workspace::suspend(c.server.dirs(), &a.workspace_id).await?) })
+    },
+    params: PhantomData,
+};
+
+pub static WORKSPACE_RESUME: ToolDef<WorkspaceRef> = ToolDef {
+    name: "workspace_resume",
+    description: "Resume a suspended workspace with every process as it was (the clock stepped to now). A saved state that cannot be used is dropped and the workspace boots from its disk, saying why in boot_mode_reason.",
+    hints: Hints::SET,
+    network_args: &[],
+    run: |a, c| {
+        Box::pin(async move {
+            let dirs = c.server.dirs();
+            json(&workspace::resume(dirs, &a.workspace_id, &Quiet).await?)
         })
     },
     params: PhantomData,
@@ -769,7 +806,12 @@ pub static WORKSPACE: &[&dyn ToolSpec] = &[
 ];
 
 /// Stopping a workspace's VM and starting it again.
-pub static LIFECYCLE: &[&dyn ToolSpec] = &[&WORKSPACE_STOP, &WORKSPACE_START];
+pub static LIFECYCLE: &[&dyn ToolSpec] = &[
+    &WORKSPACE_STOP,
+    &WORKSPACE_START,
+    &WORKSPACE_SUSPEND,
+    &WORKSPACE_RESUME,
+];
 
 /// A stopped workspace's disk, read without booting it.
 pub static DISK: &[&dyn ToolSpec] = &[

@@ -19,6 +19,9 @@ pub enum Request {
     Exec(ExecRequest),
     /// Sync the disks and power the VM off.
     PowerOff,
+    /// End this session after the answer and wait for a new one, as on a fresh channel: the host
+    /// is about to save the guest (suspend, fork), and the restored guest starts a session of its own.
+    Detach,
     /// Flush every file system to disk.
     Sync,
     /// Describe a path under `/workspace` (a directory's entries, recursively if asked).
@@ -94,6 +97,7 @@ pub enum Reply {
     Activated(Activated),
     Exited(ExecResult),
     PoweringOff,
+    Detached,
     Synced,
     Frozen,
     /// `was_frozen`: the freeze this thaw ends was still in effect (not already ended by its deadline).

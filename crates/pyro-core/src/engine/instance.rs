@@ -23,6 +23,8 @@ pub const LOG_CAP: u64 = 1 << 20;
 pub struct Instance {
     child: Child,
     dir: PathBuf,
+    /// Where a resuming engine's state is written (see [`Instance::take_incoming`]).
+    incoming: Option<std::os::fd::OwnedFd>,
 }
 
 impl Instance {
@@ -52,8 +54,14 @@ impl Instance {
         let instance = Instance {
             child,
             dir: dir.to_path_buf(),
+            incoming: launch.incoming,
         };
         Ok((instance, launch.nic))
+    }
+
+    /// The write end of the pipe a resuming engine reads its state from (once).
+    pub fn take_incoming(&mut self) -> Option<std::os::fd::OwnedFd> {
+        self.incoming.take()
     }
 
     pub fn pid(&self) -> Option<u32> {

@@ -10,7 +10,7 @@
 //! are given to the engines' group, inside pyro's 0700 cache.
 
 use std::fs::{self, File, OpenOptions};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,6 +31,25 @@ const ENGINE_UIDS: u32 = 1 << 20;
 pub struct Launch {
     pub command: Command,
     pub nic: Option<std::os::unix::net::UnixStream>,
+    /// The write end of the pipe a resuming engine reads its state from.
+    pub incoming: Option<OwnedFd>,
+}
+
+/// A pipe (both ends close-on-exec), with room for a megabyte in flight.
+pub fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(Error::new(
+            ErrorKind::Engine,
+            format!("cannot create a pipe: {}", std::io::Error::last_os_error()),
+        ));
+    }
+    // SAFETY: both descriptors are fresh and owned by nothing else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: F_SETPIPE_SZ on a descriptor we own; a failure only leaves the default size.
+    unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+    Ok((read, write))
 }
 
 /// Who the engine runs as when pyro is root.
@@ -140,7 +159,7 @@ pub fn prepare(backend: &Qemu, config: &VmConfig, vm_dir: &Path) -> Result<Launc
         (listen(&vm_dir.join(QMP_SOCKET))?, QMP_FD),
     ];
     let ram: Option<&PathBuf> = match &config.memory {
-        Memory::Anonymous => None,
+        Memory::Anonymous | Memory::Resume { .. } => None,
         Memory::TemplateFile { ram } | Memory::Restore { ram, .. } => Some(ram),
     };
     if let Some(ram) = ram {
@@ -162,6 +181,14 @@ pub fn prepare(backend: &Qemu, config: &VmConfig, vm_dir: &Path) -> Result<Launc
         // QEMU may not spawn (`-sandbox spawn=deny`): it reads the device state from a descriptor.
         fds.push((open_read(state)?, INCOMING_FD));
     }
+    // A suspended guest's state comes through a pipe the supervisor feeds (checking its digest).
+    let incoming = if let Memory::Resume { .. } = &config.memory {
+        let (read, write) = pipe()?;
+        fds.push((read, INCOMING_FD));
+        Some(write)
+    } else {
+        None
+    };
     let nic = if config.network {
         let (engine_end, gateway_end) = std::os::unix::net::UnixStream::pair().map_err(|e| {
             Error::new(
@@ -205,7 +232,11 @@ pub fn prepare(backend: &Qemu, config: &VmConfig, vm_dir: &Path) -> Result<Launc
     }
     // After the privilege drop, which clears the parent-death signal.
     fsutil::die_with_parent(&mut command, libc::SIGKILL);
-    Ok(Launch { command, nic })
+    Ok(Launch {
+        command,
+        nic,
+        incoming,
+    })
 }
 
 /// Caps the size of every file the engine writes at `bytes` (`RLIMIT_FSIZE`); a write past it fails

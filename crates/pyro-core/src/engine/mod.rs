@@ -107,6 +107,26 @@ pub enum Memory {
     TemplateFile { ram: PathBuf },
     /// Start from a template: its RAM file mapped copy-on-write, its device state migrated in.
     Restore { ram: PathBuf, state: PathBuf },
+    /// Resume a suspended guest: RAM and device state streamed in from `state` (see
+    /// [`crate::suspend`]), into RAM laid out as it was saved from.
+    Resume {
+        state: PathBuf,
+        sha256: String,
+        bytes: u64,
+        named_ram: bool,
+    },
+}
+
+impl Memory {
+    /// Whether the guest's RAM is the `mem` backend object rather than the machine's own RAM (a
+    /// migration stream names its RAM blocks: a resume must lay RAM out the same way).
+    pub fn named_ram(&self) -> bool {
+        match self {
+            Memory::Anonymous => false,
+            Memory::TemplateFile { .. } | Memory::Restore { .. } => true,
+            Memory::Resume { named_ram, .. } => *named_ram,
+        }
+    }
 }
 
 /// An engine: the command that starts a VM (see [`instance::Instance`] for running it).

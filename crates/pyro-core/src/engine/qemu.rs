@@ -46,8 +46,19 @@ impl Backend for Qemu {
         let mut machine = String::from("microvm,acpi=on");
         let memory_backend = match &config.memory {
             Memory::Anonymous => None,
-            Memory::TemplateFile { .. } => Some((fd(RAM_FD), "on")),
-            Memory::Restore { .. } => Some((fd(RAM_FD), "off")),
+            Memory::TemplateFile { .. } => Some(format!(
+                "memory-backend-file,id=mem,size={}M,mem-path={},share=on",
+                config.mem_mib,
+                fd(RAM_FD)
+            )),
+            Memory::Restore { .. } => Some(format!(
+                "memory-backend-file,id=mem,size={}M,mem-path={},share=off",
+                config.mem_mib,
+                fd(RAM_FD)
+            )),
+            Memory::Resume { named_ram, .. } => {
+                named_ram.then(|| format!("memory-backend-ram,id=mem,size={}M", config.mem_mib))
+            }
         };
         if memory_backend.is_some() {
             machine.push_str(",memory-backend=mem");
@@ -147,17 +158,14 @@ impl Backend for Qemu {
                 "virtio-net-device,netdev=net0",
             ]);
         }
-        if let Some((ram, share)) = memory_backend {
-            command.args([
-                "-object",
-                &format!(
-                    "memory-backend-file,id=mem,size={}M,mem-path={ram},share={share}",
-                    config.mem_mib
-                ),
-            ]);
+        if let Some(backend) = memory_backend {
+            command.args(["-object", &backend]);
         }
-        if matches!(config.memory, Memory::Restore { .. }) {
-            // The device state arrives over QMP (`migrate-incoming`) before the VM runs.
+        if matches!(
+            config.memory,
+            Memory::Restore { .. } | Memory::Resume { .. }
+        ) {
+            // The state arrives over QMP (`migrate-incoming`) before the VM runs.
             command.args(["-incoming", "defer"]);
         }
         Ok(command)

@@ -1,8 +1,10 @@
-//! Memory snapshots of a guest, both halves side by side: `save` writes a stopped guest's device state
-//! to a file while its RAM stays in the shared file it runs on (`x-ignore-shared`), and `restore`
-//! migrates that state into an engine started with `-incoming defer` over the RAM file mapped
-//! copy-on-write. A snapshot fits only the exact device layout it was taken with: any change to the
-//! engine's command line or devices bumps [`super::VM_SHAPE_VERSION`].
+//! Memory snapshots of a guest, both halves side by side. For templates, `save` writes a stopped
+//! guest's device state to a file while its RAM stays in the shared file it runs on
+//! (`x-ignore-shared`), and `restore` migrates that state into an engine started with `-incoming
+//! defer` over the RAM file mapped copy-on-write. For a suspended VM, `suspend` migrates its RAM and
+//! device state into a pipe, and `resume` takes them back from one. A snapshot fits only the exact
+//! device layout it was taken with: any change to the engine's command line or devices bumps
+//! [`super::VM_SHAPE_VERSION`].
 
 use std::path::Path;
 use std::time::Duration;
@@ -51,4 +53,34 @@ pub async fn restore(qmp: &mut Qmp) -> Result<()> {
         .await?;
     qmp.execute("cont", json!({})).await?;
     Ok(())
+}
+
+/// Stops the guest and migrates its whole state (RAM and devices) into `to`, which the caller
+/// reads meanwhile. The engine stays paused afterwards, its disks flushed and released.
+pub async fn suspend(qmp: &mut Qmp, to: std::os::fd::OwnedFd, limit: Duration) -> Result<()> {
+    qmp.execute("stop", json!({})).await?;
+    qmp.send_fd("suspend", std::os::fd::AsFd::as_fd(&to))
+        .await?;
+    // The engine holds its own copy: the reader sees the end when the engine closes it.
+    drop(to);
+    qmp.execute("migrate", json!({"uri": "fd:suspend"})).await?;
+    qmp.wait_for_migration(limit).await
+}
+
+/// Takes the state the engine is fed on [`INCOMING_FD`] (by the caller, meanwhile) and leaves the
+/// guest paused: the caller checks what it fed before [`run`] lets the guest go on.
+pub async fn resume(qmp: &mut Qmp, limit: Duration) -> Result<()> {
+    qmp.execute(
+        "migrate-incoming",
+        json!({"uri": format!("fd:{INCOMING_FD}")}),
+    )
+    .await?;
+    qmp.wait_for_status(&["paused", "postmigrate"], limit)
+        .await?;
+    Ok(())
+}
+
+/// Lets a paused guest run.
+pub async fn run(qmp: &mut Qmp) -> Result<()> {
+    qmp.execute("cont", json!({})).await.map(|_| ())
 }

@@ -9,11 +9,13 @@
 //! on it, takes `shutdown` from it, and reports `stopped` when the VM is gone. An ephemeral VM (`pyro
 //! run`) is shut down when its owner goes away, even if the owner was killed.
 
+mod channel;
 mod disk_snapshots;
 mod launch;
 pub mod ports;
 pub(crate) mod process;
 pub mod protocol;
+mod suspending;
 
 use std::path::{Path, PathBuf};
 
@@ -21,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub(crate) use launch::pyro_program;
 pub use launch::{remove_if_abandoned, spawn, OwnerChannel};
-pub use process::main;
+pub use process::{main, SUSPENDED_BY_REQUEST};
 
 use crate::engine::VmConfig;
 
@@ -43,6 +45,9 @@ pub struct VmRecord {
     /// Stop the VM after this many idle seconds (no client connected).
     #[serde(default)]
     pub idle_timeout_seconds: Option<u64>,
+    /// At the idle timeout, suspend the VM (keep its memory) instead of stopping it.
+    #[serde(default)]
+    pub suspend_when_idle: bool,
     /// What the guest may reach when it has a network device (its gateway enforces it).
     #[serde(default)]
     pub egress: crate::network::EgressRules,
@@ -56,6 +61,9 @@ pub const STOPPED_FILE: &str = "stopped.json";
 pub struct StopRecord {
     pub reason: String,
     pub unexpected: bool,
+    /// The VM's state was saved beside its disk: it can resume.
+    #[serde(default)]
+    pub suspended: bool,
     pub at_unix_ms: u64,
 }
 
@@ -112,6 +120,11 @@ pub async fn request(
 /// Why a supervisor stopped its VM after `seconds` without activity.
 pub fn idle_stop_reason(seconds: u64) -> String {
     format!("stopped after {seconds}s without activity (its ttl_seconds)")
+}
+
+/// Why a supervisor suspended its VM after `seconds` without activity.
+pub fn idle_suspend_reason(seconds: u64) -> String {
+    format!("suspended after {seconds}s without activity (its ttl_seconds)")
 }
 
 /// Whether `reason` says the idle TTL stopped the VM.

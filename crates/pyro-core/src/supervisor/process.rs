@@ -4,13 +4,14 @@ use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use pyro_proto::{read_frame, write_message, HelloReply, Reply, Request, PROTOCOL_VERSION};
-use tokio::io::AsyncWriteExt;
+use pyro_proto::{read_frame, write_message, HelloReply, Request};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::watch;
-use tokio_yamux::{Control, Session};
+use tokio::sync::{mpsc, watch};
+use tokio_yamux::Control;
+
+use super::channel::{self, AgentChannel};
+use super::suspending::{self, Outcome};
 
 use super::disk_snapshots;
 use super::ports::Ports;
@@ -65,11 +66,11 @@ pub fn main(vm_dir: &Path, owner_fd: i32) -> i32 {
     })
 }
 
-struct Running {
-    engine: Instance,
+pub(super) struct Running {
+    pub(super) engine: Instance,
     ports: std::sync::Arc<Ports>,
-    views: std::sync::Arc<disk_snapshots::Views>,
-    control: Control,
+    pub(super) views: std::sync::Arc<disk_snapshots::Views>,
+    pub(super) channel: AgentChannel,
     boot_ms: u64,
     engine_ms: u64,
     hello: HelloReply,
@@ -104,7 +105,7 @@ async fn supervise(vm_dir: PathBuf, owner: UnixStream) -> i32 {
         _ = shutdown_rx.changed() => {
             let reason = shutdown_rx.borrow().clone().unwrap_or_default();
             drop(booting);
-            cleanup(&vm_dir, record.ephemeral, &reason, false);
+            cleanup(&vm_dir, record.ephemeral, &reason, false, false);
             let _ = send(&mut owner_write, &SupervisorEvent::Stopped { reason, unexpected: false }).await;
             return 0;
         }
@@ -141,38 +142,75 @@ async fn supervise(vm_dir: PathBuf, owner: UnixStream) -> i32 {
         boot_ms: running.boot_ms,
     };
     let activity = Activity::new();
+    let (suspend_tx, mut suspend_rx) = mpsc::channel::<UnixStream>(4);
+    let clients = Clients {
+        shutdown: shutdown_tx.clone(),
+        status,
+        activity: activity.clone(),
+        ports: running.ports.clone(),
+        views: running.views.clone(),
+        suspend: suspend_tx,
+    };
     let mut idle_check = tokio::time::interval(Duration::from_secs(1));
-    let (reason, unexpected) = loop {
+    let (reason, unexpected, suspended) = loop {
         tokio::select! {
             accepted = listener.accept() => {
                 if let Ok((stream, _)) = accepted {
-                    let client = serve_client(stream, running.control.clone(), shutdown_tx.clone(), status.clone(), activity.clone(), running.ports.clone(), running.views.clone());
+                    let client = serve_client(stream, running.channel.control.clone(), clients.clone());
                     tokio::spawn(client);
                 }
             }
             _ = idle_check.tick() => {
                 if let Some(full) = crate::disk::over_budget(&record.config.data_disk, record.config.disk_gib) {
                     power_off(&mut running).await;
-                    break (full, false);
+                    break (full, false, false);
                 }
                 let Some(seconds) = record.idle_timeout_seconds else { continue };
                 if activity.idle_for().is_some_and(|idle| idle >= Duration::from_secs(seconds)) {
+                    if record.suspend_when_idle {
+                        match suspending::suspend(&mut running, &record, &vm_dir).await {
+                            Outcome::Suspended { .. } => break (super::idle_suspend_reason(seconds), false, true),
+                            Outcome::Failed(err) | Outcome::Broken(err) => {
+                                power_off(&mut running).await;
+                                break (format!("{} (it could not be suspended: {err})", super::idle_stop_reason(seconds)), false, false);
+                            }
+                        }
+                    }
                     power_off(&mut running).await;
-                    break (super::idle_stop_reason(seconds), false);
+                    break (super::idle_stop_reason(seconds), false, false);
+                }
+            }
+            Some(mut client) = suspend_rx.recv() => {
+                // The answer is written here: the supervisor ends right after a suspend.
+                let _busy = activity.begin();
+                match suspending::suspend(&mut running, &record, &vm_dir).await {
+                    Outcome::Suspended { bytes, save_ms } => {
+                        let _ = write_message(&mut client, &ClientReply::Suspended { bytes, save_ms }).await;
+                        break (SUSPENDED_BY_REQUEST.to_string(), false, true);
+                    }
+                    Outcome::Failed(err) => {
+                        let _ = write_message(&mut client, &ClientReply::Error { message: err.to_string() }).await;
+                    }
+                    Outcome::Broken(err) => {
+                        let message = err.to_string();
+                        power_off(&mut running).await;
+                        let _ = write_message(&mut client, &ClientReply::Error { message: message.clone() }).await;
+                        break (format!("stopped: {message}"), true, false);
+                    }
                 }
             }
             how = running.engine.exited() => {
-                break (format!("the VM stopped unexpectedly: QEMU exited ({how})"), true);
+                break (format!("the VM stopped unexpectedly: QEMU exited ({how})"), true, false);
             }
             _ = shutdown_rx.changed() => {
                 let reason = shutdown_rx.borrow().clone().unwrap_or_default();
                 power_off(&mut running).await;
-                break (reason, false);
+                break (reason, false, false);
             }
         }
     };
     drop(listener);
-    cleanup(&vm_dir, record.ephemeral, &reason, unexpected);
+    cleanup(&vm_dir, record.ephemeral, &reason, unexpected, suspended);
     let _ = send(
         &mut owner_write,
         &SupervisorEvent::Stopped { reason, unexpected },
@@ -201,29 +239,39 @@ async fn boot(backend: &Qemu, record: &VmRecord) -> Result<Running> {
     }
     let ports = std::sync::Arc::new(Ports::new(inbound_tx));
     let mut engine_ms = started.elapsed().as_millis() as u64;
+    let incoming = engine.take_incoming();
     let handshake = async {
-        if let Memory::Restore { .. } = &record.config.memory {
-            let mut qmp = Qmp::connect(Path::new(QMP_SOCKET), Duration::from_secs(10)).await?;
-            engine_ms = started.elapsed().as_millis() as u64;
-            snapshot::restore(&mut qmp).await?;
+        match &record.config.memory {
+            Memory::Restore { .. } => {
+                let mut qmp = Qmp::connect(Path::new(QMP_SOCKET), Duration::from_secs(10)).await?;
+                engine_ms = started.elapsed().as_millis() as u64;
+                snapshot::restore(&mut qmp).await?;
+            }
+            Memory::Resume {
+                state,
+                sha256,
+                bytes,
+                ..
+            } => {
+                let mut qmp = Qmp::connect(Path::new(QMP_SOCKET), Duration::from_secs(10)).await?;
+                engine_ms = started.elapsed().as_millis() as u64;
+                let incoming = incoming
+                    .ok_or_else(|| Error::internal("a resuming engine has no state pipe"))?;
+                resume(&mut qmp, incoming, state, sha256, *bytes).await?;
+            }
+            Memory::Anonymous | Memory::TemplateFile { .. } => {}
         }
-        let mut stream = connect_agent_socket().await?;
-        start_session(&mut stream).await?;
-        let mut session = Session::new_client(stream, pyro_proto::mux_config());
-        let control = session.control();
-        tokio::spawn(async move { while session.next().await.is_some() {} });
-        let hello = handshake(&control).await?;
-        Ok::<_, Error>((control, hello))
+        AgentChannel::open(channel::connect().await?).await
     };
     match engine
         .wait_ready("the guest", BOOT_DEADLINE, handshake)
         .await
     {
-        Ok((control, hello)) => Ok(Running {
+        Ok((channel, hello)) => Ok(Running {
             engine,
             ports,
             views: std::sync::Arc::new(disk_snapshots::Views::new(vm_dir.to_path_buf())),
-            control,
+            channel,
             boot_ms: started.elapsed().as_millis() as u64,
             engine_ms,
             hello,
@@ -235,82 +283,42 @@ async fn boot(backend: &Qemu, record: &VmRecord) -> Result<Running> {
     }
 }
 
-async fn connect_agent_socket() -> Result<UnixStream> {
-    loop {
-        match UnixStream::connect(AGENT_SOCKET).await {
-            Ok(stream) => return Ok(stream),
-            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+/// Feeds a suspended guest's state to the engine, and lets the guest run only when what was fed is
+/// what was saved.
+async fn resume(
+    qmp: &mut Qmp,
+    incoming: std::os::fd::OwnedFd,
+    state: &Path,
+    sha256: &str,
+    bytes: u64,
+) -> Result<()> {
+    let state = state.to_path_buf();
+    let feeder = tokio::task::spawn_blocking(move || crate::suspend::feed(&state, incoming, bytes));
+    snapshot::resume(qmp, BOOT_DEADLINE).await?;
+    // The engine has read the whole stream; a feeder still writing means trailing bytes.
+    let fed = match tokio::time::timeout(Duration::from_secs(10), feeder).await {
+        Ok(Ok(fed)) => fed?,
+        Ok(Err(e)) => return Err(Error::internal(format!("the state feeder failed: {e}"))),
+        Err(_) => {
+            return Err(Error::new(
+                ErrorKind::Engine,
+                "the saved state is damaged: it goes on past its end",
+            ))
         }
-    }
-}
-
-/// Asks the (ready) agent to start a yamux session on the channel.
-async fn start_session(stream: &mut UnixStream) -> Result<()> {
-    use pyro_proto::preamble::{read_line, SESSION, SESSION_OK};
-    let protocol = |e: std::io::Error| {
-        Error::new(
-            ErrorKind::Protocol,
-            format!("the agent channel failed: {e}"),
-        )
     };
-    let nonce = fsutil::random_hex(8)?;
-    stream
-        .write_all(format!("{SESSION} {nonce}\n").as_bytes())
-        .await
-        .map_err(protocol)?;
-    loop {
-        let line = read_line(stream).await.map_err(protocol)?;
-        let mut words = line.split_whitespace();
-        if words.next() == Some(SESSION_OK) && words.next() == Some(nonce.as_str()) {
-            return Ok(());
-        }
+    if fed != sha256 {
+        return Err(Error::new(
+            ErrorKind::Engine,
+            "the saved state is damaged: its sha256 does not match the one recorded when it was saved",
+        ));
     }
-}
-
-async fn handshake(control: &Control) -> Result<HelloReply> {
-    let protocol =
-        |e: std::io::Error| Error::new(ErrorKind::Protocol, format!("agent handshake failed: {e}"));
-    let mut stream = control
-        .clone()
-        .open_stream()
-        .await
-        .map_err(|e| Error::new(ErrorKind::Protocol, e.to_string()))?;
-    let hello = Request::Hello {
-        protocol_version: PROTOCOL_VERSION,
-        host_version: crate::VERSION.to_string(),
-    };
-    write_message(&mut stream, &hello).await.map_err(protocol)?;
-    let frame = read_frame(&mut stream)
-        .await
-        .map_err(protocol)?
-        .ok_or_else(|| {
-            Error::new(
-                ErrorKind::Protocol,
-                "the agent closed the handshake without answering",
-            )
-        })?;
-    match frame.into_message::<Reply>().map_err(protocol)? {
-        Reply::Hello(hello) if hello.protocol_version == PROTOCOL_VERSION => Ok(hello),
-        Reply::Hello(hello) => Err(Error::new(
-            ErrorKind::Protocol,
-            format!(
-                "the guest agent speaks protocol {}, this pyro speaks {PROTOCOL_VERSION}",
-                hello.protocol_version
-            ),
-        )),
-        Reply::Error { message, .. } => Err(Error::new(ErrorKind::Protocol, message)
-            .with_hint("the guest agent and pyro come from different builds: reinstall pyro")),
-        other => Err(Error::new(
-            ErrorKind::Protocol,
-            format!("unexpected handshake reply: {other:?}"),
-        )),
-    }
+    snapshot::run(qmp).await
 }
 
 /// Asks the guest to power off; falls back to QMP `quit`, then to SIGKILL.
 async fn power_off(running: &mut Running) {
     let polite = async {
-        let mut stream = running.control.clone().open_stream().await.ok()?;
+        let mut stream = running.channel.control.clone().open_stream().await.ok()?;
         write_message(&mut stream, &Request::PowerOff).await.ok()?;
         read_frame(&mut stream).await.ok()
     };
@@ -321,15 +329,30 @@ async fn power_off(running: &mut Running) {
     running.engine.stop(Duration::from_secs(3)).await;
 }
 
-async fn serve_client(
-    mut stream: UnixStream,
-    control: Control,
+/// What every client connection shares with the supervisor.
+#[derive(Clone)]
+struct Clients {
     shutdown: watch::Sender<Option<String>>,
     status: StatusInfo,
     activity: Activity,
     ports: std::sync::Arc<Ports>,
     views: std::sync::Arc<disk_snapshots::Views>,
-) {
+    /// Hands a client asking for a suspend to the supervisor's loop, which owns the engine.
+    suspend: mpsc::Sender<UnixStream>,
+}
+
+/// The reason a VM suspended on request stopped with.
+pub const SUSPENDED_BY_REQUEST: &str = "suspended by request";
+
+async fn serve_client(mut stream: UnixStream, control: Control, clients: Clients) {
+    let Clients {
+        shutdown,
+        status,
+        activity,
+        ports,
+        views,
+        suspend,
+    } = clients;
     let request: ClientRequest = match read_frame(&mut stream).await {
         Ok(Some(frame)) => match frame.into_message() {
             Ok(request) => request,
@@ -369,6 +392,14 @@ async fn serve_client(
         }
         ClientRequest::Status => {
             let _ = write_message(&mut stream, &ClientReply::Status(status)).await;
+        }
+        ClientRequest::Suspend => {
+            if let Err(mpsc::error::SendError(mut stream)) = suspend.send(stream).await {
+                let reply = ClientReply::Error {
+                    message: "the supervisor is ending".into(),
+                };
+                let _ = write_message(&mut stream, &reply).await;
+            }
         }
         ClientRequest::Shutdown { reason } => {
             let _ = shutdown.send(Some(reason));
@@ -473,6 +504,7 @@ async fn fail(owner: &mut OwnedWriteHalf, vm_dir: &Path, ephemeral: bool, err: E
         ephemeral,
         &format!("the VM failed to start: {err}"),
         true,
+        false,
     );
     let event = SupervisorEvent::Failed {
         kind: err.kind(),
@@ -484,7 +516,7 @@ async fn fail(owner: &mut OwnedWriteHalf, vm_dir: &Path, ephemeral: bool, err: E
 }
 
 /// Removes the sockets and records why the VM stopped; an ephemeral VM's whole directory goes too.
-fn cleanup(vm_dir: &Path, ephemeral: bool, reason: &str, unexpected: bool) {
+fn cleanup(vm_dir: &Path, ephemeral: bool, reason: &str, unexpected: bool, suspended: bool) {
     if ephemeral {
         let _ = fsutil::remove_tree(vm_dir);
         return;
@@ -495,6 +527,7 @@ fn cleanup(vm_dir: &Path, ephemeral: bool, reason: &str, unexpected: bool) {
     let record = StopRecord {
         reason: reason.to_string(),
         unexpected,
+        suspended,
         at_unix_ms: crate::vm::now_unix_ms(),
     };
     if let Ok(json) = serde_json::to_vec(&record) {

@@ -40,6 +40,8 @@ pub enum ClientRequest {
     DetachSnapshotView,
     /// Power the VM off and clean up.
     Shutdown { reason: String },
+    /// Save the guest's whole state beside its disk and end (see [`crate::suspend`]).
+    Suspend,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,6 +53,7 @@ pub enum ClientReply {
     Published { host_port: u16 },
     Unpublished,
     Done,
+    Suspended { bytes: u64, save_ms: u64 },
     Error { message: String },
 }
 

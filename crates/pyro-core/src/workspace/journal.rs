@@ -57,6 +57,10 @@ pub enum Operation {
         params: Nothing,
         result: Nothing,
     },
+    Suspend {
+        params: Nothing,
+        result: super::lifecycle::SuspendInfo,
+    },
     ServiceStart {
         params: ServiceParams,
         result: pyro_proto::ServiceInfo,
@@ -202,6 +206,7 @@ impl Operation {
             Operation::Reset { .. } => "reset",
             Operation::Start { .. } => "start",
             Operation::Stop { .. } => "stop",
+            Operation::Suspend { .. } => "suspend",
             Operation::ServiceStart { .. } => "service_start",
             Operation::ServiceStop { .. } => "service_stop",
             Operation::SnapshotCreate { .. } => "snapshot_create",

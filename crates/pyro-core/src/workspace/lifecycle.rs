@@ -18,7 +18,7 @@ use crate::db::Db;
 use crate::fsutil::{self, FileLock};
 use crate::network::Network;
 use crate::vm::{self, VmOptions};
-use crate::vocab::{SeedMode, WorkspaceKind, WorkspaceState};
+use crate::vocab::{BootMode, SeedMode, TtlAction, WorkspaceKind, WorkspaceState};
 use crate::{limits, supervisor, Dirs, Error, ErrorKind, Progress, Result};
 use pyro_proto::{Reply, Request};
 
@@ -71,6 +71,8 @@ pub struct CreateOptions {
     /// A workspace, or a plain VM (`vm_create`).
     pub kind: WorkspaceKind,
     pub secrets: Vec<super::secrets::SecretSpec>,
+    /// What the idle TTL does: stop (the default) or suspend.
+    pub ttl_action: TtlAction,
 }
 
 impl CreateOptions {
@@ -90,6 +92,7 @@ impl CreateOptions {
             cold: false,
             kind: WorkspaceKind::Workspace,
             secrets: Vec::new(),
+            ttl_action: TtlAction::Stop,
         }
     }
 }
@@ -104,13 +107,18 @@ fn vm_options(record: &Record, cold: bool) -> VmOptions {
         ephemeral: false,
         idle_timeout_seconds: Some(record.ttl_seconds),
         cold,
+        suspend_when_idle: record.ttl_action == TtlAction::Suspend,
+        resume: None,
     }
 }
 
 /// Brings the stored state in line with reality: a `started` workspace whose supervisor is gone is
 /// `stopped`, with the reason its supervisor left (or that it died).
 pub fn refresh(dirs: &Dirs, db: &Db, mut record: Record) -> Result<Record> {
-    if record.state == WorkspaceState::Stopped {
+    if matches!(
+        record.state,
+        WorkspaceState::Stopped | WorkspaceState::Suspended
+    ) {
         return Ok(record);
     }
     let dir = vm_dir(dirs, &record.id);
@@ -124,18 +132,21 @@ pub fn refresh(dirs: &Dirs, db: &Db, mut record: Record) -> Result<Record> {
             return Ok(record);
         }
     }
-    let reason = match supervisor::stop_record(&dir) {
+    let stop = supervisor::stop_record(&dir);
+    // Its TTL suspended it: the state is beside its disk.
+    let state = match &stop {
+        Some(stop) if stop.suspended && crate::suspend::load(&dir).is_some() => {
+            WorkspaceState::Suspended
+        }
+        _ => WorkspaceState::Stopped,
+    };
+    let reason = match stop {
         Some(stop) => stop.reason,
         None if record.state == WorkspaceState::Creating => "the create did not finish".to_string(),
         None => "the VM's supervisor is gone (killed or crashed)".to_string(),
     };
-    store::set_state(
-        db.conn(),
-        &record.id,
-        WorkspaceState::Stopped,
-        Some(&reason),
-    )?;
-    record.state = WorkspaceState::Stopped;
+    store::set_state(db.conn(), &record.id, state, Some(&reason))?;
+    record.state = state;
     record.stop_reason = Some(reason);
     Ok(record)
 }
@@ -247,6 +258,7 @@ pub async fn create(
             boot_mode_reason: None,
             kind: options.kind,
             secret_names: secret_values.keys().cloned().collect(),
+            ttl_action: options.ttl_action,
         };
         vm_options(&record, false).validate()?;
         store::insert(&mut db, &record)?;
@@ -259,7 +271,8 @@ pub async fn create(
             "create",
             progress,
         )
-        .await?;
+        .await?
+        .phases;
         let operation = journal::Operation::Create {
             params: journal::CreateParams {
                 environment: record.environment.clone(),
@@ -327,9 +340,37 @@ async fn boot(
     }
     // A disk lost (say, to a reset that failed half-way) is recreated from the baseline, never empty.
     let fresh = fresh || !disk.exists();
-    let options = vm_options(record, cold);
+    let mut options = vm_options(record, cold);
+    // A suspended VM resumes as it was; a state that cannot resume is dropped and the VM boots
+    // afresh from its disk, saying why.
+    let mut resume_failure = None;
+    match crate::suspend::load(&dir) {
+        Some(suspension) if !fresh => {
+            options.resume = Some(suspension);
+            progress.phase("resuming the VM");
+            let resumed = async {
+                let prepared =
+                    tokio::task::block_in_place(|| vm::prepare(dirs, &options, progress))?;
+                vm::boot(&record.id, &dir, &options, prepared).await
+            }
+            .await;
+            options.resume = None;
+            crate::suspend::discard(&dir)?;
+            match resumed {
+                Ok(vm) => {
+                    progress.finish();
+                    return Ok(vm.facts.clone());
+                }
+                Err(err) => {
+                    vm::stop(&dir, "the resume failed").await?;
+                    resume_failure = Some(err);
+                }
+            }
+        }
+        _ => crate::suspend::discard(&dir)?,
+    }
     let mut attempt = 0;
-    let facts = loop {
+    let mut facts = loop {
         let prepared = tokio::task::block_in_place(|| vm::prepare(dirs, &options, progress))?;
         progress.phase("booting the VM");
         // The VM outlives this process: dropping the handle leaves it to its supervisor.
@@ -344,6 +385,13 @@ async fn boot(
             Err(err) => return Err(err),
         }
     };
+    if let Some(err) = resume_failure {
+        let why = err.message().lines().next().unwrap_or_default().to_string();
+        facts.boot_mode_reason = format!(
+            "its suspended state could not be resumed ({why}), so it booted afresh from its disk; {}",
+            facts.boot_mode_reason
+        );
+    }
     progress.finish();
     if fresh {
         let baseline = workspace_dir(dirs, &record.id).join(BASELINE);
@@ -379,7 +427,7 @@ async fn boot_recorded(
     cold: bool,
     operation: &str,
     progress: &dyn Progress,
-) -> Result<vm::Phases> {
+) -> Result<vm::BootFacts> {
     match boot(dirs, record, fresh, cold, progress).await {
         Ok(facts) => store::set_started(
             db.conn(),
@@ -387,7 +435,7 @@ async fn boot_recorded(
             facts.boot_mode,
             &facts.boot_mode_reason,
         )
-        .map(|()| facts.phases),
+        .map(|()| facts),
         Err(err) => {
             let _ = vm::stop(
                 &vm_dir(dirs, &record.id),
@@ -425,10 +473,15 @@ pub async fn start(
     dirs: &Dirs,
     reference: &str,
     cold: bool,
+    ttl_action: Option<TtlAction>,
     progress: &dyn Progress,
 ) -> Result<Workspace> {
     let mut db = Db::open(dirs)?;
-    let (record, _lock) = locked(dirs, &db, reference)?;
+    let (mut record, _lock) = locked(dirs, &db, reference)?;
+    if let Some(action) = ttl_action {
+        store::set_ttl_action(db.conn(), &record.id, action)?;
+        record.ttl_action = action;
+    }
     if record.state == WorkspaceState::Started {
         return store::view(db.conn(), &record);
     }
@@ -443,16 +496,98 @@ pub async fn start(
         ));
     }
     let timer = journal::Timer::start();
-    let phases = boot_recorded(dirs, &mut db, &record, false, cold, "start", progress).await?;
+    let facts = boot_recorded(dirs, &mut db, &record, false, cold, "start", progress).await?;
     let start = journal::Operation::Start {
         params: journal::Nothing {},
         result: journal::Nothing {},
     };
     finish(&mut db, &record.id, start, timer)?;
-    // Services that asked to come back with the workspace; their outcomes are in their records.
-    super::services::restart_marked(dirs, &record.id).await?;
+    if facts.boot_mode == BootMode::Resumed {
+        // Its services ran on; their ports need the new supervisor's listeners.
+        super::services::republish(dirs, &record.id).await?;
+    } else {
+        // Services that asked to come back with the workspace; their outcomes are in their records.
+        super::services::restart_marked(dirs, &record.id).await?;
+    }
     let record = store::resolve(db.conn(), &record.id)?;
-    with_phases(store::view(db.conn(), &record), phases)
+    with_phases(store::view(db.conn(), &record), facts.phases)
+}
+
+/// `workspace resume`: [`start`] of a suspended workspace (a started one is left as it is; a
+/// stopped one has nothing to resume).
+pub async fn resume(dirs: &Dirs, reference: &str, progress: &dyn Progress) -> Result<Workspace> {
+    let record = find(dirs, &Db::open(dirs)?, reference)?;
+    if record.state == WorkspaceState::Stopped {
+        return Err(Error::new(
+            ErrorKind::InvalidState,
+            format!(
+                "workspace {} is stopped, not suspended: it has no saved memory to resume",
+                record.id
+            ),
+        )
+        .with_next(crate::Next::WorkspaceStart {
+            workspace_id: record.id,
+        }));
+    }
+    start(dirs, &record.id, false, None, progress).await
+}
+
+/// What a suspend saved.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SuspendInfo {
+    /// The size of the saved memory and device state.
+    pub state_bytes: u64,
+    pub save_ms: u64,
+}
+
+/// The result of `workspace suspend`: the workspace and what was saved.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SuspendResult {
+    #[serde(flatten)]
+    pub workspace: Workspace,
+    pub workspace_suspend: SuspendInfo,
+}
+
+/// Saves a started workspace's memory and device state beside its disk and stops its VM: every
+/// process, service and shell is kept, and `start` (or `resume`) brings it back as it was.
+pub async fn suspend(dirs: &Dirs, reference: &str) -> Result<SuspendResult> {
+    let mut db = Db::open(dirs)?;
+    let (record, _lock) = locked(dirs, &db, reference)?;
+    require_started(&record, "suspend")?;
+    let timer = journal::Timer::start();
+    let dir = vm_dir(dirs, &record.id);
+    let info =
+        match supervisor::request(&dir, &supervisor::protocol::ClientRequest::Suspend).await? {
+            supervisor::protocol::ClientReply::Suspended { bytes, save_ms } => SuspendInfo {
+                state_bytes: bytes,
+                save_ms,
+            },
+            supervisor::protocol::ClientReply::Error { message } => {
+                // A VM the failure broke is stopped, with the reason its supervisor left.
+                refresh(dirs, &db, record)?;
+                return Err(Error::new(ErrorKind::Engine, message));
+            }
+            other => {
+                return Err(Error::internal(format!(
+                    "unexpected supervisor reply: {other:?}"
+                )))
+            }
+        };
+    vm::wait_gone(&dir, std::time::Duration::from_secs(30)).await;
+    store::set_state(
+        db.conn(),
+        &record.id,
+        WorkspaceState::Suspended,
+        Some(supervisor::SUSPENDED_BY_REQUEST),
+    )?;
+    let operation = journal::Operation::Suspend {
+        params: journal::Nothing {},
+        result: info.clone(),
+    };
+    Ok(SuspendResult {
+        workspace: finish(&mut db, &record.id, operation, timer)?,
+        workspace_suspend: info,
+    })
 }
 
 pub async fn stop(dirs: &Dirs, reference: &str) -> Result<Workspace> {
@@ -462,8 +597,14 @@ pub async fn stop(dirs: &Dirs, reference: &str) -> Result<Workspace> {
         return store::view(db.conn(), &record);
     }
     let timer = journal::Timer::start();
-    let reason = "stopped by request";
-    vm::stop(&vm_dir(dirs, &record.id), reason).await?;
+    let dir = vm_dir(dirs, &record.id);
+    let reason = if record.state == WorkspaceState::Suspended {
+        "stopped by request (its suspended memory was discarded)"
+    } else {
+        "stopped by request"
+    };
+    vm::stop(&dir, reason).await?;
+    crate::suspend::discard(&dir)?;
     store::set_state(db.conn(), &record.id, WorkspaceState::Stopped, Some(reason))?;
     let stop = journal::Operation::Stop {
         params: journal::Nothing {},
@@ -514,6 +655,8 @@ pub async fn reset(
     // Checked before anything stops: a wrong name leaves the workspace as it was.
     super::snapshots::require(&dir, &record.id, snapshot)?;
     vm::stop(&dir, "reset").await?;
+    // A suspended memory belongs to the disk as it is now, not to the snapshot.
+    crate::suspend::discard(&dir)?;
     tokio::task::block_in_place(|| crate::disk::convert_legacy(&dir))?;
     let in_disk = super::snapshots::require(&dir, &record.id, snapshot)?;
     store::set_state(
@@ -530,7 +673,9 @@ pub async fn reset(
         }
     }
     // A disk without its baseline snapshot (made before disks had snapshots) is rebuilt from the seed.
-    let phases = boot_recorded(dirs, &mut db, &record, !in_disk, cold, "reset", progress).await?;
+    let phases = boot_recorded(dirs, &mut db, &record, !in_disk, cold, "reset", progress)
+        .await?
+        .phases;
     store::mark_reset(db.conn(), &record.id, timer.started_at_ms())?;
     let info = ResetInfo {
         snapshot_name: snapshot.to_string(),

@@ -24,7 +24,8 @@ pub mod vms;
 pub use diff::diff;
 pub use disk_tools::{disk_export, disk_list, disk_read};
 pub use lifecycle::{
-    create, delete, list, reset, start, status, stop, update, CreateOptions, UpdateOptions,
+    create, delete, list, reset, resume, start, status, stop, suspend, update, CreateOptions,
+    SuspendInfo, SuspendResult, UpdateOptions,
 };
 pub use model::{JournalEntry, Workspace, WorkspaceSeed};
 pub use ops::{

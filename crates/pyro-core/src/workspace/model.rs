@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::journal::Recorded;
 use crate::network::NetworkPolicy;
-use crate::vocab::{BootMode, ExecutionMode, SeedMode, WorkspaceKind, WorkspaceState};
+use crate::vocab::{BootMode, ExecutionMode, SeedMode, TtlAction, WorkspaceKind, WorkspaceState};
 
 /// Where `/workspace` came from at create time. The seed is the immutable baseline.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -73,6 +73,8 @@ pub struct Workspace {
     pub kind: WorkspaceKind,
     /// The names of its secrets (`secret_env` exposes them to one call at a time).
     pub secrets: Vec<String>,
+    /// What its idle TTL does: `stop`, or `suspend` (keep its memory; `start` resumes).
+    pub ttl_action: TtlAction,
 }
 
 /// One recorded operation: its place and timing, and (flattened) its `kind`, `params` and `result`.

@@ -373,11 +373,31 @@ async fn refreshed(db: &mut Db, dirs: &Dirs, record: &super::store::Record) -> R
         }
     } else {
         for entry in &mut stored {
-            mark_gone(&mut entry.last, "workspace_stopped");
+            // A suspended workspace's services are kept in its memory; their listeners on the
+            // host went with its supervisor.
+            if record.state != WorkspaceState::Suspended {
+                mark_gone(&mut entry.last, "workspace_stopped");
+            }
             entry.published.clear();
         }
     }
     Ok(stored)
+}
+
+/// After a resume: the services that ran on get their published ports again (the supervisor that
+/// listened for them is a new one).
+pub async fn republish(dirs: &Dirs, workspace_id: &str) -> Result<()> {
+    let mut db = Db::open(dirs)?;
+    let record = super::store::resolve(db.conn(), workspace_id)?;
+    let dir = lifecycle::vm_dir(dirs, workspace_id);
+    for mut stored in refreshed(&mut db, dirs, &record).await? {
+        if stored.last.state == ServiceState::Running && !stored.ports.is_empty() {
+            stored.published.clear();
+            let _ = publish(&dir, &mut stored).await;
+        }
+        save(&mut db, workspace_id, &stored)?;
+    }
+    Ok(())
 }
 
 /// A service whose VM no longer runs it.

@@ -9,7 +9,7 @@ use super::model::{seconds, LastCommand, Workspace, WorkspaceSeed};
 use super::validate;
 use crate::db::{sql_error, Db};
 use crate::network::{Network, NetworkPolicy};
-use crate::vocab::{BootMode, ExecutionMode, SeedMode, WorkspaceKind, WorkspaceState};
+use crate::vocab::{BootMode, ExecutionMode, SeedMode, TtlAction, WorkspaceKind, WorkspaceState};
 use crate::{Error, ErrorKind, Result};
 
 /// A workspace row as stored.
@@ -36,11 +36,12 @@ pub struct Record {
     pub kind: WorkspaceKind,
     /// The names of its secrets (the values are never in the database).
     pub secret_names: Vec<String>,
+    pub ttl_action: TtlAction,
 }
 
 const COLUMNS: &str = "id, name, environment, vcpu_count, mem_mib, disk_gib, network, ttl_seconds, state, stop_reason, \
                        labels, seed, created_at, last_activity_at, reset_count, last_reset_at, boot_mode, boot_mode_reason, \
-                       network_policy, allow_hosts, kind, secret_names";
+                       network_policy, allow_hosts, kind, secret_names, ttl_action";
 
 fn from_row(row: &Row) -> rusqlite::Result<Record> {
     let labels: String = row.get(10)?;
@@ -87,6 +88,11 @@ fn from_row(row: &Row) -> rusqlite::Result<Record> {
             .get::<_, Option<String>>(21)?
             .and_then(|n| serde_json::from_str(&n).ok())
             .unwrap_or_default(),
+        ttl_action: row
+            .get::<_, String>(22)
+            .ok()
+            .and_then(|a| TtlAction::parse(&a))
+            .unwrap_or(TtlAction::Stop),
     })
 }
 
@@ -116,7 +122,7 @@ pub fn insert(db: &mut Db, record: &Record) -> Result<()> {
             ensure_name_free(tx, name, &record.id)?;
         }
         tx.execute(
-            &format!("INSERT INTO workspaces ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"),
+            &format!("INSERT INTO workspaces ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)"),
             params![
                 record.id,
                 record.name,
@@ -140,6 +146,7 @@ pub fn insert(db: &mut Db, record: &Record) -> Result<()> {
                 serde_json::to_string(&record.network.allow_hosts).unwrap_or_default(),
                 record.kind,
                 serde_json::to_string(&record.secret_names).unwrap_or_default(),
+                record.ttl_action,
             ],
         )
         .map_err(sql_error)?;
@@ -245,6 +252,16 @@ pub fn set_state(
 }
 
 /// Records how the VM last booted (and that it is started).
+/// What the idle TTL does to the workspace from its next start on.
+pub fn set_ttl_action(conn: &Connection, id: &str, action: TtlAction) -> Result<()> {
+    conn.execute(
+        "UPDATE workspaces SET ttl_action = ?2 WHERE id = ?1",
+        params![id, action],
+    )
+    .map_err(sql_error)?;
+    Ok(())
+}
+
 pub fn set_started(conn: &Connection, id: &str, boot_mode: BootMode, reason: &str) -> Result<()> {
     conn.execute(
         "UPDATE workspaces SET state = ?4, stop_reason = NULL, boot_mode = ?2, boot_mode_reason = ?3 WHERE id = ?1",
@@ -339,5 +356,6 @@ pub fn view(conn: &Connection, record: &Record) -> Result<Workspace> {
         phases_ms: None,
         kind: record.kind,
         secrets: record.secret_names.clone(),
+        ttl_action: record.ttl_action,
     })
 }

@@ -100,7 +100,10 @@ fn describe(operation: &Operation) -> String {
         Operation::SnapshotCreate { params, .. } | Operation::SnapshotDelete { params, .. } => {
             params.name.clone()
         }
-        Operation::Reset { .. } | Operation::Start { .. } | Operation::Stop { .. } => String::new(),
+        Operation::Reset { .. }
+        | Operation::Start { .. }
+        | Operation::Stop { .. }
+        | Operation::Suspend { .. } => String::new(),
     }
 }
 

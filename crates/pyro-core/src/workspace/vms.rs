@@ -139,7 +139,7 @@ pub async fn create(
 
 pub async fn start(dirs: &Dirs, reference: &str, progress: &dyn Progress) -> Result<VmView> {
     let record = resolve(dirs, reference)?;
-    Ok(lifecycle::start(dirs, &record.id, false, progress)
+    Ok(lifecycle::start(dirs, &record.id, false, None, progress)
         .await?
         .into())
 }

@@ -1,0 +1,237 @@
+//! A suspended VM's saved state, beside its disk in the VM directory: the guest's whole memory and
+//! device state (`suspended.state`, the engine's migration stream) and what it takes to resume it
+//! (`suspended.json`: the stream's sha256 and length, the RAM layout, the VM's configuration and the
+//! identity of the files it ran on).
+//!
+//! The engine never writes or reads the file itself: it migrates into a pipe the supervisor copies to
+//! the file (so the engine's file-size limit, the disk budget, does not apply and the digest is
+//! computed on the way), and resumes from a pipe the supervisor feeds while checking the digest. A
+//! resume whose digest, length or inputs do not match is refused before the guest runs again.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::engine::{VmConfig, VM_SHAPE_VERSION};
+use crate::{fsutil, Error, ErrorKind, Result};
+
+pub const STATE_FILE: &str = "suspended.state";
+pub const RECORD_FILE: &str = "suspended.json";
+const PARTIAL_FILE: &str = "suspended.state.partial";
+
+/// What `suspended.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Suspension {
+    pub sha256: String,
+    pub bytes: u64,
+    /// The guest's RAM was the `mem` backend (a VM restored from a template), not the machine's own.
+    pub named_ram: bool,
+    /// The configuration the guest ran with; a resume must match it.
+    pub config: VmConfig,
+    /// Size and modification time of the kernel, initramfs and base image it ran on.
+    pub inputs: Vec<FileIdentity>,
+    pub vm_shape_version: u32,
+    pub saved_at_unix_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileIdentity {
+    pub path: PathBuf,
+    pub len: u64,
+    pub mtime_ns: i128,
+}
+
+impl FileIdentity {
+    fn of(path: &Path) -> Option<FileIdentity> {
+        let meta = std::fs::metadata(path).ok()?;
+        Some(FileIdentity {
+            path: path.to_path_buf(),
+            len: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        })
+    }
+}
+
+fn inputs_of(config: &VmConfig) -> Vec<FileIdentity> {
+    [&config.kernel, &config.initramfs, &config.base_image]
+        .into_iter()
+        .filter_map(|path| FileIdentity::of(path))
+        .collect()
+}
+
+/// The most a saved state may take: the guest's RAM, page headers and device state.
+pub fn max_bytes(mem_mib: u32) -> u64 {
+    let ram = u64::from(mem_mib) << 20;
+    ram + ram / 256 + (64 << 20)
+}
+
+/// Copies the engine's migration stream from `from` into the VM directory's partial state file,
+/// at most `cap` bytes, hashing it on the way. Blocking.
+pub fn receive(from: OwnedFd, vm_dir: &Path, cap: u64) -> Result<(String, u64)> {
+    let path = vm_dir.join(PARTIAL_FILE);
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| Error::io("create", &path, e))?;
+    let mut from = File::from(from);
+    let mut hasher = Sha256::new();
+    let mut total = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("read the engine's state for", &path, e)),
+        };
+        total += n as u64;
+        if total > cap {
+            return Err(Error::new(
+                ErrorKind::Engine,
+                format!(
+                    "the VM's saved state outgrew its limit of {} MiB",
+                    cap >> 20
+                ),
+            ));
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n])
+            .map_err(|e| Error::io("write", &path, e))?;
+    }
+    out.sync_all().map_err(|e| Error::io("flush", &path, e))?;
+    Ok((hex::encode(hasher.finalize()), total))
+}
+
+/// Puts the received state in place with its record: from here on the VM directory holds a
+/// suspended VM.
+pub fn commit(
+    vm_dir: &Path,
+    config: &VmConfig,
+    named_ram: bool,
+    sha256: String,
+    bytes: u64,
+) -> Result<()> {
+    let partial = vm_dir.join(PARTIAL_FILE);
+    let state = vm_dir.join(STATE_FILE);
+    std::fs::rename(&partial, &state).map_err(|e| Error::io("rename", &partial, e))?;
+    let record = Suspension {
+        sha256,
+        bytes,
+        named_ram,
+        config: config.clone(),
+        inputs: inputs_of(config),
+        vm_shape_version: VM_SHAPE_VERSION,
+        saved_at_unix_ms: crate::vm::now_unix_ms(),
+    };
+    let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::internal(e.to_string()))?;
+    fsutil::write_atomic(&vm_dir.join(RECORD_FILE), &json)
+}
+
+/// Streams the saved state to the engine through `to`, returning the digest of what it sent.
+/// Blocking; stops at the recorded length.
+pub fn feed(state: &Path, to: OwnedFd, bytes: u64) -> Result<String> {
+    let mut file = File::open(state).map_err(|e| Error::io("open", state, e))?;
+    let mut to = File::from(to);
+    let mut hasher = Sha256::new();
+    let mut left = bytes;
+    let mut buf = vec![0u8; 1 << 20];
+    while left > 0 {
+        let want = buf.len().min(left as usize);
+        let n = file
+            .read(&mut buf[..want])
+            .map_err(|e| Error::io("read", state, e))?;
+        if n == 0 {
+            break;
+        }
+        left -= n as u64;
+        hasher.update(&buf[..n]);
+        to.write_all(&buf[..n]).map_err(|e| {
+            Error::new(
+                ErrorKind::Engine,
+                format!("the engine stopped reading the saved state: {e}"),
+            )
+        })?;
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// The suspension recorded in `vm_dir`, if there is one (a record without its state is none).
+pub fn load(vm_dir: &Path) -> Option<Suspension> {
+    if !vm_dir.join(STATE_FILE).is_file() {
+        return None;
+    }
+    std::fs::read(vm_dir.join(RECORD_FILE))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+}
+
+/// Why `suspension` cannot resume with `config` (the one a boot would use now), if it cannot.
+pub fn mismatch(suspension: &Suspension, config: &VmConfig) -> Option<String> {
+    let saved = &suspension.config;
+    if suspension.vm_shape_version != VM_SHAPE_VERSION {
+        return Some("it was saved by a pyro with another VM layout".into());
+    }
+    let same_shape = saved.vcpu_count == config.vcpu_count
+        && saved.mem_mib == config.mem_mib
+        && saved.network == config.network
+        && saved.accelerator == config.accelerator
+        && saved.tsc_khz == config.tsc_khz
+        && saved.disk_gib == config.disk_gib
+        && saved.data_disk == config.data_disk;
+    if !same_shape {
+        return Some("the VM's shape changed since it was saved".into());
+    }
+    if saved.kernel != config.kernel
+        || saved.initramfs != config.initramfs
+        || saved.base_image != config.base_image
+        || suspension.inputs != inputs_of(config)
+    {
+        return Some(
+            "its environment, kernel or guest agent changed since it was saved (rebuilt or upgraded)"
+                .into(),
+        );
+    }
+    match std::fs::metadata(state_path(&config.data_disk)) {
+        Ok(meta) if meta.len() == suspension.bytes => None,
+        Ok(meta) => Some(format!(
+            "its state file has {} bytes, {} were saved",
+            meta.len(),
+            suspension.bytes
+        )),
+        Err(err) => Some(format!("its state file cannot be read: {err}")),
+    }
+}
+
+/// The state file beside `data_disk`.
+pub fn state_path(data_disk: &Path) -> PathBuf {
+    data_disk
+        .parent()
+        .map(|dir| dir.join(STATE_FILE))
+        .unwrap_or_else(|| PathBuf::from(STATE_FILE))
+}
+
+/// Removes a saved state (after a resume, or when it can no longer be used).
+pub fn discard(vm_dir: &Path) -> Result<()> {
+    for name in [RECORD_FILE, STATE_FILE, PARTIAL_FILE] {
+        let path = vm_dir.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", &path, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Removes a partial state left by a save that did not finish.
+pub fn discard_partial(vm_dir: &Path) {
+    let _ = std::fs::remove_file(vm_dir.join(PARTIAL_FILE));
+}
