@@ -57,6 +57,10 @@ pub fn activate(request: &Activate) -> io::Result<Activated> {
         }
         *active = true;
         log("activated");
+    } else if current_hostname() != request.hostname {
+        // A fork of another VM: it takes an identity of its own (its entropy is fresh above).
+        set_identity(&request.hostname, &request.machine_id)?;
+        log("re-identified");
     }
     Ok(Activated {
         boot_id: sys::boot_id(),
@@ -205,6 +209,12 @@ fn protect_proc(proc: &str) -> io::Result<()> {
         libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
         "",
     )
+}
+
+fn current_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
 }
 
 fn set_identity(hostname: &str, machine_id: &str) -> io::Result<()> {

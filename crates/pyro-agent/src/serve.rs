@@ -32,16 +32,14 @@ pub async fn serve() -> io::Result<()> {
                     Some(Err(err)) => log(&format!("session error: {err}")),
                     None => break,
                 },
-                _ = DETACH.notified() => {
-                    // The answer to `Detach` goes out before the session does.
-                    let flush = async { while session.next().await.is_some() {} };
-                    let _ = tokio::time::timeout(Duration::from_millis(50), flush).await;
-                    break;
-                }
+                _ = DETACH.notified() => break,
             }
         }
-        // The host's next bytes belong to the next session; this one's streams end with it.
+        // The host's next bytes belong to the next session; this one's streams end with it, once
+        // what they wrote (the answer to `Detach`) is out.
         io = port.session_stream()?;
+        let flush = async { while session.next().await.is_some() {} };
+        let _ = tokio::time::timeout(Duration::from_millis(50), flush).await;
         drop(session);
         log("session ended; waiting for a new one");
     }

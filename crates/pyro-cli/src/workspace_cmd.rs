@@ -9,7 +9,7 @@ use pyro_core::workspace::diff::NotPatched;
 use pyro_core::workspace::journal::Operation;
 use pyro_core::workspace::secrets::{SecretSource, SecretSpec};
 use pyro_core::workspace::{
-    self, CreateOptions, ExecCommand, ExecOptions, UpdateOptions, Workspace,
+    self, CreateOptions, ExecCommand, ExecOptions, ForkOptions, UpdateOptions, Workspace,
 };
 use pyro_core::{limits, Dirs, OutputStream};
 use serde::Serialize;
@@ -41,6 +41,10 @@ pub enum WorkspaceCommand {
     Suspend(Target),
     /// Resume a suspended workspace: every process as it was, the clock stepped to now
     Resume(Target),
+    /// A new workspace whose memory and disk are a copy of a started one at this moment; both run
+    /// on, and processes started before the fork run in both
+    #[command(after_help = "Example:\n  pyro workspace fork fix-123 --name fix-123-try2")]
+    Fork(ForkArgs),
     /// Delete a workspace and everything in it
     Delete(Target),
     /// The activity journal: every operation, with command output
@@ -374,6 +378,20 @@ pub struct StartArgs {
 }
 
 #[derive(Args)]
+pub struct ForkArgs {
+    /// The workspace to copy (started)
+    workspace: String,
+    /// A unique name for the fork
+    #[arg(long)]
+    name: Option<String>,
+    /// Let the fork use the source's secrets too (otherwise it only redacts them)
+    #[arg(long)]
+    inherit_secrets: bool,
+    #[command(flatten)]
+    json: Json,
+}
+
+#[derive(Args)]
 pub struct ResetArgs {
     workspace: String,
     /// Boot from the kernel even when a warm template exists
@@ -496,6 +514,7 @@ pub fn main(command: WorkspaceCommand) -> ExitCode {
         WorkspaceCommand::Diff(t) | WorkspaceCommand::Summary(t) => (t.json.json, EXIT_FAILURE),
         WorkspaceCommand::Update(a) => (a.json.json, EXIT_FAILURE),
         WorkspaceCommand::Start(a) => (a.json.json, EXIT_FAILURE),
+        WorkspaceCommand::Fork(a) => (a.json.json, EXIT_FAILURE),
         WorkspaceCommand::Exec(a) => (a.json, EXIT_RUN_FAILURE),
         WorkspaceCommand::Sync(SyncCommand::Push { json, .. }) => (json.json, EXIT_FAILURE),
         WorkspaceCommand::File(
@@ -639,6 +658,23 @@ async fn dispatch(
                     r.workspace_suspend.save_ms,
                     r.workspace.workspace_id
                 ));
+            });
+        }
+        WorkspaceCommand::Fork(args) => {
+            let progress = StderrProgress::new("workspace-fork");
+            let options = ForkOptions {
+                name: args.name,
+                inherit_secrets: args.inherit_secrets,
+            };
+            let forked = workspace::fork(dirs, &args.workspace, &options, &progress).await?;
+            show(&forked, json, |r| {
+                say(format!(
+                    "Forked {} (paused {} ms, {} MiB of memory copied)",
+                    r.workspace_fork.source_workspace_id,
+                    r.workspace_fork.source_paused_ms,
+                    r.workspace_fork.state_bytes.div_ceil(1 << 20)
+                ));
+                print(describe(&r.workspace));
             });
         }
         WorkspaceCommand::Resume(t) => {

@@ -126,6 +126,19 @@ pub struct NoArgs {}
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+pub struct WorkspaceFork {
+    /// The started workspace to copy (id or name).
+    pub workspace_id: String,
+    /// A unique name for the fork.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Let the fork use the source's secrets (otherwise they are only redacted from its output).
+    #[serde(default)]
+    pub inherit_secrets: bool,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct VmCreate {
     #[serde(default = "default_environment")]
     pub environment: String,

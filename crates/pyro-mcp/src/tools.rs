@@ -573,6 +573,23 @@ pub static WORKSPACE_RESUME: ToolDef<WorkspaceRef> = ToolDef {
     params: PhantomData,
 };
 
+pub static WORKSPACE_FORK: ToolDef<WorkspaceFork> = ToolDef {
+    name: "workspace_fork",
+    description: "Copy a started workspace, memory and disk, into a new workspace: both run on, processes started before the fork run in both, and writes in one never reach the other. The fork gets its own identity, entropy and network; it uses the source's secrets only with inherit_secrets.",
+    hints: Hints::CHANGE,
+    network_args: &[],
+    run: |a, c| {
+        Box::pin(async move {
+            let options = workspace::ForkOptions {
+                name: a.name,
+                inherit_secrets: a.inherit_secrets,
+            };
+            json(&workspace::fork(c.server.dirs(), &a.workspace_id, &options, &Quiet).await?)
+        })
+    },
+    params: PhantomData,
+};
+
 pub static SERVICE_START: ToolDef<ServiceStart> = ToolDef {
     name: "service_start",
     description: "Start a named long-running command (a server, a worker) in the workspace and wait until its readiness check passes: ready_file, ready_tcp, ready_http or ready_command (at most one). A service that exits first or is not ready in time is stopped and reported failed; service_logs shows why.",
@@ -811,6 +828,7 @@ pub static LIFECYCLE: &[&dyn ToolSpec] = &[
     &WORKSPACE_START,
     &WORKSPACE_SUSPEND,
     &WORKSPACE_RESUME,
+    &WORKSPACE_FORK,
 ];
 
 /// A stopped workspace's disk, read without booting it.

@@ -31,16 +31,6 @@ fn scribble(image: &Path, offset: u64, len: u64) {
     host("qemu-io", &["-f", "qcow2", "-c", &write], image);
 }
 
-/// Runs pyro with `args`, asserts it failed with a message containing `words`, returns the error.
-fn refused(sb: &Sandbox, args: &[&str], words: &str) -> serde_json::Value {
-    let err = sb.fails(args, 1);
-    assert!(
-        err["message"].as_str().unwrap().contains(words),
-        "{args:?}: {err}"
-    );
-    err
-}
-
 #[test]
 fn a_stopped_workspace_reads_from_its_disk_as_it_did_live() {
     let _slot = one_vm_slot();
@@ -122,7 +112,7 @@ fn a_stopped_workspace_reads_from_its_disk_as_it_did_live() {
         ("slash", "invalid_argument", "not a directory"),
         ("missing", "not_found", "does not exist"),
     ] {
-        let err = refused(&sb, &["workspace", "disk", "read", &id, path], words);
+        let err = sb.refused(&["workspace", "disk", "read", &id, path], words);
         assert_eq!(err["kind"], kind, "{path}: {err}");
     }
     let zero = [
@@ -134,7 +124,7 @@ fn a_stopped_workspace_reads_from_its_disk_as_it_did_live() {
         "--max-bytes",
         "0",
     ];
-    refused(&sb, &zero, "max_bytes");
+    sb.refused(&zero, "max_bytes");
 
     // Nothing booted for any of it.
     assert!(sb.processes().is_empty(), "{:?}", sb.processes());
@@ -160,7 +150,7 @@ fn a_stopped_workspace_reads_from_its_disk_as_it_did_live() {
         "marked\n"
     );
     let again = ["workspace", "disk", "export", &id, "--output", image_arg];
-    refused(&sb, &again, "already exists");
+    sb.refused(&again, "already exists");
     let nowhere = sb.root().join("no/such/dir/disk.img");
     sb.fails(
         &[
@@ -222,7 +212,7 @@ fn a_damaged_or_forged_disk_is_an_error_and_reset_recovers() {
     let pristine = fs::read(&disk).unwrap();
     scribble(&disk, 1024, 1024);
     let kept = ["workspace", "disk", "read", &id, "kept.txt"];
-    let err = refused(&sb, &kept, "disk cannot be read");
+    let err = sb.refused(&kept, "disk cannot be read");
     assert!(err["hint"].as_str().unwrap().contains("start"), "{err}");
     // The image itself is sound, so it still exports.
     let image = sb.root().join("damaged.img");
@@ -239,7 +229,7 @@ fn a_damaged_or_forged_disk_is_an_error_and_reset_recovers() {
     let mut forged = pristine.clone();
     forged[40..48].copy_from_slice(&0x00ff_ffff_ffff_0000u64.to_be_bytes());
     fs::write(&disk, &forged).unwrap();
-    refused(&sb, &["workspace", "disk", "list", &id], "past its end");
+    sb.refused(&["workspace", "disk", "list", &id], "past its end");
     let partial = sb.root().join("forged.img");
     let export = [
         "workspace",
@@ -249,7 +239,7 @@ fn a_damaged_or_forged_disk_is_an_error_and_reset_recovers() {
         "--output",
         partial.to_str().unwrap(),
     ];
-    refused(&sb, &export, "past its end");
+    sb.refused(&export, "past its end");
     assert!(!partial.exists(), "a failed export leaves no file");
     assert!(sb.processes().is_empty(), "{:?}", sb.processes());
 

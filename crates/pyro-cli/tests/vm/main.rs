@@ -23,5 +23,6 @@ mod services;
 mod shells;
 mod snapshots;
 mod support;
+mod suspend;
 mod trust;
 mod workspaces;

@@ -64,6 +64,9 @@ async fn profiles_and_modes_expose_exactly_their_tools() {
     full.extend([
         "workspace_stop",
         "workspace_start",
+        "workspace_suspend",
+        "workspace_resume",
+        "workspace_fork",
         "workspace_disk_export",
         "workspace_disk_list",
         "workspace_disk_read",

@@ -256,6 +256,17 @@ impl Sandbox {
         value["error"].clone()
     }
 
+    /// Runs pyro with `args`, asserts it failed (exit 1) with a message containing `words`, and
+    /// returns the error.
+    pub fn refused(&self, args: &[&str], words: &str) -> Value {
+        let err = self.fails(args, 1);
+        assert!(
+            err["message"].as_str().unwrap().contains(words),
+            "{args:?}: {err}"
+        );
+        err
+    }
+
     /// `pyro workspace exec ID --json -- ARGV...`: the result and the exit code.
     pub fn exec(&self, workspace: &str, argv: &[&str]) -> (Value, i32) {
         let mut args = vec!["workspace", "exec", workspace, "--json", "--"];
@@ -480,10 +491,16 @@ pub fn stderr_of(out: &Output) -> String {
 
 /// Polls `workspace status` until the workspace is stopped (or `limit` passes); returns the status.
 pub fn wait_until_stopped(sb: &Sandbox, id: &str, limit: Duration) -> Value {
+    wait_until_not_started(sb, id, limit)
+}
+
+/// Polls `workspace status` until the workspace is no longer started (stopped or suspended), or
+/// `limit` passes; returns the status.
+pub fn wait_until_not_started(sb: &Sandbox, id: &str, limit: Duration) -> Value {
     let deadline = Instant::now() + limit;
     loop {
         let status = sb.ok(&["workspace", "status", id]);
-        if status["state"] == "stopped" || Instant::now() > deadline {
+        if status["state"] != "started" || Instant::now() > deadline {
             return status;
         }
         std::thread::sleep(Duration::from_millis(250));

@@ -153,7 +153,7 @@ async fn probe_until_ready(raw: &mut UnixStream) -> Result<()> {
                 }
             }
         };
-        match tokio::time::timeout(Duration::from_millis(500), answered).await {
+        match tokio::time::timeout(Duration::from_millis(50), answered).await {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(e)) => return Err(protocol(e)),
             Err(_) => continue,

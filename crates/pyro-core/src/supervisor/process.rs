@@ -142,14 +142,14 @@ async fn supervise(vm_dir: PathBuf, owner: UnixStream) -> i32 {
         boot_ms: running.boot_ms,
     };
     let activity = Activity::new();
-    let (suspend_tx, mut suspend_rx) = mpsc::channel::<UnixStream>(4);
+    let (saves_tx, mut saves_rx) = mpsc::channel::<(Save, UnixStream)>(4);
     let clients = Clients {
         shutdown: shutdown_tx.clone(),
         status,
         activity: activity.clone(),
         ports: running.ports.clone(),
         views: running.views.clone(),
-        suspend: suspend_tx,
+        saves: saves_tx,
     };
     let mut idle_check = tokio::time::interval(Duration::from_secs(1));
     let (reason, unexpected, suspended) = loop {
@@ -169,7 +169,7 @@ async fn supervise(vm_dir: PathBuf, owner: UnixStream) -> i32 {
                 if activity.idle_for().is_some_and(|idle| idle >= Duration::from_secs(seconds)) {
                     if record.suspend_when_idle {
                         match suspending::suspend(&mut running, &record, &vm_dir).await {
-                            Outcome::Suspended { .. } => break (super::idle_suspend_reason(seconds), false, true),
+                            Outcome::Saved { .. } => break (super::idle_suspend_reason(seconds), false, true),
                             Outcome::Failed(err) | Outcome::Broken(err) => {
                                 power_off(&mut running).await;
                                 break (format!("{} (it could not be suspended: {err})", super::idle_stop_reason(seconds)), false, false);
@@ -180,13 +180,19 @@ async fn supervise(vm_dir: PathBuf, owner: UnixStream) -> i32 {
                     break (super::idle_stop_reason(seconds), false, false);
                 }
             }
-            Some(mut client) = suspend_rx.recv() => {
+            Some((save, mut client)) = saves_rx.recv() => {
                 // The answer is written here: the supervisor ends right after a suspend.
                 let _busy = activity.begin();
-                match suspending::suspend(&mut running, &record, &vm_dir).await {
-                    Outcome::Suspended { bytes, save_ms } => {
-                        let _ = write_message(&mut client, &ClientReply::Suspended { bytes, save_ms }).await;
-                        break (SUSPENDED_BY_REQUEST.to_string(), false, true);
+                let outcome = match &save {
+                    Save::Suspend => suspending::suspend(&mut running, &record, &vm_dir).await,
+                    Save::Fork { into } => suspending::fork(&mut running, &record, into).await,
+                };
+                match outcome {
+                    Outcome::Saved { bytes, save_ms } => {
+                        let _ = write_message(&mut client, &ClientReply::Saved { bytes, save_ms }).await;
+                        if let Save::Suspend = save {
+                            break (SUSPENDED_BY_REQUEST.to_string(), false, true);
+                        }
                     }
                     Outcome::Failed(err) => {
                         let _ = write_message(&mut client, &ClientReply::Error { message: err.to_string() }).await;
@@ -337,8 +343,14 @@ struct Clients {
     activity: Activity,
     ports: std::sync::Arc<Ports>,
     views: std::sync::Arc<disk_snapshots::Views>,
-    /// Hands a client asking for a suspend to the supervisor's loop, which owns the engine.
-    suspend: mpsc::Sender<UnixStream>,
+    /// Hands a client asking for a save to the supervisor's loop, which owns the engine.
+    saves: mpsc::Sender<(Save, UnixStream)>,
+}
+
+/// A save of the guest's whole state the supervisor's loop carries out.
+enum Save {
+    Suspend,
+    Fork { into: PathBuf },
 }
 
 /// The reason a VM suspended on request stopped with.
@@ -351,7 +363,7 @@ async fn serve_client(mut stream: UnixStream, control: Control, clients: Clients
         activity,
         ports,
         views,
-        suspend,
+        saves,
     } = clients;
     let request: ClientRequest = match read_frame(&mut stream).await {
         Ok(Some(frame)) => match frame.into_message() {
@@ -393,8 +405,12 @@ async fn serve_client(mut stream: UnixStream, control: Control, clients: Clients
         ClientRequest::Status => {
             let _ = write_message(&mut stream, &ClientReply::Status(status)).await;
         }
-        ClientRequest::Suspend => {
-            if let Err(mpsc::error::SendError(mut stream)) = suspend.send(stream).await {
+        ClientRequest::Suspend | ClientRequest::Fork { .. } => {
+            let save = match request {
+                ClientRequest::Fork { into } => Save::Fork { into },
+                _ => Save::Suspend,
+            };
+            if let Err(mpsc::error::SendError((_, mut stream))) = saves.send((save, stream)).await {
                 let reply = ClientReply::Error {
                     message: "the supervisor is ending".into(),
                 };

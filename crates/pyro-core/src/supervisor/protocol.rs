@@ -42,6 +42,9 @@ pub enum ClientRequest {
     Shutdown { reason: String },
     /// Save the guest's whole state beside its disk and end (see [`crate::suspend`]).
     Suspend,
+    /// Save the guest's whole state, and a copy of its disk, into the VM directory `into` as a
+    /// suspended VM; the guest runs on.
+    Fork { into: std::path::PathBuf },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -50,11 +53,19 @@ pub enum ClientReply {
     Attached,
     Status(StatusInfo),
     ShuttingDown,
-    Published { host_port: u16 },
+    Published {
+        host_port: u16,
+    },
     Unpublished,
     Done,
-    Suspended { bytes: u64, save_ms: u64 },
-    Error { message: String },
+    /// A suspend or fork saved `bytes` of state in `save_ms`.
+    Saved {
+        bytes: u64,
+        save_ms: u64,
+    },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

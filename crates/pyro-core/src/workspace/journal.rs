@@ -61,6 +61,10 @@ pub enum Operation {
         params: Nothing,
         result: super::lifecycle::SuspendInfo,
     },
+    Fork {
+        params: super::fork::ForkParams,
+        result: super::fork::ForkInfo,
+    },
     ServiceStart {
         params: ServiceParams,
         result: pyro_proto::ServiceInfo,
@@ -207,6 +211,7 @@ impl Operation {
             Operation::Start { .. } => "start",
             Operation::Stop { .. } => "stop",
             Operation::Suspend { .. } => "suspend",
+            Operation::Fork { .. } => "fork",
             Operation::ServiceStart { .. } => "service_start",
             Operation::ServiceStop { .. } => "service_stop",
             Operation::SnapshotCreate { .. } => "snapshot_create",

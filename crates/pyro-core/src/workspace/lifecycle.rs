@@ -198,13 +198,7 @@ pub async fn create(
         (None, None) => None,
     };
     let mut db = Db::open(dirs)?;
-    if let Some(name) = &name {
-        store::ensure_name_free(db.conn(), name, "")?;
-    }
-    let id = fsutil::random_hex(6)?;
-    let dir = workspace_dir(dirs, &id);
-    fsutil::create_dir_all(&dir)?;
-    let lock = lifecycle_lock(dirs, &id)?;
+    let (id, dir, lock) = allocate(dirs, &db, name.as_deref())?;
     let timer = journal::Timer::start();
     let created_at = timer.started_at_ms();
     let outcome = async {
@@ -294,21 +288,48 @@ pub async fn create(
     .await;
     let phases = match outcome {
         Ok(phases) => phases,
-        Err(err) => {
-            let _ = vm::stop(&vm_dir(dirs, &id), "the create failed").await;
-            let _ = store::delete(db.conn(), &id);
-            drop(lock);
-            let _ = fsutil::remove_tree(&dir);
-            return Err(err);
-        }
+        Err(err) => return Err(abandon(dirs, db, &id, lock, "create", err).await),
     };
     drop(lock);
     let record = store::resolve(db.conn(), &id)?;
     with_phases(store::view(db.conn(), &record), phases)
 }
 
+/// A new workspace's id and directory, its lifecycle held, once its `name` is known to be free.
+pub(super) fn allocate(
+    dirs: &Dirs,
+    db: &Db,
+    name: Option<&str>,
+) -> Result<(String, PathBuf, FileLock)> {
+    if let Some(name) = name {
+        store::ensure_name_free(db.conn(), name, "")?;
+    }
+    let id = fsutil::random_hex(6)?;
+    let dir = workspace_dir(dirs, &id);
+    fsutil::create_dir_all(&dir)?;
+    let lock = lifecycle_lock(dirs, &id)?;
+    Ok((id, dir, lock))
+}
+
+/// Undoes a workspace whose making (`operation`) failed with `err`: its VM, record and directory
+/// go, and `err` comes back.
+pub(super) async fn abandon(
+    dirs: &Dirs,
+    db: Db,
+    id: &str,
+    lock: FileLock,
+    operation: &str,
+    err: Error,
+) -> Error {
+    let _ = vm::stop(&vm_dir(dirs, id), &format!("the {operation} failed")).await;
+    let _ = store::delete(db.conn(), id);
+    drop(lock);
+    let _ = fsutil::remove_tree(&workspace_dir(dirs, id));
+    err
+}
+
 /// A workspace's view with the phases of the boot that just happened.
-fn with_phases(view: Result<Workspace>, phases: vm::Phases) -> Result<Workspace> {
+pub(super) fn with_phases(view: Result<Workspace>, phases: vm::Phases) -> Result<Workspace> {
     view.map(|view| Workspace {
         phases_ms: Some(phases),
         ..view
@@ -419,7 +440,7 @@ async fn boot(
 
 /// Boots the workspace's VM and records the outcome: started (and how it booted), or stopped with why
 /// the `operation` failed, its VM gone.
-async fn boot_recorded(
+pub(super) async fn boot_recorded(
     dirs: &Dirs,
     db: &mut Db,
     record: &Record,
@@ -558,7 +579,7 @@ pub async fn suspend(dirs: &Dirs, reference: &str) -> Result<SuspendResult> {
     let dir = vm_dir(dirs, &record.id);
     let info =
         match supervisor::request(&dir, &supervisor::protocol::ClientRequest::Suspend).await? {
-            supervisor::protocol::ClientReply::Suspended { bytes, save_ms } => SuspendInfo {
+            supervisor::protocol::ClientReply::Saved { bytes, save_ms } => SuspendInfo {
                 state_bytes: bytes,
                 save_ms,
             },

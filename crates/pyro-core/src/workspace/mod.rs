@@ -6,6 +6,7 @@ pub mod archive;
 pub mod diff;
 pub mod disk_tools;
 pub mod extract;
+pub mod fork;
 pub mod journal;
 pub mod lifecycle;
 pub mod model;
@@ -23,6 +24,7 @@ pub mod vms;
 
 pub use diff::diff;
 pub use disk_tools::{disk_export, disk_list, disk_read};
+pub use fork::{fork, ForkOptions, ForkResult};
 pub use lifecycle::{
     create, delete, list, reset, resume, start, status, stop, suspend, update, CreateOptions,
     SuspendInfo, SuspendResult, UpdateOptions,

@@ -15,6 +15,8 @@ use crate::{fsutil, Error, Result};
 /// The most a secret may hold.
 pub const MAX_SECRET_BYTES: usize = 64 << 10;
 const FILE: &str = "secrets.json";
+/// Values a fork did not inherit but whose processes may still hold them: redacted, never given.
+const REDACT_ONLY_FILE: &str = "redacted-secrets.json";
 
 /// Where a secret's value comes from.
 #[derive(Debug, Clone)]
@@ -99,13 +101,29 @@ pub fn store(wdir: &Path, values: &BTreeMap<String, String>) -> Result<()> {
     fsutil::write_atomic_mode(&wdir.join(FILE), &json, 0o600)
 }
 
+/// Hands a fork the source's secrets: to use (`inherit`), or only to redact (the fork's memory
+/// may hold them in processes started before the fork).
+pub fn fork(source: &Path, fork: &Path, inherit: bool) -> Result<()> {
+    let mut values = values(source)?;
+    values.extend(read_file(&source.join(REDACT_ONLY_FILE))?);
+    if values.is_empty() {
+        return Ok(());
+    }
+    let json = serde_json::to_vec(&values).map_err(|e| Error::internal(e.to_string()))?;
+    let file = if inherit { FILE } else { REDACT_ONLY_FILE };
+    fsutil::write_atomic_mode(&fork.join(file), &json, 0o600)
+}
+
 fn values(wdir: &Path) -> Result<BTreeMap<String, String>> {
-    let path = wdir.join(FILE);
-    match std::fs::read(&path) {
+    read_file(&wdir.join(FILE))
+}
+
+fn read_file(path: &Path) -> Result<BTreeMap<String, String>> {
+    match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map_err(|e| Error::internal(format!("unreadable {}: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-        Err(e) => Err(Error::io("read", &path, e)),
+        Err(e) => Err(Error::io("read", path, e)),
     }
 }
 
@@ -156,7 +174,9 @@ pub struct Redactor {
 
 impl Redactor {
     pub fn for_workspace(wdir: &Path) -> Result<Redactor> {
-        Ok(Redactor::new(values(wdir)?))
+        let mut values = values(wdir)?;
+        values.extend(read_file(&wdir.join(REDACT_ONLY_FILE))?);
+        Ok(Redactor::new(values))
     }
 
     /// A redactor of `values` (secret name → value).

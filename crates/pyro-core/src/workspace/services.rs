@@ -384,6 +384,16 @@ async fn refreshed(db: &mut Db, dirs: &Dirs, record: &super::store::Record) -> R
     Ok(stored)
 }
 
+/// A fork's services are its source's: they run on in its memory (ports are published again once
+/// it runs, see [`republish`]).
+pub(super) fn copy_records(db: &mut Db, from: &str, to: &str) -> Result<()> {
+    for mut stored in load_all(db, from)? {
+        stored.published.clear();
+        save(db, to, &stored)?;
+    }
+    Ok(())
+}
+
 /// After a resume: the services that ran on get their published ports again (the supervisor that
 /// listened for them is a new one).
 pub async fn republish(dirs: &Dirs, workspace_id: &str) -> Result<()> {

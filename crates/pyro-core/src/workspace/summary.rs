@@ -104,6 +104,10 @@ fn describe(operation: &Operation) -> String {
         | Operation::Start { .. }
         | Operation::Stop { .. }
         | Operation::Suspend { .. } => String::new(),
+        Operation::Fork { result, .. } => format!(
+            "{} -> {}",
+            result.source_workspace_id, result.fork_workspace_id
+        ),
     }
 }
 

@@ -1,0 +1,148 @@
+//! `workspace fork`: a new workspace whose memory and disk are a copy of a running one at that
+//! moment. The source's supervisor saves the guest (paused meanwhile) and a copy of its disk into
+//! the new workspace's VM directory as a suspended VM; the source runs on, and the fork resumes
+//! with an identity (hostname, machine id) and entropy of its own. Processes started before the
+//! fork run in both.
+
+use serde::{Deserialize, Serialize};
+
+use super::lifecycle::{
+    abandon, allocate, boot_recorded, locked, now_ms, require_started, vm_dir, with_phases,
+    workspace_dir, BASELINE,
+};
+use super::model::Workspace;
+use super::store::{self, Record};
+use super::{journal, services, validate};
+use crate::db::Db;
+use crate::supervisor::protocol::{ClientReply, ClientRequest};
+use crate::vocab::WorkspaceState;
+use crate::{fsutil, supervisor, Dirs, Error, ErrorKind, Progress, Result};
+
+#[derive(Debug, Clone, Default)]
+pub struct ForkOptions {
+    pub name: Option<String>,
+    /// Let the fork use the source's secrets (`secret_env`). Otherwise it only redacts them: its
+    /// processes may hold them from before the fork.
+    pub inherit_secrets: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ForkParams {
+    pub name: Option<String>,
+    pub inherit_secrets: bool,
+}
+
+/// What a fork copied.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ForkInfo {
+    pub source_workspace_id: String,
+    pub fork_workspace_id: String,
+    /// The size of the memory and device state copied.
+    pub state_bytes: u64,
+    /// How long the source was paused while its memory and disk were copied.
+    pub source_paused_ms: u64,
+}
+
+/// The result of `workspace fork`: the new workspace and what was copied.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForkResult {
+    #[serde(flatten)]
+    pub workspace: Workspace,
+    pub workspace_fork: ForkInfo,
+}
+
+pub async fn fork(
+    dirs: &Dirs,
+    reference: &str,
+    options: &ForkOptions,
+    progress: &dyn Progress,
+) -> Result<ForkResult> {
+    let name = options.name.as_deref().map(validate::name).transpose()?;
+    let mut db = Db::open(dirs)?;
+    let (source, _source_lock) = locked(dirs, &db, reference)?;
+    require_started(&source, "fork")?;
+    let (id, dir, lock) = allocate(dirs, &db, name.as_deref())?;
+    let timer = journal::Timer::start();
+    let outcome = async {
+        let source_disk = vm_dir(dirs, &source.id).join(crate::disk::FILE_NAME);
+        let disk_bytes = std::fs::metadata(&source_disk)
+            .map_err(|e| Error::io("inspect", &source_disk, e))?
+            .len();
+        let needed = (u64::from(source.mem_mib) << 20).saturating_add(disk_bytes);
+        let floor = crate::host::space::floor_bytes();
+        crate::host::space::ensure(&dir, "forking the workspace", needed, floor)?;
+        let source_dir = workspace_dir(dirs, &source.id);
+        std::fs::copy(source_dir.join(BASELINE), dir.join(BASELINE))
+            .map_err(|e| Error::io("copy the baseline to", &dir, e))?;
+        super::secrets::fork(&source_dir, &dir, options.inherit_secrets)?;
+        let now = now_ms();
+        let record = Record {
+            id: id.clone(),
+            name: name.clone(),
+            state: WorkspaceState::Creating,
+            stop_reason: None,
+            created_at: now,
+            last_activity_at: now,
+            reset_count: 0,
+            last_reset_at: None,
+            boot_mode: None,
+            boot_mode_reason: None,
+            secret_names: if options.inherit_secrets {
+                source.secret_names.clone()
+            } else {
+                Vec::new()
+            },
+            ..source.clone()
+        };
+        store::insert(&mut db, &record)?;
+        services::copy_records(&mut db, &source.id, &id)?;
+        let fork_vm = vm_dir(dirs, &id);
+        fsutil::create_dir_all(&fork_vm)?;
+        progress.phase("copying the running workspace");
+        let request = ClientRequest::Fork {
+            into: fork_vm.clone(),
+        };
+        let info = match supervisor::request(&vm_dir(dirs, &source.id), &request).await? {
+            ClientReply::Saved { bytes, save_ms } => ForkInfo {
+                source_workspace_id: source.id.clone(),
+                fork_workspace_id: id.clone(),
+                state_bytes: bytes,
+                source_paused_ms: save_ms,
+            },
+            ClientReply::Error { message } => {
+                return Err(Error::new(ErrorKind::Engine, message)
+                    .with_hint("the source workspace runs on as it was"))
+            }
+            other => {
+                return Err(Error::internal(format!(
+                    "unexpected supervisor reply: {other:?}"
+                )))
+            }
+        };
+        let reason = format!("forked from {}", source.id);
+        store::set_state(db.conn(), &id, WorkspaceState::Suspended, Some(&reason))?;
+        let facts = boot_recorded(dirs, &mut db, &record, false, false, "fork", progress).await?;
+        services::republish(dirs, &id).await?;
+        let operation = journal::Operation::Fork {
+            params: ForkParams {
+                name: name.clone(),
+                inherit_secrets: options.inherit_secrets,
+            },
+            result: info.clone(),
+        };
+        timer.record(&mut db, &source.id, true, &operation)?;
+        timer.record(&mut db, &id, true, &operation)?;
+        Ok::<_, Error>((facts, info))
+    }
+    .await;
+    let (facts, info) = match outcome {
+        Ok(done) => done,
+        Err(err) => return Err(abandon(dirs, db, &id, lock, "fork", err).await),
+    };
+    drop(lock);
+    let record = store::resolve(db.conn(), &id)?;
+    Ok(ForkResult {
+        workspace: with_phases(store::view(db.conn(), &record), facts.phases)?,
+        workspace_fork: info,
+    })
+}
