@@ -4,6 +4,8 @@
   floor    bare QEMU booting the environment's kernel with a tiny init that powers off (bench_boot.py)
   run      `pyro run debian:12 -- true`, warm (restored from a template) against cold    target: <= 0.3
            and against the floor, with the warm run's phases (`phases_ms`)
+  pooled   the same run taken from the pool `prepare --pool 1` keeps, against the floor  target: <= 0.15
+           (each measured run waits until the pool is refilled), and one pooled VM's idle memory
   reset    `workspace reset` (warm) against `workspace create --cold`                    target: <= 0.3
   create   warm `workspace create` until its first `exec` has answered
   memory   host memory of 10 idle warm workspaces (QEMU + supervisor), per workspace: RSS, and PSS, which
@@ -47,6 +49,24 @@ def main():
             elapsed, result = pyro(binary, env, "run", "debian:12", "--cold", "--json", "--", "true")
             cold_runs.append(elapsed)
 
+        pyro(binary, env, "prepare", "debian:12", "--pool", "1", "--json")
+        pooled_runs, pooled_floors = [], []
+        pooled_phases = {phase: [] for phase in PHASES}
+        for _ in range(args.runs):
+            wait_for_pool(binary, env)
+            pooled_floors.append(timed(floor_cmd)[0])
+            wait_for_pool(binary, env)
+            elapsed, result = pyro(binary, env, "run", "debian:12", "--json", "--", "true")
+            assert result["boot_mode"] == "pooled", result["boot_mode_reason"]
+            pooled_runs.append(elapsed)
+            for phase in PHASES:
+                pooled_phases[phase].append(result["phases_ms"][phase])
+        wait_for_pool(binary, env)
+        time.sleep(2)
+        pool_rss = sum(vm_memory_kib(Path(env["PYRO_STATE_DIR"]) / "pool", "Rss").values())
+        pool_pss = sum(vm_memory_kib(Path(env["PYRO_STATE_DIR"]) / "pool", "Pss").values())
+        pyro(binary, env, "prepare", "debian:12", "--pool", "0", "--json")
+
         resets, cold_creates, first_execs = [], [], []
         _, ws = pyro(binary, env, "workspace", "create", "--json")
         for _ in range(args.runs):
@@ -78,11 +98,28 @@ def main():
     print(f"pyro run -- true, warm                      {med(warm_runs):6.2f} s")
     print(f"pyro run -- true, cold                      {med(cold_runs):6.2f} s")
     print(f"  ratio warm / cold                         {med(warm_runs) / med(cold_runs):6.2f}   (target <= 0.3)")
+    print(f"pyro run -- true, pooled                    {med(pooled_runs):6.2f} s")
+    print(f"  ratio pooled run / floor                  {med(pooled_runs) / med(pooled_floors):6.2f}   (target <= 0.15)")
+    print("pooled run phases (ms): " + ", ".join(f"{p} {med(pooled_phases[p]):.0f}" for p in PHASES))
+    print(f"one idle pooled VM                          RSS {pool_rss / 1024:5.0f} MiB, PSS {pool_pss / 1024:5.0f} MiB")
     print(f"workspace reset (warm)                      {med(resets):6.2f} s")
     print(f"workspace create --cold                     {med(cold_creates):6.2f} s")
     print(f"  ratio reset / cold create                 {med(resets) / med(cold_creates):6.2f}   (target <= 0.3)")
     print(f"warm workspace create to first exec         {med(first_execs):6.2f} s")
     print(f"10 idle warm workspaces, per workspace      RSS {rss / 10 / 1024:5.0f} MiB, PSS {pss / 10 / 1024:5.0f} MiB")
+
+
+def wait_for_pool(binary, env, limit=120):
+    """Waits until every pool has its VMs ready (a claim starts a refill in the background)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        _, doctor = pyro(binary, env, "doctor", "--json")
+        if all(p["ready"] >= p["size"] for p in doctor["pools"]):
+            # The refill job exits just after its VM is ready.
+            time.sleep(0.5)
+            return
+        time.sleep(0.5)
+    raise SystemExit("the pool was not refilled in time")
 
 
 if __name__ == "__main__":

@@ -23,16 +23,19 @@ pub async fn serve() -> io::Result<()> {
     loop {
         wait_for_session(&mut io).await?;
         let mut session = Session::new_server(io, pyro_proto::mux_config());
+        // This session's own: a `Detach` answered late, after its session ended for another
+        // reason, must not end the next one.
+        let detach = std::sync::Arc::new(tokio::sync::Notify::new());
         loop {
             tokio::select! {
                 stream = session.next() => match stream {
                     Some(Ok(stream)) => {
-                        tokio::spawn(handle(stream));
+                        tokio::spawn(handle(stream, detach.clone()));
                     }
                     Some(Err(err)) => log(&format!("session error: {err}")),
                     None => break,
                 },
-                _ = DETACH.notified() => break,
+                _ = detach.notified() => break,
             }
         }
         // The host's next bytes belong to the next session; this one's streams end with it, once
@@ -44,9 +47,6 @@ pub async fn serve() -> io::Result<()> {
         log("session ended; waiting for a new one");
     }
 }
-
-/// Set by a `Detach` request: the serve loop ends the session once its answer is out.
-static DETACH: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
 /// Answers probes until a host asks for a session. A memory snapshot of a ready guest is taken in this
 /// state, so every restore starts its own session from here.
@@ -95,7 +95,9 @@ pub fn set_forger(forger: &'static dyn Forger) {
     let _ = FORGER.set(forger);
 }
 
-async fn handle(mut stream: StreamHandle) {
+/// Serves one request. `detach` is notified, once the answer is out, when the request ends the
+/// session.
+async fn handle(mut stream: StreamHandle, detach: std::sync::Arc<tokio::sync::Notify>) {
     let request: Request = match pyro_proto::read_frame(&mut stream).await {
         Ok(Some(frame)) => match frame.into_message() {
             Ok(request) => request,
@@ -114,7 +116,7 @@ async fn handle(mut stream: StreamHandle) {
         None => request,
     };
     let power_off = matches!(request, Request::PowerOff);
-    let detach = matches!(request, Request::Detach);
+    let ends_session = matches!(request, Request::Detach);
     // What changes the disk is on it before the answer: acknowledged means durable.
     let changes_disk = matches!(
         request,
@@ -133,8 +135,8 @@ async fn handle(mut stream: StreamHandle) {
         Err(err) => error(err),
     };
     reply(&mut stream, answer).await;
-    if detach {
-        DETACH.notify_one();
+    if ends_session {
+        detach.notify_one();
     }
     if power_off {
         tokio::time::sleep(Duration::from_millis(20)).await;

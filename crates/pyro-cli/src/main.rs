@@ -68,16 +68,18 @@ enum Commands {
     /// Internal: make one warm template in the background (started by pyro itself)
     #[command(name = "__auto-prepare", hide = true)]
     AutoPrepare {
-        #[arg(long)]
-        environment: String,
-        #[arg(long)]
-        vcpu_count: u8,
-        #[arg(long)]
-        mem_mib: u32,
+        #[command(flatten)]
+        shape: JobShape,
         #[arg(long)]
         disk_gib: u32,
         #[arg(long, value_parser = ["on", "off"])]
         network: String,
+    },
+    /// Internal: fill a pool of warm VMs in the background (started by pyro itself)
+    #[command(name = "__pool-fill", hide = true)]
+    PoolFill {
+        #[command(flatten)]
+        shape: JobShape,
     },
     /// Internal: read a stopped VM's disk (started by pyro itself)
     #[command(name = "__read-disk", hide = true)]
@@ -90,6 +92,17 @@ enum Commands {
         #[arg(long)]
         parent: Option<i32>,
     },
+}
+
+/// The shape a background job works on (its environment and VM size).
+#[derive(clap::Args)]
+struct JobShape {
+    #[arg(long)]
+    environment: String,
+    #[arg(long)]
+    vcpu_count: u8,
+    #[arg(long)]
+    mem_mib: u32,
 }
 
 fn main() -> ExitCode {
@@ -105,9 +118,12 @@ fn main() -> ExitCode {
             ExitCode::from(pyro_core::disk_reader::main(user, parent).clamp(0, 255) as u8)
         }
         Commands::AutoPrepare {
-            environment,
-            vcpu_count,
-            mem_mib,
+            shape:
+                JobShape {
+                    environment,
+                    vcpu_count,
+                    mem_mib,
+                },
             disk_gib,
             network,
         } => {
@@ -122,6 +138,20 @@ fn main() -> ExitCode {
                 disk_gib,
             };
             ExitCode::from(pyro_core::auto_prepare::main(&dirs, &shape).clamp(0, 255) as u8)
+        }
+        Commands::PoolFill {
+            shape:
+                JobShape {
+                    environment,
+                    vcpu_count,
+                    mem_mib,
+                },
+        } => {
+            let Ok(dirs) = pyro_core::Dirs::from_env() else {
+                return ExitCode::FAILURE;
+            };
+            let code = pyro_core::pool::main(&dirs, &environment, vcpu_count, mem_mib);
+            ExitCode::from(code.clamp(0, 255) as u8)
         }
         Commands::Run(args) => run_cmd::main(args),
         Commands::Env(command) => env_cmd::main(command),

@@ -27,6 +27,10 @@ pub struct PrepareArgs {
     /// Make the templates again even when they are warm
     #[arg(long)]
     force: bool,
+    /// Keep N VMs of `run`'s shape restored, activated and warmed up, so a `run` only claims one
+    /// (each costs its memory while it waits; 0 ends them)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(limits::as_i64(&limits::POOL_SIZE)))]
+    pool: Option<u8>,
     #[arg(long)]
     json: bool,
 }
@@ -40,6 +44,7 @@ pub fn main(args: PrepareArgs) -> ExitCode {
         vcpu_count: args.vcpu_count,
         mem_mib: args.mem_mib,
         force: args.force,
+        pool: args.pool,
         ..PrepareOptions::default()
     };
     if !args.environments.is_empty() {
@@ -61,6 +66,12 @@ pub fn main(args: PrepareArgs) -> ExitCode {
                         t.template_id,
                         t.manifest.boot_ms,
                         t.manifest.snapshot_ms
+                    ));
+                }
+                for p in &result.pools {
+                    text.push_str(&format!(
+                        "{} ({} vCPU, {} MiB): pool of {} VMs, {} ready\n",
+                        p.environment, p.vcpu_count, p.mem_mib, p.size, p.ready
                     ));
                 }
                 output::write_stderr(text.as_bytes());

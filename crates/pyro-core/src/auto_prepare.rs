@@ -73,20 +73,36 @@ pub(crate) fn spawn(dirs: &Dirs, key: &TemplateKey) -> Result<bool> {
     if FileLock::try_acquire(&lock)?.is_none() {
         return Ok(true);
     }
-    let log = std::fs::File::create(&log).map_err(|e| Error::io("create", &log, e))?;
-    let log2 = log.try_clone().map_err(|e| Error::io("create", &lock, e))?;
     let shape = Shape::of(key);
+    spawn_detached(
+        &[
+            "__auto-prepare".to_string(),
+            "--environment".to_string(),
+            shape.environment,
+            "--vcpu-count".to_string(),
+            shape.vcpu_count.to_string(),
+            "--mem-mib".to_string(),
+            shape.mem_mib.to_string(),
+            "--disk-gib".to_string(),
+            shape.disk_gib.to_string(),
+            "--network".to_string(),
+            if shape.network { "on" } else { "off" }.to_string(),
+        ],
+        &log,
+    )?;
+    Ok(true)
+}
+
+/// Starts `pyro ARGS…` detached (its own session, lowest CPU priority), its output in `log`.
+pub(crate) fn spawn_detached(args: &[String], log: &std::path::Path) -> Result<()> {
+    let out = std::fs::File::create(log).map_err(|e| Error::io("create", log, e))?;
+    let err = out.try_clone().map_err(|e| Error::io("create", log, e))?;
     let mut command = Command::new(crate::supervisor::pyro_program()?);
     command
-        .arg("__auto-prepare")
-        .args(["--environment", &shape.environment])
-        .args(["--vcpu-count", &shape.vcpu_count.to_string()])
-        .args(["--mem-mib", &shape.mem_mib.to_string()])
-        .args(["--disk-gib", &shape.disk_gib.to_string()])
-        .args(["--network", if shape.network { "on" } else { "off" }])
+        .args(args)
         .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log2);
+        .stdout(out)
+        .stderr(err);
     // SAFETY: setsid and setpriority are async-signal-safe and take no pointers.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut command, || {
@@ -100,16 +116,15 @@ pub(crate) fn spawn(dirs: &Dirs, key: &TemplateKey) -> Result<bool> {
     }
     let mut child = command
         .spawn()
-        .map_err(|e| Error::new(ErrorKind::Io, format!("cannot start a template job: {e}")))?;
+        .map_err(|e| Error::new(ErrorKind::Io, format!("cannot start a background job: {e}")))?;
     // Reaped here by a long-lived process (an MCP server); by init once a short-lived one is gone.
     std::thread::spawn(move || child.wait());
-    Ok(true)
+    Ok(())
 }
 
-/// Entry point of `pyro __auto-prepare`: makes the template of `shape` at low priority, unless it is
-/// warm already or another job makes it. Returns the process exit code.
-pub fn main(dirs: &Dirs, shape: &Shape) -> i32 {
-    // The idle I/O class: the template's disk writes yield to everything else.
+/// The lowest CPU priority and the idle I/O class: a background job's work yields to everything
+/// else.
+pub(crate) fn lowest_priority() {
     const IOPRIO_WHO_PROCESS: libc::c_long = 1;
     const IOPRIO_CLASS_IDLE: libc::c_long = 3;
     // SAFETY: plain system calls with integer arguments.
@@ -122,18 +137,31 @@ pub fn main(dirs: &Dirs, shape: &Shape) -> i32 {
             IOPRIO_CLASS_IDLE << 13,
         );
     }
-    let outcome = (|| {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .map_err(|e| Error::internal(format!("cannot start a runtime: {e}")))?;
-        runtime.block_on(make(dirs, shape))
-    })();
+}
+
+/// Entry point of `pyro __auto-prepare`: makes the template of `shape` at low priority, unless it is
+/// warm already or another job makes it. Returns the process exit code.
+pub fn main(dirs: &Dirs, shape: &Shape) -> i32 {
+    background_job("pyro __auto-prepare", make(dirs, shape))
+}
+
+/// Runs a detached job's work at the lowest priority on a runtime of its own; returns the process
+/// exit code (its error, if any, goes to its log).
+pub(crate) fn background_job(
+    name: &str,
+    work: impl std::future::Future<Output = Result<()>>,
+) -> i32 {
+    lowest_priority();
+    let outcome = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::internal(format!("cannot start a runtime: {e}")))
+        .and_then(|runtime| runtime.block_on(work));
     match outcome {
         Ok(()) => 0,
         Err(err) => {
-            eprintln!("pyro __auto-prepare: {err}");
+            eprintln!("{name}: {err}");
             1
         }
     }

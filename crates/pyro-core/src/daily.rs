@@ -17,6 +17,9 @@ pub struct PrepareOptions {
     pub mem_mib: u32,
     /// Make the templates again even when they are warm.
     pub force: bool,
+    /// Keep this many VMs of the shape ready for `run` (see [`crate::pool`]); `None` leaves the
+    /// pools as they are.
+    pub pool: Option<u8>,
 }
 
 impl Default for PrepareOptions {
@@ -26,6 +29,7 @@ impl Default for PrepareOptions {
             vcpu_count: limits::DEFAULT_VCPU_COUNT,
             mem_mib: limits::DEFAULT_MEM_MIB,
             force: false,
+            pool: None,
         }
     }
 }
@@ -33,6 +37,9 @@ impl Default for PrepareOptions {
 #[derive(Debug, Clone, Serialize)]
 pub struct PrepareResult {
     pub templates: Vec<template::Prepared>,
+    /// The pools of warm VMs, when `--pool` was given.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<crate::pool::PoolStatus>,
 }
 
 /// The template keys of one shape, network off and on.
@@ -80,6 +87,9 @@ pub async fn prepare(
         resume: None,
     };
     vm_options.validate()?;
+    if let Some(size) = options.pool {
+        limits::check("pool", size, &limits::POOL_SIZE)?;
+    }
     for name in &options.environments {
         catalog::lookup(name)?;
     }
@@ -95,8 +105,20 @@ pub async fn prepare(
             );
         }
     }
+    let mut pools = Vec::new();
+    if let Some(size) = options.pool {
+        for name in &options.environments {
+            let spec = crate::pool::PoolSpec {
+                environment: name.clone(),
+                vcpu_count: options.vcpu_count,
+                mem_mib: options.mem_mib,
+                size,
+            };
+            pools.push(crate::pool::fill(dirs, &spec, progress).await?);
+        }
+    }
     progress.finish();
-    Ok(PrepareResult { templates })
+    Ok(PrepareResult { templates, pools })
 }
 
 #[derive(Debug, Clone, Serialize)]

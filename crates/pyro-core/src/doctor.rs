@@ -57,6 +57,8 @@ pub struct DoctorReport {
     pub readiness: Vec<crate::daily::EnvironmentReadiness>,
     /// Whether cold boots make their missing templates in the background, and which it makes now.
     pub auto_prepare: crate::auto_prepare::Status,
+    /// The pools of warm VMs `prepare --pool` keeps, with how many are ready.
+    pub pools: Vec<crate::pool::PoolStatus>,
     /// What is wrong, each with what to do about it.
     pub issues: Vec<String>,
 }
@@ -165,6 +167,7 @@ pub fn report(dirs: &Dirs, environment: Option<&str>) -> crate::Result<DoctorRep
         environments,
         readiness,
         auto_prepare: crate::auto_prepare::status(dirs),
+        pools: crate::pool::status(dirs),
         issues,
     })
 }

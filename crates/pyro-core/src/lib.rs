@@ -30,6 +30,7 @@ pub mod initramfs;
 pub mod limits;
 pub mod network;
 pub mod paths;
+pub mod pool;
 pub mod progress;
 pub mod project;
 pub mod run;

@@ -16,6 +16,8 @@ pub const DEFAULT_MEM_MIB: u32 = 1024;
 /// The size of a VM's own disk, in GiB.
 pub const DISK_GIB: RangeInclusive<u32> = 1..=1024;
 pub const DEFAULT_DISK_GIB: u32 = 8;
+/// VMs a pool keeps ready for `run` (`prepare --pool`); each costs its memory while it waits.
+pub const POOL_SIZE: RangeInclusive<u8> = 0..=8;
 /// Named snapshots a workspace may keep (the baseline not counted).
 pub const MAX_SNAPSHOTS: usize = 32;
 /// How long one command may run, in seconds.

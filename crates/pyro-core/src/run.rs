@@ -69,6 +69,23 @@ impl RunOptions {
     }
 }
 
+/// A VM from the pool when one of this shape is ready (see [`crate::pool`]), else a new one.
+async fn boot_or_claim(
+    dirs: &Dirs,
+    id: &str,
+    dir: &std::path::Path,
+    options: &VmOptions,
+    prepared: vm::Prepared,
+) -> Result<vm::Vm> {
+    let poolable = !options.network.has_device() && options.disk_gib == limits::DEFAULT_DISK_GIB;
+    if poolable && prepared.template_id.is_some() {
+        if let Some(claimed) = crate::pool::claim(dirs, id, dir, prepared.clone()).await {
+            return claimed;
+        }
+    }
+    vm::boot(id, dir, options, prepared).await
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Cleanup {
     pub vm_id: String,
@@ -142,7 +159,7 @@ pub async fn run(
 
     let (id, dir) = vm::allocate(dirs)?;
     let booted = tokio::select! {
-        booted = vm::boot(&id, &dir, &vm_options, prepared) => booted,
+        booted = boot_or_claim(dirs, &id, &dir, &vm_options, prepared) => booted,
         _ = &mut cancel => {
             // The supervisor sees this process's channel close and tears the VM down.
             vm::wait_removed(&dir, Duration::from_secs(20)).await;

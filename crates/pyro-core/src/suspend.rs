@@ -183,7 +183,6 @@ pub fn mismatch(suspension: &Suspension, config: &VmConfig) -> Option<String> {
         && saved.mem_mib == config.mem_mib
         && saved.network == config.network
         && saved.accelerator == config.accelerator
-        && saved.tsc_khz == config.tsc_khz
         && saved.disk_gib == config.disk_gib
         && saved.data_disk == config.data_disk;
     if !same_shape {
@@ -234,4 +233,102 @@ pub fn discard(vm_dir: &Path) -> Result<()> {
 /// Removes a partial state left by a save that did not finish.
 pub fn discard_partial(vm_dir: &Path) {
     let _ = std::fs::remove_file(vm_dir.join(PARTIAL_FILE));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Memory;
+    use crate::host::accel::Accelerator;
+
+    fn setup() -> (tempfile::TempDir, VmConfig) {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["vmlinuz", "initrd", "base.img"] {
+            std::fs::write(dir.path().join(name), name).unwrap();
+        }
+        let config = VmConfig {
+            vcpu_count: 1,
+            mem_mib: 256,
+            network: false,
+            accelerator: Accelerator::Tcg,
+            tsc_khz: None,
+            kernel: dir.path().join("vmlinuz"),
+            initramfs: dir.path().join("initrd"),
+            base_image: dir.path().join("base.img"),
+            data_disk: dir.path().join("disk.qcow2"),
+            disk_gib: 1,
+            memory: Memory::Anonymous,
+        };
+        (dir, config)
+    }
+
+    /// Saves `payload` as the state of `config`'s VM, as a supervisor would.
+    fn save(dir: &Path, config: &VmConfig, payload: &[u8]) -> Suspension {
+        let (read, write) = crate::engine::launch::pipe().unwrap();
+        let mut writer = File::from(write);
+        writer.write_all(payload).unwrap();
+        drop(writer);
+        let (sha256, bytes) = receive(read, dir, 1 << 20).unwrap();
+        commit(dir, config, false, sha256, bytes).unwrap();
+        load(dir).unwrap()
+    }
+
+    #[test]
+    fn a_saved_state_fits_only_the_vm_and_inputs_it_was_saved_with() {
+        let (dir, config) = setup();
+        let saved = save(dir.path(), &config, b"state");
+        assert_eq!(saved.bytes, 5);
+        assert_eq!(mismatch(&saved, &config), None);
+        let bigger = VmConfig {
+            mem_mib: 512,
+            ..config.clone()
+        };
+        assert!(mismatch(&saved, &bigger).unwrap().contains("shape"));
+        std::fs::write(&config.base_image, "rebuilt").unwrap();
+        assert!(mismatch(&saved, &config).unwrap().contains("environment"));
+        std::fs::write(&config.base_image, "base.img").unwrap();
+        std::fs::write(dir.path().join(STATE_FILE), b"cut").unwrap();
+        let again = FileIdentity::of(&config.base_image).unwrap();
+        let saved = Suspension {
+            inputs: vec![
+                FileIdentity::of(&config.kernel).unwrap(),
+                FileIdentity::of(&config.initramfs).unwrap(),
+                again,
+            ],
+            ..saved
+        };
+        assert!(mismatch(&saved, &config).unwrap().contains("3 bytes"));
+        discard(dir.path()).unwrap();
+        assert!(load(dir.path()).is_none());
+    }
+
+    #[test]
+    fn feeding_a_state_gives_the_digest_of_what_was_saved() {
+        let (dir, config) = setup();
+        let saved = save(dir.path(), &config, &[7u8; 3000]);
+        let (read, write) = crate::engine::launch::pipe().unwrap();
+        let state = dir.path().join(STATE_FILE);
+        let feeder = std::thread::spawn(move || feed(&state, write, 3000));
+        let mut received = Vec::new();
+        File::from(read).read_to_end(&mut received).unwrap();
+        assert_eq!(feeder.join().unwrap().unwrap(), saved.sha256);
+        assert_eq!(received.len(), 3000);
+    }
+
+    #[test]
+    fn a_stream_over_its_cap_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (read, write) = crate::engine::launch::pipe().unwrap();
+        let writer = std::thread::spawn(move || {
+            let _ = File::from(write).write_all(&[1u8; 5000]);
+        });
+        assert!(receive(read, dir.path(), 4096).is_err());
+        writer.join().unwrap();
+    }
+
+    #[test]
+    fn the_cap_leaves_room_for_page_headers_and_devices() {
+        assert!(max_bytes(1024) > 1024 << 20);
+        assert!(max_bytes(1024) < 1100 << 20);
+    }
 }

@@ -104,6 +104,7 @@ pub struct Vm {
 }
 
 /// Everything resolved before a boot: environment, agent, initramfs, accelerator.
+#[derive(Clone)]
 pub struct Prepared {
     pub environment: Installed,
     pub initramfs: PathBuf,
@@ -117,6 +118,8 @@ pub struct Prepared {
     pub empty_disk: PathBuf,
     /// How long [`prepare`] took.
     pub prepare_ms: u64,
+    /// The id of the warm template it restores from (`None` for a cold boot or a resume).
+    pub template_id: Option<String>,
 }
 
 /// Pulls the environment if needed, packs the initramfs, and picks a warm template when a valid one
@@ -142,6 +145,7 @@ pub fn prepare(dirs: &Dirs, options: &VmOptions, progress: &dyn Progress) -> Res
     };
     let initramfs = initramfs::ensure(dirs, &environment, &agent)?;
     let accelerator = accel::choose();
+    let mut template_id = None;
     let (memory, boot_mode, boot_mode_reason) = if let Some(suspension) = &options.resume {
         let now = vm_config(
             options,
@@ -189,6 +193,7 @@ pub fn prepare(dirs: &Dirs, options: &VmOptions, progress: &dyn Progress) -> Res
                     key.id(),
                     key.shape()
                 );
+                template_id = Some(key.id());
                 (template.memory(), BootMode::Warm, reason)
             }
             template::Readiness::Cold(why) | template::Readiness::Stale(why) => {
@@ -213,6 +218,7 @@ pub fn prepare(dirs: &Dirs, options: &VmOptions, progress: &dyn Progress) -> Res
         boot_mode_reason,
         empty_disk,
         prepare_ms: ms_since(started),
+        template_id,
     })
 }
 
@@ -298,7 +304,7 @@ async fn start(id: &str, dir: &Path, options: &VmOptions, prepared: Prepared) ->
         }
     };
     let guest_ms = ready.boot_ms.saturating_sub(ready.engine_ms);
-    let mut facts = BootFacts {
+    let facts = BootFacts {
         accelerator: prepared.accelerator.accelerator,
         accelerator_reason: prepared.accelerator.reason.clone(),
         boot_mode: prepared.boot_mode,
@@ -312,40 +318,50 @@ async fn start(id: &str, dir: &Path, options: &VmOptions, prepared: Prepared) ->
             ..Phases::default()
         },
     };
-    let activated = std::time::Instant::now();
     let vm = Vm {
         id: id.to_string(),
         dir: dir.to_path_buf(),
         environment: prepared.environment,
-        facts: facts.clone(),
+        facts,
         ready,
         owner,
         ephemeral: options.ephemeral,
     };
-    let activation = Activate {
-        unix_time_ns: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0),
-        entropy_hex: fsutil::random_hex(32)?,
-        hostname: format!("pyro-{id}"),
-        machine_id: fsutil::random_hex(16)?,
-        network: options.network.has_device().then(guest_network),
+    vm.activate(options.network.has_device()).await
+}
+
+/// Takes over a running VM whose supervisor answered a claim on `owner` (a pooled VM, see
+/// [`crate::pool`]) and makes it this VM's own: identity, clock and entropy.
+pub async fn adopt(
+    id: &str,
+    dir: &Path,
+    owner: OwnerChannel,
+    ready: ReadyInfo,
+    prepared: Prepared,
+    reason: String,
+    claim_ms: u64,
+) -> Result<Vm> {
+    let vm = Vm {
+        id: id.to_string(),
+        dir: dir.to_path_buf(),
+        environment: prepared.environment,
+        facts: BootFacts {
+            accelerator: prepared.accelerator.accelerator,
+            accelerator_reason: prepared.accelerator.reason.clone(),
+            boot_mode: BootMode::Pooled,
+            boot_mode_reason: reason,
+            boot_ms: 0,
+            phases: Phases {
+                prepare: prepared.prepare_ms,
+                spawn: claim_ms,
+                ..Phases::default()
+            },
+        },
+        ready,
+        owner,
+        ephemeral: true,
     };
-    match vm.request(&Request::Activate(activation)).await {
-        Ok(Reply::Activated(_)) => {
-            facts.phases.activate = ms_since(activated);
-            Ok(Vm { facts, ..vm })
-        }
-        Ok(other) => {
-            vm.shutdown("activation failed").await.ok();
-            Err(agent_client::unexpected(other))
-        }
-        Err(err) => {
-            vm.shutdown("activation failed").await.ok();
-            Err(err.context("activation failed"))
-        }
-    }
+    vm.activate(false).await
 }
 
 /// The engine configuration of a VM of `options` on `data_disk`.
@@ -392,6 +408,37 @@ pub fn now_unix_ms() -> u64 {
 }
 
 impl Vm {
+    /// Makes the guest this VM's own: clock, entropy, identity (a guest already activated, as a
+    /// pooled or resumed one is, takes a new identity when its hostname differs), its disk and
+    /// network. A VM that fails it is shut down.
+    async fn activate(mut self, network: bool) -> Result<Vm> {
+        let activated = std::time::Instant::now();
+        let activation = Activate {
+            unix_time_ns: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0),
+            entropy_hex: fsutil::random_hex(32)?,
+            hostname: format!("pyro-{}", self.id),
+            machine_id: fsutil::random_hex(16)?,
+            network: network.then(guest_network),
+        };
+        match self.request(&Request::Activate(activation)).await {
+            Ok(Reply::Activated(_)) => {
+                self.facts.phases.activate = ms_since(activated);
+                Ok(self)
+            }
+            Ok(other) => {
+                self.shutdown("activation failed").await.ok();
+                Err(agent_client::unexpected(other))
+            }
+            Err(err) => {
+                self.shutdown("activation failed").await.ok();
+                Err(err.context("activation failed"))
+            }
+        }
+    }
+
     /// Sends one request and returns the agent's reply.
     pub async fn request(&self, request: &Request) -> Result<Reply> {
         agent_client::call(&self.dir, request).await

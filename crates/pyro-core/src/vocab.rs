@@ -93,6 +93,8 @@ vocabulary! {
         Cold = "cold",
         /// Resumed from its own suspended state, with every process as it was.
         Resumed = "resumed",
+        /// Taken from the pool `pyro prepare --pool` keeps: restored, activated and warmed up ahead.
+        Pooled = "pooled",
     }
 }
 

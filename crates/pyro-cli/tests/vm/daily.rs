@@ -472,3 +472,69 @@ fn a_cold_boot_makes_its_missing_template_in_the_background() {
     assert_eq!(doctor["auto_prepare"]["enabled"], false, "{doctor}");
     assert!(!templates.join(&id).exists());
 }
+
+/// Waits until every pool has its VMs ready (a claim refills it in the background); returns the
+/// pools as `doctor` reports them.
+fn pools_ready(sb: &Sandbox) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let doctor = sb.json(&["doctor", "--json"]).0;
+        let pools = doctor["pools"].clone();
+        let ready = pools
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["ready"].as_u64() >= p["size"].as_u64());
+        if ready {
+            return pools;
+        }
+        assert!(std::time::Instant::now() < deadline, "{doctor}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn a_pooled_run_takes_a_warm_vm_of_its_own_and_the_pool_refills() {
+    let _slot = one_vm_slot();
+    let sb = Sandbox::new();
+    prepared(&sb);
+    let result = sb.ok(&["prepare", "debian:12", "--pool", "1"]);
+    assert_eq!(result["pools"][0]["size"], 1, "{result}");
+    assert_eq!(result["pools"][0]["ready"], 1, "{result}");
+    let script = "hostname; cat /etc/machine-id; head -c 16 /dev/urandom | od -An -tx1";
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        pools_ready(&sb);
+        let (run, code) = sb.json(&["run", "debian:12", "--json", "--", "sh", "-c", script]);
+        assert_eq!(code, 0, "{run}");
+        assert_eq!(run["boot_mode"], "pooled", "{run}");
+        assert_eq!(run["exit_code"], 0, "{run}");
+        let stdout = run["stdout"].as_str().unwrap().to_string();
+        let vm_id = run["vm_id"].as_str().unwrap();
+        assert_eq!(
+            stdout.lines().next(),
+            Some(format!("pyro-{vm_id}").as_str())
+        );
+        // Nothing of the run is left once the CLI has exited; the pool keeps its own VM.
+        assert!(sb.leftover_vms_after(Duration::from_secs(20)).is_empty());
+        seen.push(stdout);
+    }
+    for (a, b) in seen[0].lines().zip(seen[1].lines()) {
+        assert_ne!(
+            a, b,
+            "two pooled runs share an identity or randomness:\n{seen:?}"
+        );
+    }
+    // Out of bounds, then empty.
+    let out = sb.output(&["prepare", "debian:12", "--pool", "9"]);
+    assert_eq!(out.status.code(), Some(2));
+    pools_ready(&sb);
+    let emptied = sb.ok(&["prepare", "debian:12", "--pool", "0"]);
+    assert_eq!(emptied["pools"][0]["size"], 0, "{emptied}");
+    assert!(sb.wait_no_processes(Duration::from_secs(20)).is_empty());
+    let doctor = sb.json(&["doctor", "--json"]).0;
+    assert_eq!(doctor["pools"], serde_json::json!([]), "{doctor}");
+    // Without a pool, runs are warm as before.
+    let (run, _) = sb.json(&["run", "debian:12", "--json", "--", "true"]);
+    assert_eq!(run["boot_mode"], "warm", "{run}");
+}

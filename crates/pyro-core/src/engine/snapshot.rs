@@ -78,8 +78,14 @@ pub async fn suspend(qmp: &mut Qmp, to: std::os::fd::OwnedFd, limit: Duration) -
 }
 
 /// Takes the state the engine is fed on [`INCOMING_FD`] (by the caller, meanwhile) and leaves the
-/// guest paused: the caller checks what it fed before [`run`] lets the guest go on.
-pub async fn resume(qmp: &mut Qmp, limit: Duration) -> Result<()> {
+/// guest paused: the caller checks what it fed before [`run`] lets the guest go on. `named_ram`:
+/// the guest came from a template, whose engine had `x-ignore-shared` on; a stream carries its
+/// capabilities, and the receiving engine must have the same (its RAM is not shared, so nothing
+/// is skipped).
+pub async fn resume(qmp: &mut Qmp, named_ram: bool, limit: Duration) -> Result<()> {
+    if named_ram {
+        ignore_shared_ram(qmp).await?;
+    }
     qmp.execute(
         "migrate-incoming",
         json!({"uri": format!("fd:{INCOMING_FD}")}),

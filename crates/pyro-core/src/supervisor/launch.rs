@@ -20,6 +20,15 @@ pub struct OwnerChannel {
 }
 
 impl OwnerChannel {
+    /// The owner's end of a connection the supervisor accepted as its owner (a claim of a pooled
+    /// VM): it reports `stopped` on it, takes `shutdown` from it and ends the VM when it closes.
+    pub fn claimed(stream: UnixStream, supervisor_pid: u32) -> OwnerChannel {
+        OwnerChannel {
+            stream,
+            supervisor_pid,
+        }
+    }
+
     /// The next event; `None` when the supervisor is gone without a word (it was killed).
     pub async fn next_event(&mut self) -> Result<Option<SupervisorEvent>> {
         match read_frame(&mut self.stream).await {

@@ -123,14 +123,16 @@ async fn supervise(vm_dir: PathBuf, owner: UnixStream) -> i32 {
             return fail(&mut owner_write, &vm_dir, record.ephemeral, err).await;
         }
     };
-    let ready = SupervisorEvent::Ready(ReadyInfo {
+    let ready = ReadyInfo {
         supervisor_pid: std::process::id(),
         engine_pid: running.engine.pid().unwrap_or(0),
         boot_ms: running.boot_ms,
         engine_ms: running.engine_ms,
         agent: running.hello.clone(),
-    });
-    let owner_present = send(&mut owner_write, &ready).await.is_ok();
+    };
+    let owner_present = send(&mut owner_write, &SupervisorEvent::Ready(ready.clone()))
+        .await
+        .is_ok();
     // Nobody is left to activate the VM: a persistent one would only wait for its TTL.
     if !owner_present {
         let _ = shutdown_tx.send(Some("the owner went away before the VM was ready".into()));
@@ -143,6 +145,10 @@ async fn supervise(vm_dir: PathBuf, owner: UnixStream) -> i32 {
     };
     let activity = Activity::new();
     let (saves_tx, mut saves_rx) = mpsc::channel::<(Save, UnixStream)>(4);
+    let (claims_tx, mut claims_rx) = mpsc::channel::<UnixStream>(4);
+    // A pooled VM becomes ephemeral once claimed: it ends with its claimer.
+    let mut ephemeral = record.ephemeral;
+    let mut claimers = Vec::new();
     let clients = Clients {
         shutdown: shutdown_tx.clone(),
         status,
@@ -150,6 +156,7 @@ async fn supervise(vm_dir: PathBuf, owner: UnixStream) -> i32 {
         ports: running.ports.clone(),
         views: running.views.clone(),
         saves: saves_tx,
+        claims: claims_tx,
     };
     let mut idle_check = tokio::time::interval(Duration::from_secs(1));
     let (reason, unexpected, suspended) = loop {
@@ -161,7 +168,8 @@ async fn supervise(vm_dir: PathBuf, owner: UnixStream) -> i32 {
                 }
             }
             _ = idle_check.tick() => {
-                if let Some(full) = crate::disk::over_budget(&record.config.data_disk, record.config.disk_gib) {
+                // The disk beside the supervisor (a claimed VM's directory has moved).
+                if let Some(full) = crate::disk::over_budget(Path::new(crate::disk::FILE_NAME), record.config.disk_gib) {
                     power_off(&mut running).await;
                     break (full, false, false);
                 }
@@ -205,6 +213,18 @@ async fn supervise(vm_dir: PathBuf, owner: UnixStream) -> i32 {
                     }
                 }
             }
+            Some(claimer) = claims_rx.recv() => {
+                let (read, mut write) = claimer.into_split();
+                let taken = !ephemeral
+                    && write_message(&mut write, &ClientReply::Claimed(ready.clone())).await.is_ok();
+                if taken {
+                    ephemeral = true;
+                    watch_owner(read, true, shutdown_tx.clone());
+                    claimers.push(write);
+                } else {
+                    let _ = write_message(&mut write, &ClientReply::Error { message: "the VM is taken".into() }).await;
+                }
+            }
             how = running.engine.exited() => {
                 break (format!("the VM stopped unexpectedly: QEMU exited ({how})"), true, false);
             }
@@ -216,12 +236,12 @@ async fn supervise(vm_dir: PathBuf, owner: UnixStream) -> i32 {
         }
     };
     drop(listener);
-    cleanup(&vm_dir, record.ephemeral, &reason, unexpected, suspended);
-    let _ = send(
-        &mut owner_write,
-        &SupervisorEvent::Stopped { reason, unexpected },
-    )
-    .await;
+    cleanup(&vm_dir, ephemeral, &reason, unexpected, suspended);
+    let stopped = SupervisorEvent::Stopped { reason, unexpected };
+    let _ = send(&mut owner_write, &stopped).await;
+    for mut claimer in claimers {
+        let _ = send(&mut claimer, &stopped).await;
+    }
     0
 }
 
@@ -257,13 +277,13 @@ async fn boot(backend: &Qemu, record: &VmRecord) -> Result<Running> {
                 state,
                 sha256,
                 bytes,
-                ..
+                named_ram,
             } => {
                 let mut qmp = Qmp::connect(Path::new(QMP_SOCKET), Duration::from_secs(10)).await?;
                 engine_ms = started.elapsed().as_millis() as u64;
                 let incoming = incoming
                     .ok_or_else(|| Error::internal("a resuming engine has no state pipe"))?;
-                resume(&mut qmp, incoming, state, sha256, *bytes).await?;
+                resume(&mut qmp, incoming, state, sha256, *bytes, *named_ram).await?;
             }
             Memory::Anonymous | Memory::TemplateFile { .. } => {}
         }
@@ -297,10 +317,11 @@ async fn resume(
     state: &Path,
     sha256: &str,
     bytes: u64,
+    named_ram: bool,
 ) -> Result<()> {
     let state = state.to_path_buf();
     let feeder = tokio::task::spawn_blocking(move || crate::suspend::feed(&state, incoming, bytes));
-    snapshot::resume(qmp, BOOT_DEADLINE).await?;
+    snapshot::resume(qmp, named_ram, BOOT_DEADLINE).await?;
     // The engine has read the whole stream; a feeder still writing means trailing bytes.
     let fed = match tokio::time::timeout(Duration::from_secs(10), feeder).await {
         Ok(Ok(fed)) => fed?,
@@ -345,6 +366,8 @@ struct Clients {
     views: std::sync::Arc<disk_snapshots::Views>,
     /// Hands a client asking for a save to the supervisor's loop, which owns the engine.
     saves: mpsc::Sender<(Save, UnixStream)>,
+    /// Hands a client claiming the VM to the supervisor's loop.
+    claims: mpsc::Sender<UnixStream>,
 }
 
 /// A save of the guest's whole state the supervisor's loop carries out.
@@ -364,6 +387,7 @@ async fn serve_client(mut stream: UnixStream, control: Control, clients: Clients
         ports,
         views,
         saves,
+        claims,
     } = clients;
     let request: ClientRequest = match read_frame(&mut stream).await {
         Ok(Some(frame)) => match frame.into_message() {
@@ -416,6 +440,9 @@ async fn serve_client(mut stream: UnixStream, control: Control, clients: Clients
                 };
                 let _ = write_message(&mut stream, &reply).await;
             }
+        }
+        ClientRequest::Claim => {
+            let _ = claims.send(stream).await;
         }
         ClientRequest::Shutdown { reason } => {
             let _ = shutdown.send(Some(reason));
@@ -534,7 +561,9 @@ async fn fail(owner: &mut OwnedWriteHalf, vm_dir: &Path, ephemeral: bool, err: E
 /// Removes the sockets and records why the VM stopped; an ephemeral VM's whole directory goes too.
 fn cleanup(vm_dir: &Path, ephemeral: bool, reason: &str, unexpected: bool, suspended: bool) {
     if ephemeral {
-        let _ = fsutil::remove_tree(vm_dir);
+        // Where the directory is now: a claimed VM's was moved since the supervisor started.
+        let here = std::env::current_dir().unwrap_or_else(|_| vm_dir.to_path_buf());
+        let _ = fsutil::remove_tree(&here);
         return;
     }
     for socket in [SOCKET, AGENT_SOCKET, QMP_SOCKET] {

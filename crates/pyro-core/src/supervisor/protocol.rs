@@ -42,6 +42,9 @@ pub enum ClientRequest {
     Shutdown { reason: String },
     /// Save the guest's whole state beside its disk and end (see [`crate::suspend`]).
     Suspend,
+    /// Make this connection the VM's owner (a pooled VM taken for one use): after the `claimed`
+    /// reply it is an owner channel, and the VM ends with it.
+    Claim,
     /// Save the guest's whole state, and a copy of its disk, into the VM directory `into` as a
     /// suspended VM; the guest runs on.
     Fork { into: std::path::PathBuf },
@@ -58,6 +61,7 @@ pub enum ClientReply {
     },
     Unpublished,
     Done,
+    Claimed(ReadyInfo),
     /// A suspend or fork saved `bytes` of state in `save_ms`.
     Saved {
         bytes: u64,

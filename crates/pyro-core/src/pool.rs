@@ -1,0 +1,326 @@
+//! The opt-in pool: `pyro prepare --pool N` keeps N VMs of `pyro run`'s shape (network off, the
+//! default disk) restored from their warm template, activated and warmed up (a first command has
+//! run, so the guest code a command needs is already translated under TCG), each under its own
+//! supervisor. `pyro run` claims one by renaming its directory (only one claimer can), becomes its
+//! owner over the supervisor's socket, gives it an identity of its own (hostname, machine id, clock,
+//! entropy) and runs the command; a detached, low-priority job then refills the pool.
+//!
+//! Layout: `<state>/pool/<template id>/` holds `pool.json` (what to keep) and one directory per VM;
+//! a VM is ready to claim once it holds [`READY`]. A pooled VM costs its memory while it waits (see
+//! docs/benchmarks.md); `--pool 0` ends them.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::{self, FileLock};
+use crate::network::Network;
+use crate::supervisor::protocol::{ClientReply, ClientRequest};
+use crate::vm::{self, Prepared, Vm, VmOptions};
+use crate::vocab::BootMode;
+use crate::{limits, supervisor, Dirs, Error, ErrorKind, Progress, Result};
+
+/// Marks a pooled VM ready to claim.
+const READY: &str = "pool-ready";
+const SPEC: &str = "pool.json";
+const FILL_LOCK: &str = ".fill.lock";
+const FILL_LOG: &str = ".fill.log";
+
+/// What one pool keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolSpec {
+    pub environment: String,
+    pub vcpu_count: u8,
+    pub mem_mib: u32,
+    pub size: u8,
+}
+
+impl PoolSpec {
+    fn vm_options(&self) -> VmOptions {
+        VmOptions {
+            environment: self.environment.clone(),
+            vcpu_count: self.vcpu_count,
+            mem_mib: self.mem_mib,
+            network: Network::off(),
+            disk_gib: limits::DEFAULT_DISK_GIB,
+            ephemeral: false,
+            idle_timeout_seconds: None,
+            cold: false,
+            suspend_when_idle: false,
+            resume: None,
+        }
+    }
+}
+
+/// One pool as `prepare` and `doctor` report it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolStatus {
+    pub environment: String,
+    pub vcpu_count: u8,
+    pub mem_mib: u32,
+    pub template_id: String,
+    /// How many VMs it keeps.
+    pub size: u8,
+    /// How many are ready to claim now.
+    pub ready: usize,
+}
+
+fn root(dirs: &Dirs) -> PathBuf {
+    dirs.state().join("pool")
+}
+
+fn read_spec(dir: &Path) -> Option<PoolSpec> {
+    std::fs::read(dir.join(SPEC))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+}
+
+/// The VM directories of the pool in `dir`, and whether each is ready.
+fn members(dir: &Path) -> Vec<(PathBuf, bool)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            let ready = path.join(READY).exists();
+            found.push((path, ready));
+        }
+    }
+    found
+}
+
+/// Every pool, with how many VMs are ready in each.
+pub fn status(dirs: &Dirs) -> Vec<PoolStatus> {
+    let mut pools = Vec::new();
+    for entry in std::fs::read_dir(root(dirs))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let Some(spec) = read_spec(&entry.path()) else {
+            continue;
+        };
+        pools.push(PoolStatus {
+            environment: spec.environment,
+            vcpu_count: spec.vcpu_count,
+            mem_mib: spec.mem_mib,
+            template_id: entry.file_name().to_string_lossy().into_owned(),
+            size: spec.size,
+            ready: members(&entry.path()).iter().filter(|(_, r)| *r).count(),
+        });
+    }
+    pools.sort_by(|a, b| a.environment.cmp(&b.environment));
+    pools
+}
+
+/// Makes the pool of `spec`'s shape hold `spec.size` ready VMs (booting or ending VMs as needed),
+/// and ends the VMs of older templates of the same shape. At most one fill runs per pool.
+pub async fn fill(dirs: &Dirs, spec: &PoolSpec, progress: &dyn Progress) -> Result<PoolStatus> {
+    limits::check("pool", spec.size, &limits::POOL_SIZE)?;
+    let options = spec.vm_options();
+    let probe = tokio::task::block_in_place(|| vm::prepare(dirs, &options, progress))?;
+    let template_id = match (&probe.template_id, probe.boot_mode) {
+        (Some(id), BootMode::Warm) => id.clone(),
+        _ => {
+            return Err(Error::new(
+                ErrorKind::InvalidState,
+                format!(
+                    "a pool needs the warm template of its shape: {}",
+                    probe.boot_mode_reason
+                ),
+            ))
+        }
+    };
+    let dir = root(dirs).join(&template_id);
+    fsutil::create_dir_all(&dir)?;
+    let json = serde_json::to_vec_pretty(spec).map_err(|e| Error::internal(e.to_string()))?;
+    fsutil::write_atomic(&dir.join(SPEC), &json)?;
+    end_older_generations(dirs, spec, &template_id).await;
+    let Some(_filling) = FileLock::try_acquire(&dir.join(FILL_LOCK))? else {
+        // Another fill is at it.
+        return Ok(status_of(&dir, spec, &template_id));
+    };
+    // A VM a fill that died left half made goes.
+    for (member, ready) in members(&dir) {
+        if !ready {
+            vm::stop(&member, "a pool fill did not finish").await?;
+            let _ = fsutil::remove_tree(&member);
+        }
+    }
+    let mut ready: Vec<PathBuf> = members(&dir).into_iter().map(|(m, _)| m).collect();
+    while ready.len() > usize::from(spec.size) {
+        if let Some(member) = ready.pop() {
+            vm::stop(&member, "the pool shrank").await?;
+            let _ = fsutil::remove_tree(&member);
+        }
+    }
+    while ready.len() < usize::from(spec.size) {
+        progress.phase(&format!(
+            "warming pooled VM {} of {}",
+            ready.len() + 1,
+            spec.size
+        ));
+        ready.push(boot_member(dirs, &options, &dir, progress).await?);
+    }
+    progress.finish();
+    let status = status_of(&dir, spec, &template_id);
+    if spec.size == 0 {
+        end_pool(&dir).await;
+    }
+    Ok(status)
+}
+
+fn status_of(dir: &Path, spec: &PoolSpec, template_id: &str) -> PoolStatus {
+    PoolStatus {
+        environment: spec.environment.clone(),
+        vcpu_count: spec.vcpu_count,
+        mem_mib: spec.mem_mib,
+        template_id: template_id.to_string(),
+        size: spec.size,
+        ready: members(dir).iter().filter(|(_, r)| *r).count(),
+    }
+}
+
+/// Ends the pools of the same shape made from templates that are no longer current.
+async fn end_older_generations(dirs: &Dirs, spec: &PoolSpec, current: &str) {
+    for entry in std::fs::read_dir(root(dirs))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let same_shape = read_spec(&entry.path()).is_some_and(|other| {
+            other.environment == spec.environment
+                && other.vcpu_count == spec.vcpu_count
+                && other.mem_mib == spec.mem_mib
+        });
+        if same_shape && entry.file_name().to_string_lossy() != current {
+            end_pool(&entry.path()).await;
+        }
+    }
+}
+
+async fn end_pool(dir: &Path) {
+    for (member, _) in members(dir) {
+        let _ = vm::stop(&member, "the pool was emptied").await;
+        let _ = fsutil::remove_tree(&member);
+    }
+    let _ = fsutil::remove_tree(dir);
+}
+
+/// Boots one VM into the pool in `dir`, runs a first command in it, and marks it ready.
+async fn boot_member(
+    dirs: &Dirs,
+    options: &VmOptions,
+    dir: &Path,
+    progress: &dyn Progress,
+) -> Result<PathBuf> {
+    let prepared = tokio::task::block_in_place(|| vm::prepare(dirs, options, progress))?;
+    let id = fsutil::random_hex(6)?;
+    let member = dir.join(&id);
+    let booted = async {
+        let vm = vm::boot(&id, &member, options, prepared).await?;
+        // The commands `run` sends most: a program by argv, and a shell string.
+        for command in [
+            pyro_proto::Command::Argv(vec!["true".into()]),
+            pyro_proto::Command::Shell("true".into()),
+        ] {
+            let request = pyro_proto::ExecRequest {
+                command,
+                cwd: "/".into(),
+                env: Default::default(),
+                timeout_ms: 60_000,
+                output_cap_bytes: 4096,
+                stream_output: false,
+            };
+            vm.exec(request, &mut |_, _| {}).await?;
+        }
+        fsutil::write_atomic(&member.join(READY), b"")
+    }
+    .await;
+    match booted {
+        Ok(()) => Ok(member),
+        Err(err) => {
+            let _ = vm::stop(&member, "warming it failed").await;
+            let _ = fsutil::remove_tree(&member);
+            Err(err.context("a pooled VM could not be warmed"))
+        }
+    }
+}
+
+/// Takes a ready VM of `prepared`'s template from its pool into `dir` (a new VM directory) and
+/// makes it VM `id`; `None` when there is none to take (the caller boots one). A claim starts a
+/// refill of the pool.
+pub async fn claim(dirs: &Dirs, id: &str, dir: &Path, prepared: Prepared) -> Option<Result<Vm>> {
+    let started = std::time::Instant::now();
+    let template_id = prepared.template_id.clone()?;
+    let pool = root(dirs).join(&template_id);
+    let spec = read_spec(&pool)?;
+    fsutil::create_dir_all(dir.parent()?).ok()?;
+    let taken = members(&pool).into_iter().find_map(|(member, ready)| {
+        // A rename succeeds for one claimer only.
+        (ready && std::fs::rename(&member, dir).is_ok()).then_some(())
+    });
+    refill(dirs, &spec, &pool);
+    taken?;
+    let _ = std::fs::remove_file(dir.join(READY));
+    let adopted = async {
+        let (stream, reply) = supervisor::open(dir, &ClientRequest::Claim).await?;
+        let ready = match reply {
+            ClientReply::Claimed(ready) => ready,
+            other => {
+                return Err(Error::new(
+                    ErrorKind::Engine,
+                    format!("the pooled VM could not be claimed: {other:?}"),
+                ))
+            }
+        };
+        let owner = supervisor::OwnerChannel::claimed(stream, ready.supervisor_pid);
+        let reason = format!("taken from the pool of template {template_id}");
+        let claim_ms = started.elapsed().as_millis() as u64;
+        vm::adopt(id, dir, owner, ready, prepared, reason, claim_ms).await
+    }
+    .await;
+    if adopted.is_err() {
+        let _ = vm::stop(dir, "the claim failed").await;
+        let _ = fsutil::remove_tree(dir);
+    }
+    Some(adopted)
+}
+
+/// Starts a detached job that fills the pool of `spec` again, unless one runs.
+fn refill(dirs: &Dirs, spec: &PoolSpec, pool: &Path) {
+    let busy = !matches!(FileLock::try_acquire(&pool.join(FILL_LOCK)), Ok(Some(_)));
+    if spec.size == 0 || busy {
+        return;
+    }
+    let _ = crate::auto_prepare::spawn_detached(
+        &[
+            "__pool-fill".to_string(),
+            "--environment".to_string(),
+            spec.environment.clone(),
+            "--vcpu-count".to_string(),
+            spec.vcpu_count.to_string(),
+            "--mem-mib".to_string(),
+            spec.mem_mib.to_string(),
+        ],
+        &root(dirs).join(FILL_LOG),
+    );
+}
+
+/// Entry point of `pyro __pool-fill`: fills the pool of the shape to the size it keeps. Returns
+/// the process exit code.
+pub fn main(dirs: &Dirs, environment: &str, vcpu_count: u8, mem_mib: u32) -> i32 {
+    let size = status(dirs)
+        .into_iter()
+        .find(|p| {
+            p.environment == environment && p.vcpu_count == vcpu_count && p.mem_mib == mem_mib
+        })
+        .map_or(0, |p| p.size);
+    let spec = PoolSpec {
+        environment: environment.to_string(),
+        vcpu_count,
+        mem_mib,
+        size,
+    };
+    let work = async move { fill(dirs, &spec, &crate::progress::Silent).await.map(drop) };
+    crate::auto_prepare::background_job("pyro __pool-fill", work)
+}
