@@ -122,6 +122,12 @@ pub fn main(args: DoctorArgs) -> ExitCode {
             }
             (true, n) => format!("Auto-prepare: on, making {n} template(s) now\n"),
         });
+        for pool in &report.pools {
+            text.push_str(&format!(
+                "Pool: {} ({} vCPU, {} MiB), {} of {} VMs ready\n",
+                pool.environment, pool.vcpu_count, pool.mem_mib, pool.ready, pool.size
+            ));
+        }
         if report.issues.is_empty() {
             text.push_str("No issues found.\n");
         } else {

@@ -247,9 +247,9 @@ async fn boot_member(
 }
 
 /// Takes a ready VM of `prepared`'s template from its pool into `dir` (a new VM directory) and
-/// makes it VM `id`; `None` when there is none to take (the caller boots one). A claim starts a
-/// refill of the pool.
-pub async fn claim(dirs: &Dirs, id: &str, dir: &Path, prepared: Prepared) -> Option<Result<Vm>> {
+/// makes it VM `id`; `None` when there is none to take, or the one taken could not be taken over
+/// (it is ended; the caller boots a VM instead). A claim starts a refill of the pool.
+pub async fn claim(dirs: &Dirs, id: &str, dir: &Path, prepared: Prepared) -> Option<Vm> {
     let started = std::time::Instant::now();
     let template_id = prepared.template_id.clone()?;
     let pool = root(dirs).join(&template_id);
@@ -279,11 +279,14 @@ pub async fn claim(dirs: &Dirs, id: &str, dir: &Path, prepared: Prepared) -> Opt
         vm::adopt(id, dir, owner, ready, prepared, reason, claim_ms).await
     }
     .await;
-    if adopted.is_err() {
-        let _ = vm::stop(dir, "the claim failed").await;
-        let _ = fsutil::remove_tree(dir);
+    match adopted {
+        Ok(vm) => Some(vm),
+        Err(_) => {
+            let _ = vm::stop(dir, "the claim failed").await;
+            let _ = fsutil::remove_tree(dir);
+            None
+        }
     }
-    Some(adopted)
 }
 
 /// Starts a detached job that fills the pool of `spec` again, unless one runs.

@@ -80,7 +80,7 @@ async fn boot_or_claim(
     let poolable = !options.network.has_device() && options.disk_gib == limits::DEFAULT_DISK_GIB;
     if poolable && prepared.template_id.is_some() {
         if let Some(claimed) = crate::pool::claim(dirs, id, dir, prepared.clone()).await {
-            return claimed;
+            return Ok(claimed);
         }
     }
     vm::boot(id, dir, options, prepared).await
