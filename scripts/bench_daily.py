@@ -5,7 +5,8 @@
   run      `pyro run debian:12 -- true`, warm (restored from a template) against cold    target: <= 0.3
            and against the floor, with the warm run's phases (`phases_ms`)
   pooled   the same run taken from the pool `prepare --pool 1` keeps, against the floor  target: <= 0.15
-           (each measured run waits until the pool is refilled), and one pooled VM's idle memory
+           (each measured run waits until the pool is refilled), a pooled `workspace create` until
+           its first `exec` answered, and one pooled VM's idle memory
   reset    `workspace reset` (warm) against `workspace create --cold`                    target: <= 0.3
   create   warm `workspace create` until its first `exec` has answered
   memory   host memory of 10 idle warm workspaces (QEMU + supervisor), per workspace: RSS, and PSS, which
@@ -61,6 +62,15 @@ def main():
             pooled_runs.append(elapsed)
             for phase in PHASES:
                 pooled_phases[phase].append(result["phases_ms"][phase])
+        pooled_first_execs = []
+        for _ in range(args.runs):
+            wait_for_pool(binary, env)
+            start = time.monotonic()
+            _, pooled_ws = pyro(binary, env, "workspace", "create", "--json")
+            assert pooled_ws["boot_mode"] == "pooled", pooled_ws["boot_mode_reason"]
+            pyro(binary, env, "workspace", "exec", pooled_ws["workspace_id"], "--json", "--", "true")
+            pooled_first_execs.append(time.monotonic() - start)
+            pyro(binary, env, "workspace", "delete", pooled_ws["workspace_id"], "--json")
         wait_for_pool(binary, env)
         time.sleep(2)
         pool_rss = sum(vm_memory_kib(Path(env["PYRO_STATE_DIR"]) / "pool", "Rss").values())
@@ -106,6 +116,7 @@ def main():
     print(f"workspace create --cold                     {med(cold_creates):6.2f} s")
     print(f"  ratio reset / cold create                 {med(resets) / med(cold_creates):6.2f}   (target <= 0.3)")
     print(f"warm workspace create to first exec         {med(first_execs):6.2f} s")
+    print(f"pooled workspace create to first exec       {med(pooled_first_execs):6.2f} s")
     print(f"10 idle warm workspaces, per workspace      RSS {rss / 10 / 1024:5.0f} MiB, PSS {pss / 10 / 1024:5.0f} MiB")
 
 

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fsutil::{self, FileLock};
 use crate::network::Network;
-use crate::supervisor::protocol::{ClientReply, ClientRequest};
+use crate::supervisor::protocol::{ClientReply, ClientRequest, Persist};
 use crate::vm::{self, Prepared, Vm, VmOptions};
 use crate::vocab::BootMode;
 use crate::{limits, supervisor, Dirs, Error, ErrorKind, Progress, Result};
@@ -246,10 +246,22 @@ async fn boot_member(
     }
 }
 
+/// Whether VMs of `options` can come from a pool: the shape pools keep (network off, the default
+/// disk). The template (environment, vCPUs, memory) picks the pool.
+pub fn fits(options: &VmOptions) -> bool {
+    !options.network.has_device() && options.disk_gib == limits::DEFAULT_DISK_GIB && !options.cold
+}
+
 /// Takes a ready VM of `prepared`'s template from its pool into `dir` (a new VM directory) and
-/// makes it VM `id`; `None` when there is none to take, or the one taken could not be taken over
+/// makes it VM `id`, for one use or, with `persist`, to live on (a workspace's); `None` when there is none to take, or the one taken could not be taken over
 /// (it is ended; the caller boots a VM instead). A claim starts a refill of the pool.
-pub async fn claim(dirs: &Dirs, id: &str, dir: &Path, prepared: Prepared) -> Option<Vm> {
+pub async fn claim(
+    dirs: &Dirs,
+    id: &str,
+    dir: &Path,
+    prepared: Prepared,
+    persist: Option<Persist>,
+) -> Option<Vm> {
     let started = std::time::Instant::now();
     let template_id = prepared.template_id.clone()?;
     let pool = root(dirs).join(&template_id);
@@ -263,7 +275,8 @@ pub async fn claim(dirs: &Dirs, id: &str, dir: &Path, prepared: Prepared) -> Opt
     taken?;
     let _ = std::fs::remove_file(dir.join(READY));
     let adopted = async {
-        let (stream, reply) = supervisor::open(dir, &ClientRequest::Claim).await?;
+        let ephemeral = persist.is_none();
+        let (stream, reply) = supervisor::open(dir, &ClientRequest::Claim { persist }).await?;
         let ready = match reply {
             ClientReply::Claimed(ready) => ready,
             other => {
@@ -276,7 +289,14 @@ pub async fn claim(dirs: &Dirs, id: &str, dir: &Path, prepared: Prepared) -> Opt
         let owner = supervisor::OwnerChannel::claimed(stream, ready.supervisor_pid);
         let reason = format!("taken from the pool of template {template_id}");
         let claim_ms = started.elapsed().as_millis() as u64;
-        vm::adopt(id, dir, owner, ready, prepared, reason, claim_ms).await
+        let taken = vm::Taken {
+            owner,
+            ready,
+            reason,
+            claim_ms,
+            ephemeral,
+        };
+        vm::adopt(id, dir, taken, prepared).await
     }
     .await;
     match adopted {

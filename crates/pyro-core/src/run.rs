@@ -77,9 +77,8 @@ async fn boot_or_claim(
     options: &VmOptions,
     prepared: vm::Prepared,
 ) -> Result<vm::Vm> {
-    let poolable = !options.network.has_device() && options.disk_gib == limits::DEFAULT_DISK_GIB;
-    if poolable && prepared.template_id.is_some() {
-        if let Some(claimed) = crate::pool::claim(dirs, id, dir, prepared.clone()).await {
+    if crate::pool::fits(options) {
+        if let Some(claimed) = crate::pool::claim(dirs, id, dir, prepared.clone(), None).await {
             return Ok(claimed);
         }
     }

@@ -330,17 +330,19 @@ async fn start(id: &str, dir: &Path, options: &VmOptions, prepared: Prepared) ->
     vm.activate(options.network.has_device()).await
 }
 
-/// Takes over a running VM whose supervisor answered a claim on `owner` (a pooled VM, see
-/// [`crate::pool`]) and makes it this VM's own: identity, clock and entropy.
-pub async fn adopt(
-    id: &str,
-    dir: &Path,
-    owner: OwnerChannel,
-    ready: ReadyInfo,
-    prepared: Prepared,
-    reason: String,
-    claim_ms: u64,
-) -> Result<Vm> {
+/// A running VM whose supervisor answered a claim (a pooled VM, see [`crate::pool`]).
+pub struct Taken {
+    pub owner: OwnerChannel,
+    pub ready: ReadyInfo,
+    /// Why it was taken, as `boot_mode_reason` says.
+    pub reason: String,
+    pub claim_ms: u64,
+    /// Taken for one use: it ends with this process.
+    pub ephemeral: bool,
+}
+
+/// Makes a VM taken over from the pool this VM's own: identity, clock and entropy.
+pub async fn adopt(id: &str, dir: &Path, taken: Taken, prepared: Prepared) -> Result<Vm> {
     let vm = Vm {
         id: id.to_string(),
         dir: dir.to_path_buf(),
@@ -349,17 +351,17 @@ pub async fn adopt(
             accelerator: prepared.accelerator.accelerator,
             accelerator_reason: prepared.accelerator.reason.clone(),
             boot_mode: BootMode::Pooled,
-            boot_mode_reason: reason,
+            boot_mode_reason: taken.reason,
             boot_ms: 0,
             phases: Phases {
                 prepare: prepared.prepare_ms,
-                spawn: claim_ms,
+                spawn: taken.claim_ms,
                 ..Phases::default()
             },
         },
-        ready,
-        owner,
-        ephemeral: true,
+        ready: taken.ready,
+        owner: taken.owner,
+        ephemeral: taken.ephemeral,
     };
     vm.activate(false).await
 }

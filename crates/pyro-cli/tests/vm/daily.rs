@@ -525,6 +525,26 @@ fn a_pooled_run_takes_a_warm_vm_of_its_own_and_the_pool_refills() {
             "two pooled runs share an identity or randomness:\n{seen:?}"
         );
     }
+    // A new workspace takes one too, and lives on as any workspace does.
+    pools_ready(&sb);
+    let seed = sb.scratch("seed");
+    fs::write(seed.join("a.txt"), "seeded\n").unwrap();
+    let ws = sb.ok(&["workspace", "create", "--seed-path", seed.to_str().unwrap()]);
+    assert_eq!(ws["boot_mode"], "pooled", "{ws}");
+    let id = ws["workspace_id"].as_str().unwrap();
+    assert_eq!(
+        sb.sh(id, "hostname; cat a.txt"),
+        format!("pyro-{id}\nseeded\n")
+    );
+    sb.sh(id, "echo changed > a.txt");
+    assert_eq!(sb.ok(&["workspace", "suspend", id])["state"], "suspended");
+    assert_eq!(sb.ok(&["workspace", "resume", id])["boot_mode"], "resumed");
+    sb.ok(&["workspace", "stop", id]);
+    assert_eq!(sb.ok(&["workspace", "start", id])["state"], "started");
+    assert_eq!(sb.sh(id, "cat a.txt"), "changed\n");
+    sb.ok(&["workspace", "reset", id]);
+    assert_eq!(sb.sh(id, "cat a.txt"), "seeded\n");
+    sb.ok(&["workspace", "delete", id]);
     // Out of bounds, then empty.
     let out = sb.output(&["prepare", "debian:12", "--pool", "9"]);
     assert_eq!(out.status.code(), Some(2));

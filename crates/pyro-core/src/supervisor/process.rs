@@ -16,7 +16,7 @@ use super::suspending::{self, Outcome};
 use super::disk_snapshots;
 use super::ports::Ports;
 use super::protocol::{
-    ClientReply, ClientRequest, OwnerCommand, ReadyInfo, StatusInfo, SupervisorEvent,
+    ClientReply, ClientRequest, OwnerCommand, Persist, ReadyInfo, StatusInfo, SupervisorEvent,
 };
 use super::{StopRecord, VmRecord, LOCK, RECORD_FILE, SOCKET, STOPPED_FILE};
 use crate::engine::instance::Instance;
@@ -76,7 +76,7 @@ pub(super) struct Running {
     hello: HelloReply,
 }
 
-async fn supervise(vm_dir: PathBuf, owner: UnixStream) -> i32 {
+async fn supervise(mut vm_dir: PathBuf, owner: UnixStream) -> i32 {
     let (owner_read, mut owner_write) = owner.into_split();
     let record: VmRecord = match std::fs::read(RECORD_FILE)
         .map_err(|e| Error::io("read", Path::new(RECORD_FILE), e))
@@ -110,6 +110,7 @@ async fn supervise(vm_dir: PathBuf, owner: UnixStream) -> i32 {
             return 0;
         }
     };
+    drop(booting);
     // A supervisor that died uncleanly leaves its socket behind; this one holds the lock now.
     let _ = std::fs::remove_file(SOCKET);
     let listener = match crate::unix_socket::bind(Path::new(SOCKET)).and_then(|l| {
@@ -145,9 +146,12 @@ async fn supervise(vm_dir: PathBuf, owner: UnixStream) -> i32 {
     };
     let activity = Activity::new();
     let (saves_tx, mut saves_rx) = mpsc::channel::<(Save, UnixStream)>(4);
-    let (claims_tx, mut claims_rx) = mpsc::channel::<UnixStream>(4);
-    // A pooled VM becomes ephemeral once claimed: it ends with its claimer.
+    let (claims_tx, mut claims_rx) = mpsc::channel::<(Option<Persist>, UnixStream)>(4);
+    // A pooled VM is taken over once: for one use it then ends with its claimer; to persist it
+    // takes the claimer's idle timeout.
+    let mut record = record;
     let mut ephemeral = record.ephemeral;
+    let mut claimed = false;
     let mut claimers = Vec::new();
     let clients = Clients {
         shutdown: shutdown_tx.clone(),
@@ -213,13 +217,27 @@ async fn supervise(vm_dir: PathBuf, owner: UnixStream) -> i32 {
                     }
                 }
             }
-            Some(claimer) = claims_rx.recv() => {
+            Some((persist, claimer)) = claims_rx.recv() => {
                 let (read, mut write) = claimer.into_split();
-                let taken = !ephemeral
+                let taken = !ephemeral && !claimed
                     && write_message(&mut write, &ClientReply::Claimed(ready.clone())).await.is_ok();
                 if taken {
-                    ephemeral = true;
-                    watch_owner(read, true, shutdown_tx.clone());
+                    claimed = true;
+                    // Idle time counts from the claim, not from when the VM was pooled.
+                    drop(activity.begin());
+                    match persist {
+                        Some(persist) => {
+                            record.idle_timeout_seconds = persist.idle_timeout_seconds;
+                            record.suspend_when_idle = persist.suspend_when_idle;
+                        }
+                        None => ephemeral = true,
+                    }
+                    // Its directory moved: saves go, and record the disk, where it is now.
+                    if let Ok(here) = std::env::current_dir() {
+                        record.config.data_disk = here.join(crate::disk::FILE_NAME);
+                        vm_dir = here;
+                    }
+                    watch_owner(read, ephemeral, shutdown_tx.clone());
                     claimers.push(write);
                 } else {
                     let _ = write_message(&mut write, &ClientReply::Error { message: "the VM is taken".into() }).await;
@@ -367,7 +385,7 @@ struct Clients {
     /// Hands a client asking for a save to the supervisor's loop, which owns the engine.
     saves: mpsc::Sender<(Save, UnixStream)>,
     /// Hands a client claiming the VM to the supervisor's loop.
-    claims: mpsc::Sender<UnixStream>,
+    claims: mpsc::Sender<(Option<Persist>, UnixStream)>,
 }
 
 /// A save of the guest's whole state the supervisor's loop carries out.
@@ -441,8 +459,8 @@ async fn serve_client(mut stream: UnixStream, control: Control, clients: Clients
                 let _ = write_message(&mut stream, &reply).await;
             }
         }
-        ClientRequest::Claim => {
-            let _ = claims.send(stream).await;
+        ClientRequest::Claim { persist } => {
+            let _ = claims.send((persist, stream)).await;
         }
         ClientRequest::Shutdown { reason } => {
             let _ = shutdown.send(Some(reason));

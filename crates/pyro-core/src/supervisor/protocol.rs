@@ -42,9 +42,13 @@ pub enum ClientRequest {
     Shutdown { reason: String },
     /// Save the guest's whole state beside its disk and end (see [`crate::suspend`]).
     Suspend,
-    /// Make this connection the VM's owner (a pooled VM taken for one use): after the `claimed`
-    /// reply it is an owner channel, and the VM ends with it.
-    Claim,
+    /// Take over a pooled VM: after the `claimed` reply this connection is an owner channel. A VM
+    /// taken for one use (`persist` unset) ends with it; one taken to persist (a workspace) lives
+    /// on with the idle timeout given.
+    Claim {
+        #[serde(default)]
+        persist: Option<Persist>,
+    },
     /// Save the guest's whole state, and a copy of its disk, into the VM directory `into` as a
     /// suspended VM; the guest runs on.
     Fork { into: std::path::PathBuf },
@@ -78,6 +82,13 @@ pub struct StatusInfo {
     pub supervisor_pid: u32,
     pub engine_pid: u32,
     pub boot_ms: u64,
+}
+
+/// How a VM taken over to persist behaves from then on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Persist {
+    pub idle_timeout_seconds: Option<u64>,
+    pub suspend_when_idle: bool,
 }
 
 /// What the owner may send.

@@ -393,6 +393,18 @@ async fn boot(
     let mut attempt = 0;
     let mut facts = loop {
         let prepared = tokio::task::block_in_place(|| vm::prepare(dirs, &options, progress))?;
+        // A new workspace may take a VM from the pool (`prepare --pool`).
+        if fresh && !dir.exists() && crate::pool::fits(&options) {
+            let persist = supervisor::protocol::Persist {
+                idle_timeout_seconds: options.idle_timeout_seconds,
+                suspend_when_idle: options.suspend_when_idle,
+            };
+            let claimed =
+                crate::pool::claim(dirs, &record.id, &dir, prepared.clone(), Some(persist)).await;
+            if let Some(vm) = claimed {
+                break vm.facts.clone();
+            }
+        }
         progress.phase("booting the VM");
         // The VM outlives this process: dropping the handle leaves it to its supervisor.
         match vm::boot(&record.id, &dir, &options, prepared).await {
