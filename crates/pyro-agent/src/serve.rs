@@ -101,7 +101,10 @@ async fn handle(mut stream: StreamHandle, detach: std::sync::Arc<tokio::sync::No
     let request: Request = match pyro_proto::read_frame(&mut stream).await {
         Ok(Some(frame)) => match frame.into_message() {
             Ok(request) => request,
-            Err(err) => return reply(&mut stream, error(err)).await,
+            Err(err) => {
+                reply(&mut stream, error(err)).await;
+                return;
+            }
         },
         _ => return,
     };
@@ -134,8 +137,8 @@ async fn handle(mut stream: StreamHandle, detach: std::sync::Arc<tokio::sync::No
         Ok(answer) => answer,
         Err(err) => error(err),
     };
-    reply(&mut stream, answer).await;
-    if ends_session {
+    // A host that gave up waiting for the answer keeps its session: only an answer it can read ends it.
+    if reply(&mut stream, answer).await && ends_session {
         detach.notify_one();
     }
     if power_off {
@@ -362,11 +365,17 @@ fn error(err: io::Error) -> Reply {
     }
 }
 
-async fn reply(stream: &mut StreamHandle, answer: Reply) {
-    if let Err(err) = pyro_proto::write_message(stream, &answer).await {
-        log(&format!("reply failed: {err}"));
-    }
+/// Writes the answer and ends the stream; whether the answer was written.
+async fn reply(stream: &mut StreamHandle, answer: Reply) -> bool {
+    let written = match pyro_proto::write_message(stream, &answer).await {
+        Ok(()) => true,
+        Err(err) => {
+            log(&format!("reply failed: {err}"));
+            false
+        }
+    };
     let _ = stream.shutdown().await;
+    written
 }
 
 #[cfg(test)]

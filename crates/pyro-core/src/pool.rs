@@ -75,13 +75,14 @@ fn read_spec(dir: &Path) -> Option<PoolSpec> {
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
 }
 
-/// The VM directories of the pool in `dir`, and whether each is ready.
+/// The VM directories of the pool in `dir`, and whether each is ready: warmed up, and its
+/// supervisor alive (after a host restart a directory outlives its VM).
 fn members(dir: &Path) -> Vec<(PathBuf, bool)> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let path = entry.path();
         if path.is_dir() {
-            let ready = path.join(READY).exists();
+            let ready = path.join(READY).exists() && vm::is_running(&path);
             found.push((path, ready));
         }
     }
@@ -139,27 +140,34 @@ pub async fn fill(dirs: &Dirs, spec: &PoolSpec, progress: &dyn Progress) -> Resu
         // Another fill is at it.
         return Ok(status_of(&dir, spec, &template_id));
     };
-    // A VM a fill that died left half made goes.
-    for (member, ready) in members(&dir) {
-        if !ready {
-            vm::stop(&member, "a pool fill did not finish").await?;
-            let _ = fsutil::remove_tree(&member);
+    // Counted again each time: runs take VMs while a fill works. A VM a fill that died left half
+    // made, or whose supervisor is gone, goes.
+    loop {
+        let mut ready = Vec::new();
+        for (member, is_ready) in members(&dir) {
+            if is_ready {
+                ready.push(member);
+            } else {
+                vm::stop(&member, "a pool fill did not finish").await?;
+                let _ = fsutil::remove_tree(&member);
+            }
         }
-    }
-    let mut ready: Vec<PathBuf> = members(&dir).into_iter().map(|(m, _)| m).collect();
-    while ready.len() > usize::from(spec.size) {
-        if let Some(member) = ready.pop() {
-            vm::stop(&member, "the pool shrank").await?;
-            let _ = fsutil::remove_tree(&member);
+        if ready.len() > usize::from(spec.size) {
+            if let Some(member) = ready.pop() {
+                vm::stop(&member, "the pool shrank").await?;
+                let _ = fsutil::remove_tree(&member);
+            }
+            continue;
         }
-    }
-    while ready.len() < usize::from(spec.size) {
+        if ready.len() == usize::from(spec.size) {
+            break;
+        }
         progress.phase(&format!(
             "warming pooled VM {} of {}",
             ready.len() + 1,
             spec.size
         ));
-        ready.push(boot_member(dirs, &options, &dir, progress).await?);
+        boot_member(dirs, &options, &dir, progress).await?;
     }
     progress.finish();
     let status = status_of(&dir, spec, &template_id);
@@ -259,13 +267,30 @@ pub async fn claim(
     dirs: &Dirs,
     id: &str,
     dir: &Path,
+    options: &VmOptions,
     prepared: Prepared,
     persist: Option<Persist>,
 ) -> Option<Vm> {
     let started = std::time::Instant::now();
     let template_id = prepared.template_id.clone()?;
     let pool = root(dirs).join(&template_id);
-    let spec = read_spec(&pool)?;
+    let Some(spec) = read_spec(&pool) else {
+        // A pool of this shape made from an older template: the refill makes the current one.
+        if let Some(older) = status(dirs).into_iter().find(|p| {
+            p.environment == options.environment
+                && p.vcpu_count == options.vcpu_count
+                && p.mem_mib == options.mem_mib
+        }) {
+            let spec = PoolSpec {
+                environment: older.environment,
+                vcpu_count: older.vcpu_count,
+                mem_mib: older.mem_mib,
+                size: older.size,
+            };
+            refill(dirs, &spec, &pool);
+        }
+        return None;
+    };
     fsutil::create_dir_all(dir.parent()?).ok()?;
     let taken = members(&pool).into_iter().find_map(|(member, ready)| {
         // A rename succeeds for one claimer only.
@@ -311,7 +336,8 @@ pub async fn claim(
 
 /// Starts a detached job that fills the pool of `spec` again, unless one runs.
 fn refill(dirs: &Dirs, spec: &PoolSpec, pool: &Path) {
-    let busy = !matches!(FileLock::try_acquire(&pool.join(FILL_LOCK)), Ok(Some(_)));
+    let busy =
+        pool.exists() && !matches!(FileLock::try_acquire(&pool.join(FILL_LOCK)), Ok(Some(_)));
     if spec.size == 0 || busy {
         return;
     }

@@ -78,7 +78,9 @@ async fn boot_or_claim(
     prepared: vm::Prepared,
 ) -> Result<vm::Vm> {
     if crate::pool::fits(options) {
-        if let Some(claimed) = crate::pool::claim(dirs, id, dir, prepared.clone(), None).await {
+        if let Some(claimed) =
+            crate::pool::claim(dirs, id, dir, options, prepared.clone(), None).await
+        {
             return Ok(claimed);
         }
     }
@@ -160,7 +162,9 @@ pub async fn run(
     let booted = tokio::select! {
         booted = boot_or_claim(dirs, &id, &dir, &vm_options, prepared) => booted,
         _ = &mut cancel => {
-            // The supervisor sees this process's channel close and tears the VM down.
+            // The supervisor sees this process's channel close and tears the VM down; a pooled VM
+            // caught between its claim and its take-over has no owner yet, and is stopped here.
+            let _ = vm::stop(&dir, "interrupted").await;
             vm::wait_removed(&dir, Duration::from_secs(20)).await;
             return Err(interrupted());
         }

@@ -217,6 +217,17 @@ pub fn state_path(data_disk: &Path) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(STATE_FILE))
 }
 
+/// Marks the saved state in the current directory (the supervisor's, its VM's) used: its record
+/// goes, durably, so it is never loaded again once the guest runs on and writes to its disk.
+pub fn spend() -> Result<()> {
+    let record = Path::new(RECORD_FILE);
+    std::fs::remove_file(record).map_err(|e| Error::io("remove", record, e))?;
+    if let Ok(dir) = File::open(".") {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
 /// Removes a saved state (after a resume, or when it can no longer be used).
 pub fn discard(vm_dir: &Path) -> Result<()> {
     for name in [RECORD_FILE, STATE_FILE, PARTIAL_FILE] {

@@ -77,6 +77,9 @@ fn a_suspended_workspace_resumes_with_its_processes_and_its_clock_stepped() {
         "{err}"
     );
     sb.refused(&["workspace", "suspend", &id], "is suspended");
+    // Its disk reads as a stopped workspace's does.
+    let read = sb.ok(&["workspace", "disk", "read", &id, "note"]);
+    assert_eq!(read["content"], "kept\n", "{read}");
     sb.refused(&["workspace", "fork", &id], "is suspended");
     // Time passes while it is suspended; the guest's clock is stepped on resume.
     std::thread::sleep(Duration::from_secs(3));

@@ -77,6 +77,13 @@ pub async fn suspend(qmp: &mut Qmp, to: std::os::fd::OwnedFd, limit: Duration) -
     qmp.wait_for_migration(limit).await
 }
 
+/// After a failed [`suspend`]: stops a migration still under way and closes the engine's copy of
+/// the pipe, so its reader ends.
+pub async fn abandon_suspend(qmp: &mut Qmp) {
+    let _ = qmp.execute("migrate_cancel", json!({})).await;
+    let _ = qmp.execute("closefd", json!({"fdname": "suspend"})).await;
+}
+
 /// Takes the state the engine is fed on [`INCOMING_FD`] (by the caller, meanwhile) and leaves the
 /// guest paused: the caller checks what it fed before [`run`] lets the guest go on. `named_ram`:
 /// the guest came from a template, whose engine had `x-ignore-shared` on; a stream carries its

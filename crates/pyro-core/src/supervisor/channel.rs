@@ -73,9 +73,10 @@ impl AgentChannel {
     }
 
     /// Ends the session and gives the raw channel back, with the agent waiting for a new session
-    /// (checked with a probe): a guest saved now holds no session state. When the agent does not
-    /// answer the request the session goes on ([`Detach::Refused`]); once the session is gone, a
-    /// channel the agent does not answer on is [`Detach::Lost`].
+    /// (checked with a probe): a guest saved now holds no session state. When the agent answers
+    /// the request with something else the session goes on ([`Detach::Refused`]); otherwise the
+    /// host's side of the session ends, and a channel the agent does not answer a probe on is
+    /// [`Detach::Lost`].
     pub async fn detach(&mut self) -> std::result::Result<UnixStream, Detach> {
         if self.stop.is_none() {
             return Err(Detach::Lost(Error::internal(
@@ -94,12 +95,15 @@ impl AgentChannel {
         };
         match tokio::time::timeout(DETACH_LIMIT, ask).await {
             Ok(Some(Reply::Detached)) => {}
-            _ => {
+            // An answer that is not the one asked for: the agent keeps its session.
+            Ok(Some(_)) => {
                 return Err(Detach::Refused(Error::new(
                     ErrorKind::Protocol,
                     "the guest agent did not end its session when asked",
                 )))
             }
+            // No answer (in time): whether it ended its session is settled by the probe below.
+            Ok(None) | Err(_) => {}
         }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -121,7 +125,7 @@ impl AgentChannel {
 
 /// Why a detach failed.
 pub enum Detach {
-    /// The agent did not answer: its session goes on.
+    /// The agent refused: its session goes on.
     Refused(Error),
     /// The session ended but the agent does not answer on the channel.
     Lost(Error),

@@ -16,6 +16,12 @@ use crate::engine::QMP_SOCKET;
 
 /// One QMP conversation at a time.
 static QMP: Mutex<()> = Mutex::const_new(());
+
+/// Holds every other QMP conversation (snapshots, views) off until dropped: a save of the whole
+/// guest takes its turn for as long as it lasts.
+pub(super) async fn qmp_turn() -> tokio::sync::MutexGuard<'static, ()> {
+    QMP.lock().await
+}
 /// The guest thaws by itself after this, should the supervisor never get to it. Taking a snapshot
 /// must end well before: one that outlasts the freeze is not known to be clean, and is dropped.
 const THAW_AFTER: Duration = Duration::from_secs(30);

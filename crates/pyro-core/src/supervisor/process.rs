@@ -284,6 +284,11 @@ async fn boot(backend: &Qemu, record: &VmRecord) -> Result<Running> {
     let ports = std::sync::Arc::new(Ports::new(inbound_tx));
     let mut engine_ms = started.elapsed().as_millis() as u64;
     let incoming = engine.take_incoming();
+    // A resume loads the guest's whole memory first: it gets time for that too (32 MiB/s at least).
+    let deadline = match &record.config.memory {
+        Memory::Resume { bytes, .. } => BOOT_DEADLINE + Duration::from_secs(bytes >> 25),
+        _ => BOOT_DEADLINE,
+    };
     let handshake = async {
         match &record.config.memory {
             Memory::Restore { .. } => {
@@ -301,16 +306,19 @@ async fn boot(backend: &Qemu, record: &VmRecord) -> Result<Running> {
                 engine_ms = started.elapsed().as_millis() as u64;
                 let incoming = incoming
                     .ok_or_else(|| Error::internal("a resuming engine has no state pipe"))?;
-                resume(&mut qmp, incoming, state, sha256, *bytes, *named_ram).await?;
+                let saved = Saved {
+                    state,
+                    sha256,
+                    bytes: *bytes,
+                    named_ram: *named_ram,
+                };
+                resume(&mut qmp, incoming, &saved, deadline).await?;
             }
             Memory::Anonymous | Memory::TemplateFile { .. } => {}
         }
         AgentChannel::open(channel::connect().await?).await
     };
-    match engine
-        .wait_ready("the guest", BOOT_DEADLINE, handshake)
-        .await
-    {
+    match engine.wait_ready("the guest", deadline, handshake).await {
         Ok((channel, hello)) => Ok(Running {
             engine,
             ports,
@@ -327,19 +335,26 @@ async fn boot(backend: &Qemu, record: &VmRecord) -> Result<Running> {
     }
 }
 
+/// A suspended guest's saved state, as its record describes it.
+struct Saved<'a> {
+    state: &'a Path,
+    sha256: &'a str,
+    bytes: u64,
+    named_ram: bool,
+}
+
 /// Feeds a suspended guest's state to the engine, and lets the guest run only when what was fed is
-/// what was saved.
+/// what was saved. The state is used once: its record goes before the guest runs, so the disk it
+/// belongs to never gets it again once the guest has written to it.
 async fn resume(
     qmp: &mut Qmp,
     incoming: std::os::fd::OwnedFd,
-    state: &Path,
-    sha256: &str,
-    bytes: u64,
-    named_ram: bool,
+    saved: &Saved<'_>,
+    limit: Duration,
 ) -> Result<()> {
-    let state = state.to_path_buf();
+    let (state, bytes) = (saved.state.to_path_buf(), saved.bytes);
     let feeder = tokio::task::spawn_blocking(move || crate::suspend::feed(&state, incoming, bytes));
-    snapshot::resume(qmp, named_ram, BOOT_DEADLINE).await?;
+    snapshot::resume(qmp, saved.named_ram, limit).await?;
     // The engine has read the whole stream; a feeder still writing means trailing bytes.
     let fed = match tokio::time::timeout(Duration::from_secs(10), feeder).await {
         Ok(Ok(fed)) => fed?,
@@ -351,12 +366,13 @@ async fn resume(
             ))
         }
     };
-    if fed != sha256 {
+    if fed != saved.sha256 {
         return Err(Error::new(
             ErrorKind::Engine,
             "the saved state is damaged: its sha256 does not match the one recorded when it was saved",
         ));
     }
+    crate::suspend::spend()?;
     snapshot::run(qmp).await
 }
 

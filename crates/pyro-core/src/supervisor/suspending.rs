@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tokio::net::UnixStream;
+use tokio::sync::MutexGuard;
 
 use super::channel::{AgentChannel, Detach};
 use super::process::Running;
@@ -31,7 +32,7 @@ pub(super) enum Outcome {
 /// Saves the guest beside its disk and ends the engine.
 pub(super) async fn suspend(running: &mut Running, record: &VmRecord, vm_dir: &Path) -> Outcome {
     let started = Instant::now();
-    let raw = match detach(running, record, vm_dir, 0).await {
+    let (raw, _turn) = match detach(running, record, vm_dir, 0).await {
         Ok(raw) => raw,
         Err(outcome) => return outcome,
     };
@@ -62,7 +63,7 @@ pub(super) async fn suspend(running: &mut Running, record: &VmRecord, vm_dir: &P
 pub(super) async fn fork(running: &mut Running, record: &VmRecord, into: &Path) -> Outcome {
     let started = Instant::now();
     let disk_bytes = std::fs::metadata(&record.config.data_disk).map_or(0, |m| m.len());
-    let raw = match detach(running, record, into, disk_bytes).await {
+    let (raw, _turn) = match detach(running, record, into, disk_bytes).await {
         Ok(raw) => raw,
         Err(outcome) => return outcome,
     };
@@ -94,19 +95,21 @@ pub(super) async fn fork(running: &mut Running, record: &VmRecord, into: &Path) 
 }
 
 /// Checks there is room for the save (and `extra` bytes more) in `into`, puts the snapshot drive
-/// back on its empty device (a restored guest finds no view attached) and ends the agent's session.
+/// back on its empty device (a restored guest finds no view attached), takes the QMP turn (no disk
+/// snapshot or view meanwhile) and ends the agent's session.
 async fn detach(
     running: &mut Running,
     record: &VmRecord,
     into: &Path,
     extra: u64,
-) -> std::result::Result<UnixStream, Outcome> {
+) -> std::result::Result<(UnixStream, MutexGuard<'static, ()>), Outcome> {
     let needed = (u64::from(record.config.mem_mib) << 20).saturating_add(extra);
     let floor = crate::host::space::floor_bytes();
     crate::host::space::ensure(into, "saving the VM", needed, floor).map_err(Outcome::Failed)?;
     let _ = running.views.detach().await;
+    let turn = super::disk_snapshots::qmp_turn().await;
     match running.channel.detach().await {
-        Ok(raw) => Ok(raw),
+        Ok(raw) => Ok((raw, turn)),
         Err(Detach::Refused(err)) => Err(Outcome::Failed(err)),
         Err(Detach::Lost(err)) => Err(Outcome::Broken(err)),
     }
@@ -118,15 +121,27 @@ async fn save(record: &VmRecord, dir: &Path) -> Result<(String, u64)> {
     let target = dir.to_path_buf();
     let cap = suspend::max_bytes(record.config.mem_mib);
     let receiver = tokio::task::spawn_blocking(move || suspend::receive(read, &target, cap));
-    let migrated = async {
-        let mut qmp = Qmp::connect(Path::new(QMP_SOCKET), Duration::from_secs(5)).await?;
-        snapshot::suspend(&mut qmp, write, SAVE_LIMIT).await
-    }
-    .await;
-    let received = receiver
-        .await
-        .map_err(|e| Error::internal(format!("the state writer failed: {e}")))?;
+    let mut qmp = Qmp::connect(Path::new(QMP_SOCKET), Duration::from_secs(5)).await;
+    let migrated = match &mut qmp {
+        Ok(qmp) => snapshot::suspend(qmp, write, SAVE_LIMIT).await,
+        Err(err) => Err(Error::new(err.kind(), err.message().to_string())),
+    };
     if migrated.is_err() {
+        // The engine may still hold the pipe: once it lets go, the writer sees its end.
+        if let Ok(qmp) = &mut qmp {
+            snapshot::abandon_suspend(qmp).await;
+        }
+    }
+    let received = match tokio::time::timeout(SAVE_LIMIT, receiver).await {
+        Ok(joined) => {
+            joined.map_err(|e| Error::internal(format!("the state writer failed: {e}")))?
+        }
+        Err(_) => Err(Error::new(
+            ErrorKind::Engine,
+            "the engine did not let go of the saved state's pipe",
+        )),
+    };
+    if migrated.is_err() || received.is_err() {
         suspend::discard_partial(dir);
     }
     migrated?;

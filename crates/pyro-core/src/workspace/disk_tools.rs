@@ -30,7 +30,11 @@ impl Stopped {
     fn take(dirs: &Dirs, reference: &str, tool: &str) -> Result<Stopped> {
         let db = Db::open(dirs)?;
         let (record, lock) = lifecycle::locked(dirs, &db, reference)?;
-        if record.state != WorkspaceState::Stopped {
+        // A suspended workspace's disk is as quiet as a stopped one's (flushed when it was saved).
+        if !matches!(
+            record.state,
+            WorkspaceState::Stopped | WorkspaceState::Suspended
+        ) {
             return Err(Error::new(
                 ErrorKind::InvalidState,
                 format!(

@@ -110,8 +110,9 @@ pub async fn fork(
                 source_paused_ms: save_ms,
             },
             ClientReply::Error { message } => {
-                return Err(Error::new(ErrorKind::Engine, message)
-                    .with_hint("the source workspace runs on as it was"))
+                // The source runs on, unless the error says it could not carry on (it then
+                // stopped, with the reason in its status).
+                return Err(Error::new(ErrorKind::Engine, message));
             }
             other => {
                 return Err(Error::internal(format!(

@@ -361,31 +361,19 @@ async fn boot(
     }
     // A disk lost (say, to a reset that failed half-way) is recreated from the baseline, never empty.
     let fresh = fresh || !disk.exists();
-    let mut options = vm_options(record, cold);
+    let options = vm_options(record, cold);
     // A suspended VM resumes as it was; a state that cannot resume is dropped and the VM boots
     // afresh from its disk, saying why.
     let mut resume_failure = None;
     match crate::suspend::load(&dir) {
         Some(suspension) if !fresh => {
-            options.resume = Some(suspension);
             progress.phase("resuming the VM");
-            let resumed = async {
-                let prepared =
-                    tokio::task::block_in_place(|| vm::prepare(dirs, &options, progress))?;
-                vm::boot(&record.id, &dir, &options, prepared).await
-            }
-            .await;
-            options.resume = None;
-            crate::suspend::discard(&dir)?;
-            match resumed {
-                Ok(vm) => {
+            match resume_saved(dirs, record, &dir, &options, suspension, progress).await? {
+                Ok(facts) => {
                     progress.finish();
-                    return Ok(vm.facts.clone());
+                    return Ok(facts);
                 }
-                Err(err) => {
-                    vm::stop(&dir, "the resume failed").await?;
-                    resume_failure = Some(err);
-                }
+                Err(err) => resume_failure = Some(err),
             }
         }
         _ => crate::suspend::discard(&dir)?,
@@ -399,8 +387,15 @@ async fn boot(
                 idle_timeout_seconds: options.idle_timeout_seconds,
                 suspend_when_idle: options.suspend_when_idle,
             };
-            let claimed =
-                crate::pool::claim(dirs, &record.id, &dir, prepared.clone(), Some(persist)).await;
+            let claimed = crate::pool::claim(
+                dirs,
+                &record.id,
+                &dir,
+                &options,
+                prepared.clone(),
+                Some(persist),
+            )
+            .await;
             if let Some(vm) = claimed {
                 break vm.facts.clone();
             }
@@ -448,6 +443,45 @@ async fn boot(
         super::snapshots::take(&dir, &WorkspaceState::Started, crate::disk::BASELINE).await?;
     }
     Ok(facts)
+}
+
+/// Resumes the suspended VM in `dir`. The outer error leaves the saved state for a later try (the
+/// host could not prepare the boot); the inner one means the state is dropped, and the VM is to
+/// boot afresh from its disk.
+async fn resume_saved(
+    dirs: &Dirs,
+    record: &Record,
+    dir: &Path,
+    options: &VmOptions,
+    suspension: crate::suspend::Suspension,
+    progress: &dyn Progress,
+) -> Result<std::result::Result<vm::BootFacts, Error>> {
+    // The state belongs to this directory's disk, wherever it was saved from.
+    let disk = dir.join(supervisor::DATA_DISK);
+    let options = VmOptions {
+        resume: Some(suspension.clone()),
+        ..options.clone()
+    };
+    let outcome = if suspension.config.data_disk != disk {
+        Err(Error::new(
+            ErrorKind::InvalidState,
+            "the suspended state was saved for another disk",
+        ))
+    } else {
+        match tokio::task::block_in_place(|| vm::prepare(dirs, &options, progress)) {
+            Ok(prepared) => vm::boot(&record.id, dir, &options, prepared)
+                .await
+                .map(|vm| vm.facts.clone()),
+            // The state does not fit this VM any more (a new pyro, a rebuilt environment).
+            Err(err) if err.kind() == ErrorKind::InvalidState => Err(err),
+            Err(err) => return Err(err),
+        }
+    };
+    crate::suspend::discard(dir)?;
+    if outcome.is_err() {
+        vm::stop(dir, "the resume failed").await?;
+    }
+    Ok(outcome)
 }
 
 /// Boots the workspace's VM and records the outcome: started (and how it booted), or stopped with why

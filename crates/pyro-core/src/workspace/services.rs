@@ -398,6 +398,13 @@ pub(super) fn copy_records(db: &mut Db, from: &str, to: &str) -> Result<()> {
 /// listened for them is a new one).
 pub async fn republish(dirs: &Dirs, workspace_id: &str) -> Result<()> {
     let mut db = Db::open(dirs)?;
+    // Only services with ports need anything: their listeners went with the old supervisor.
+    if load_all(&db, workspace_id)?
+        .iter()
+        .all(|s| s.ports.is_empty())
+    {
+        return Ok(());
+    }
     let record = super::store::resolve(db.conn(), workspace_id)?;
     let dir = lifecycle::vm_dir(dirs, workspace_id);
     for mut stored in refreshed(&mut db, dirs, &record).await? {
