@@ -35,6 +35,72 @@ pub struct Launch {
     pub incoming: Option<OwnedFd>,
 }
 
+enum BootFile {
+    Kernel,
+    Initramfs,
+}
+
+/// What QEMU gets as `-kernel` or `-initrd`. A guest restored from memory never reads either again,
+/// but QEMU keeps both in its own memory for the VM's life (about 18 MiB): it gets the kernel's
+/// header alone (the setup sectors QEMU checks, which pick its boot path and option ROM, and one
+/// sector more) and an empty initramfs, each in a memory file.
+fn boot_file(config: &VmConfig, which: BootFile) -> Result<OwnedFd> {
+    let restored = matches!(
+        config.memory,
+        Memory::Restore { .. } | Memory::Resume { .. }
+    );
+    match (which, restored) {
+        (BootFile::Kernel, false) => open_read(&config.kernel),
+        (BootFile::Initramfs, false) => open_read(&config.initramfs),
+        (BootFile::Kernel, true) => memory_file("kernel-header", &kernel_header(&config.kernel)?),
+        (BootFile::Initramfs, true) => memory_file("initramfs", &[]),
+    }
+}
+
+/// The setup sectors of a bzImage and one sector of its payload.
+fn kernel_header(kernel: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    const SECTOR: usize = 512;
+    let mut file = File::open(kernel).map_err(|e| Error::io("open", kernel, e))?;
+    let mut head = vec![0u8; 2 * SECTOR];
+    file.read_exact(&mut head)
+        .map_err(|e| Error::io("read", kernel, e))?;
+    // setup_sects at 0x1f1 (0 means 4); the boot sector comes first.
+    let setup_sects = match head[0x1f1] {
+        0 => 4,
+        n => usize::from(n),
+    };
+    let wanted = (setup_sects + 2) * SECTOR;
+    let mut header = Vec::with_capacity(wanted);
+    file = File::open(kernel).map_err(|e| Error::io("open", kernel, e))?;
+    file.take(wanted as u64)
+        .read_to_end(&mut header)
+        .map_err(|e| Error::io("read", kernel, e))?;
+    Ok(header)
+}
+
+/// A sealed memory file holding `contents`, for the engine to read by descriptor.
+fn memory_file(name: &str, contents: &[u8]) -> Result<OwnedFd> {
+    use std::io::Write;
+    let c_name = std::ffi::CString::new(name).map_err(|e| Error::internal(e.to_string()))?;
+    // SAFETY: a NUL-terminated name; memfd_create returns a new descriptor we then own.
+    let fd = unsafe { libc::memfd_create(c_name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(Error::new(
+            ErrorKind::Engine,
+            format!(
+                "cannot create a memory file: {}",
+                std::io::Error::last_os_error()
+            ),
+        ));
+    }
+    // SAFETY: fd is fresh and owned by nothing else.
+    let mut file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    file.write_all(contents)
+        .map_err(|e| Error::new(ErrorKind::Engine, format!("cannot fill a memory file: {e}")))?;
+    Ok(OwnedFd::from(file))
+}
+
 /// A pipe (both ends close-on-exec), with room for a megabyte in flight.
 pub fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
@@ -151,8 +217,8 @@ pub fn prepare(backend: &Qemu, config: &VmConfig, vm_dir: &Path) -> Result<Launc
     command.current_dir(vm_dir);
     let user = EngineUser::for_vm(vm_dir);
     let mut fds: Vec<(OwnedFd, i32)> = vec![
-        (open_read(&config.kernel)?, KERNEL_FD),
-        (open_read(&config.initramfs)?, INITRD_FD),
+        (boot_file(config, BootFile::Kernel)?, KERNEL_FD),
+        (boot_file(config, BootFile::Initramfs)?, INITRD_FD),
         (open_read(&config.base_image)?, BASE_FD),
         (open_write(&config.data_disk)?, DATA_FD),
         (listen(&vm_dir.join(AGENT_SOCKET))?, AGENT_CHANNEL_FD),
