@@ -110,6 +110,11 @@ fn shells_read_by_cursor_render_plain_and_live_until_closed() {
     let (size, cursor) = read_until(&sb, &id, &shell, cursor, true, "40 100");
     assert!(size.contains("40 100"), "{size:?}");
     write(&sb, &id, &shell, "sleep 100");
+    // Ctrl-C reaches the foreground command only once it runs: before that, bash would take it.
+    sb.sh(
+        &id,
+        "for i in $(seq 100); do grep -qsx sleep /proc/[0-9]*/comm && exit 0; sleep 0.1; done; exit 1",
+    );
     sb.ok(&[
         "workspace",
         "shell",
