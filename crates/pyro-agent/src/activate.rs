@@ -45,7 +45,6 @@ pub fn activate(request: &Activate) -> io::Result<Activated> {
     if !*active {
         mount_root()?;
         set_identity(&request.hostname, &request.machine_id)?;
-        net::loopback_up()?;
         if let Some(network) = &request.network {
             net::configure(network)?;
             let resolv: String = network

@@ -22,6 +22,8 @@ pub fn boot() -> Result<(), String> {
         }
     }
     load_modules()?;
+    // The same for every VM, so done before a template is saved rather than at each activation.
+    crate::net::loopback_up().map_err(|e| format!("cannot bring up lo: {e}"))?;
     let base = disks::wait_for_label(pyro_proto::BASE_DISK_LABEL, Duration::from_secs(20))?;
     sys::mount(&base, BASE_MOUNT, "ext4", libc::MS_RDONLY, "noload").map_err(|e| e.to_string())?;
     log(&format!("base image {base} mounted read-only"));

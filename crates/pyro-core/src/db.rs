@@ -85,6 +85,14 @@ impl Db {
         })?;
         conn.busy_timeout(Duration::from_secs(30))
             .map_err(sql_error)?;
+        // Every `pyro` command opens the database and closes it; a checkpoint at each close would
+        // cost each command several fsyncs (and the WAL file's re-creation). SQLite checkpoints
+        // on its own once the WAL grows.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )
+        .map_err(sql_error)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
         )

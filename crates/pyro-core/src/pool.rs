@@ -148,13 +148,13 @@ pub async fn fill(dirs: &Dirs, spec: &PoolSpec, progress: &dyn Progress) -> Resu
             if is_ready {
                 ready.push(member);
             } else {
-                vm::stop(&member, "a pool fill did not finish").await?;
+                vm::discard(&member, "a pool fill did not finish").await?;
                 let _ = fsutil::remove_tree(&member);
             }
         }
         if ready.len() > usize::from(spec.size) {
             if let Some(member) = ready.pop() {
-                vm::stop(&member, "the pool shrank").await?;
+                vm::discard(&member, "the pool shrank").await?;
                 let _ = fsutil::remove_tree(&member);
             }
             continue;
@@ -208,7 +208,7 @@ async fn end_older_generations(dirs: &Dirs, spec: &PoolSpec, current: &str) {
 
 async fn end_pool(dir: &Path) {
     for (member, _) in members(dir) {
-        let _ = vm::stop(&member, "the pool was emptied").await;
+        let _ = vm::discard(&member, "the pool was emptied").await;
         let _ = fsutil::remove_tree(&member);
     }
     let _ = fsutil::remove_tree(dir);
@@ -247,7 +247,7 @@ async fn boot_member(
     match booted {
         Ok(()) => Ok(member),
         Err(err) => {
-            let _ = vm::stop(&member, "warming it failed").await;
+            let _ = vm::discard(&member, "warming it failed").await;
             let _ = fsutil::remove_tree(&member);
             Err(err.context("a pooled VM could not be warmed"))
         }
@@ -327,7 +327,7 @@ pub async fn claim(
     match adopted {
         Ok(vm) => Some(vm),
         Err(_) => {
-            let _ = vm::stop(dir, "the claim failed").await;
+            let _ = vm::discard(dir, "the claim failed").await;
             let _ = fsutil::remove_tree(dir);
             None
         }

@@ -164,7 +164,7 @@ pub async fn run(
         _ = &mut cancel => {
             // The supervisor sees this process's channel close and tears the VM down; a pooled VM
             // caught between its claim and its take-over has no owner yet, and is stopped here.
-            let _ = vm::stop(&dir, "interrupted").await;
+            let _ = vm::discard(&dir, "interrupted").await;
             vm::wait_removed(&dir, Duration::from_secs(20)).await;
             return Err(interrupted());
         }

@@ -37,6 +37,26 @@ pub struct Suspension {
     pub inputs: Vec<FileIdentity>,
     pub vm_shape_version: u32,
     pub saved_at_unix_ms: u64,
+    /// A fork's state that the VM it is forked from is still writing: the engine follows the file
+    /// as it grows, and takes its digest and length from the record once that appears.
+    #[serde(skip)]
+    pub following: bool,
+}
+
+impl Suspension {
+    /// What a fork's engine is configured from while the state it resumes is still being saved.
+    pub fn following(config: VmConfig, named_ram: bool) -> Suspension {
+        Suspension {
+            sha256: String::new(),
+            bytes: 0,
+            named_ram,
+            inputs: inputs_of(&config),
+            config,
+            vm_shape_version: VM_SHAPE_VERSION,
+            saved_at_unix_ms: crate::vm::now_unix_ms(),
+            following: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,7 +92,7 @@ pub fn max_bytes(mem_mib: u32) -> u64 {
 
 /// Copies the engine's migration stream from `from` into the VM directory's partial state file,
 /// at most `cap` bytes, hashing it on the way. Blocking.
-pub fn receive(from: OwnedFd, vm_dir: &Path, cap: u64) -> Result<(String, u64)> {
+pub fn receive(from: OwnedFd, vm_dir: &Path, cap: u64, durable: bool) -> Result<(String, u64)> {
     let path = vm_dir.join(PARTIAL_FILE);
     let mut out = std::fs::OpenOptions::new()
         .write(true)
@@ -106,7 +126,10 @@ pub fn receive(from: OwnedFd, vm_dir: &Path, cap: u64) -> Result<(String, u64)> 
         out.write_all(&buf[..n])
             .map_err(|e| Error::io("write", &path, e))?;
     }
-    out.sync_all().map_err(|e| Error::io("flush", &path, e))?;
+    // A fork's state is read back at once and never kept: only a suspension must outlive a crash.
+    if durable {
+        out.sync_all().map_err(|e| Error::io("flush", &path, e))?;
+    }
     Ok((hex::encode(hasher.finalize()), total))
 }
 
@@ -130,6 +153,7 @@ pub fn commit(
         inputs: inputs_of(config),
         vm_shape_version: VM_SHAPE_VERSION,
         saved_at_unix_ms: crate::vm::now_unix_ms(),
+        following: false,
     };
     let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::internal(e.to_string()))?;
     fsutil::write_atomic(&vm_dir.join(RECORD_FILE), &json)
@@ -152,15 +176,104 @@ pub fn feed(state: &Path, to: OwnedFd, bytes: u64) -> Result<String> {
             break;
         }
         left -= n as u64;
-        hasher.update(&buf[..n]);
-        to.write_all(&buf[..n]).map_err(|e| {
-            Error::new(
-                ErrorKind::Engine,
-                format!("the engine stopped reading the saved state: {e}"),
-            )
-        })?;
+        pass_on(&mut hasher, &mut to, &buf[..n])?;
     }
     Ok(hex::encode(hasher.finalize()))
+}
+
+/// Hands `chunk` of the state to the engine, and to the digest of what it was fed.
+fn pass_on(hasher: &mut Sha256, to: &mut File, chunk: &[u8]) -> Result<()> {
+    hasher.update(chunk);
+    to.write_all(chunk).map_err(|e| {
+        Error::new(
+            ErrorKind::Engine,
+            format!("the engine stopped reading the saved state: {e}"),
+        )
+    })
+}
+
+/// Makes the empty state file a fork's engine follows from the start: the saving VM writes into
+/// this same file, and a follower can tell a save that was given up (the file unlinked, see
+/// [`discard_partial`]) from one still under way.
+pub fn expect(vm_dir: &Path) -> Result<()> {
+    let path = vm_dir.join(PARTIAL_FILE);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map(drop)
+        .map_err(|e| Error::io("create", &path, e))
+}
+
+/// Streams a state that another VM's supervisor is still saving into `vm_dir` (see [`expect`]) to
+/// the engine through `to`, following the file as it grows, until its record says where it ends.
+/// Returns the digest of what was fed and the record. Blocking; gives up at `deadline`, beyond
+/// `cap` bytes, or when the save is given up.
+pub fn follow(
+    vm_dir: &Path,
+    to: OwnedFd,
+    cap: u64,
+    deadline: std::time::Instant,
+) -> Result<(String, Suspension)> {
+    let path = vm_dir.join(PARTIAL_FILE);
+    let mut file = File::open(&path)
+        .or_else(|_| File::open(vm_dir.join(STATE_FILE)))
+        .map_err(|e| Error::io("open", &path, e))?;
+    let mut to = File::from(to);
+    let mut hasher = Sha256::new();
+    let mut total = 0u64;
+    let mut record = None;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("read", &path, e)),
+        };
+        if n > 0 {
+            total += n as u64;
+            if total > cap {
+                return Err(damaged("it is longer than the guest's memory"));
+            }
+            pass_on(&mut hasher, &mut to, &buf[..n])?;
+            continue;
+        }
+        // At the end of what is written so far. The record is written after the whole state: once
+        // it is there, one more pass reads the rest.
+        if let Some(done) = record {
+            let done: Suspension = done;
+            if total != done.bytes {
+                return Err(damaged("its length is not the one recorded"));
+            }
+            return Ok((hex::encode(hasher.finalize()), done));
+        }
+        record = load(vm_dir);
+        if record.is_some() {
+            continue;
+        }
+        if file.metadata().map_or(true, |m| m.nlink() == 0) {
+            return Err(Error::new(
+                ErrorKind::Engine,
+                "the VM it is forked from gave up saving its state",
+            ));
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(Error::new(
+                ErrorKind::Engine,
+                "the VM it is forked from did not finish saving its state in time",
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+fn damaged(why: &str) -> Error {
+    Error::new(
+        ErrorKind::Engine,
+        format!("the saved state is damaged: {why}"),
+    )
 }
 
 /// The suspension recorded in `vm_dir`, if there is one (a record without its state is none).
@@ -199,6 +312,8 @@ pub fn mismatch(suspension: &Suspension, config: &VmConfig) -> Option<String> {
         );
     }
     match std::fs::metadata(state_path(&config.data_disk)) {
+        // A fork's state is still being written: its length is checked as it is fed.
+        _ if suspension.following => None,
         Ok(meta) if meta.len() == suspension.bytes => None,
         Ok(meta) => Some(format!(
             "its state file has {} bytes, {} were saved",
@@ -279,7 +394,7 @@ mod tests {
         let mut writer = File::from(write);
         writer.write_all(payload).unwrap();
         drop(writer);
-        let (sha256, bytes) = receive(read, dir, 1 << 20).unwrap();
+        let (sha256, bytes) = receive(read, dir, 1 << 20, true).unwrap();
         commit(dir, config, false, sha256, bytes).unwrap();
         load(dir).unwrap()
     }
@@ -333,8 +448,57 @@ mod tests {
         let writer = std::thread::spawn(move || {
             let _ = File::from(write).write_all(&[1u8; 5000]);
         });
-        assert!(receive(read, dir.path(), 4096).is_err());
+        assert!(receive(read, dir.path(), 4096, true).is_err());
         writer.join().unwrap();
+    }
+
+    #[test]
+    fn a_followed_state_is_fed_as_it_is_written_until_its_record_appears() {
+        let (dir, config) = setup();
+        expect(dir.path()).unwrap();
+        let (read, write) = crate::engine::launch::pipe().unwrap();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let path = dir.path().to_path_buf();
+        let follower = std::thread::spawn(move || follow(&path, write, 1 << 20, until));
+        let reader = std::thread::spawn(move || {
+            let mut received = Vec::new();
+            File::from(read)
+                .read_to_end(&mut received)
+                .map(|_| received)
+        });
+        // The saver writes into the same file, in pieces, then commits.
+        let (source, sink) = crate::engine::launch::pipe().unwrap();
+        let saver = {
+            let path = dir.path().to_path_buf();
+            std::thread::spawn(move || receive(source, &path, 1 << 20, false))
+        };
+        let mut sink = File::from(sink);
+        for _ in 0..3 {
+            sink.write_all(&[9u8; 1000]).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        drop(sink);
+        let (sha256, bytes) = saver.join().unwrap().unwrap();
+        commit(dir.path(), &config, false, sha256.clone(), bytes).unwrap();
+        let (fed, record) = follower.join().unwrap().unwrap();
+        assert_eq!(fed, sha256);
+        assert_eq!(record.bytes, 3000);
+        assert_eq!(reader.join().unwrap().unwrap().len(), 3000);
+    }
+
+    #[test]
+    fn a_follower_gives_up_when_the_save_is_given_up() {
+        let dir = tempfile::tempdir().unwrap();
+        expect(dir.path()).unwrap();
+        let (read, write) = crate::engine::launch::pipe().unwrap();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let path = dir.path().to_path_buf();
+        let follower = std::thread::spawn(move || follow(&path, write, 1 << 20, until));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        discard_partial(dir.path());
+        let err = follower.join().unwrap().unwrap_err();
+        assert!(err.message().contains("gave up"), "{err}");
+        drop(read);
     }
 
     #[test]

@@ -166,6 +166,7 @@ pub fn prepare(dirs: &Dirs, options: &VmOptions, progress: &dyn Progress) -> Res
             sha256: suspension.sha256.clone(),
             bytes: suspension.bytes,
             named_ram: suspension.named_ram,
+            following: suspension.following,
         };
         let reason = "resumed from its suspended state".to_string();
         (memory, BootMode::Resumed, reason)
@@ -566,6 +567,16 @@ pub async fn wait_gone(dir: &Path, limit: Duration) {
 
 /// Asks the supervisor of a persistent VM to power it off, and waits until it has exited.
 pub async fn stop(dir: &Path, reason: &str) -> Result<()> {
+    end(dir, reason, false).await
+}
+
+/// Like [`stop`], for a VM whose disk is about to be reverted or removed: QEMU is quit at once, as
+/// a guest shutdown would only tidy a file system that nobody reads again.
+pub async fn discard(dir: &Path, reason: &str) -> Result<()> {
+    end(dir, reason, true).await
+}
+
+async fn end(dir: &Path, reason: &str, discard: bool) -> Result<()> {
     if !is_running(dir) {
         return Ok(());
     }
@@ -576,6 +587,7 @@ pub async fn stop(dir: &Path, reason: &str) -> Result<()> {
         dir,
         &supervisor::protocol::ClientRequest::Shutdown {
             reason: reason.to_string(),
+            discard,
         },
     )
     .await;
@@ -590,7 +602,7 @@ pub async fn stop(dir: &Path, reason: &str) -> Result<()> {
             tokio::time::sleep(Duration::from_millis(200)).await;
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Ok(())
 }

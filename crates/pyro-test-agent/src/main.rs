@@ -181,6 +181,14 @@ impl Hostile {
                 };
                 let _ = pyro_proto::write_message(stream, &reply).await;
             }
+            ("detach-refused", Request::Detach) => {
+                // Keeps its session: the host must not save a guest whose agent is still in it.
+                let reply = Reply::Error {
+                    kind: GuestErrorKind::Failed,
+                    message: "not now".to_string(),
+                };
+                let _ = pyro_proto::write_message(stream, &reply).await;
+            }
             ("wrong-reply", Request::ListFiles { .. }) => {
                 let reply = Reply::Written(Written {
                     files: Vec::new(),

@@ -265,3 +265,46 @@ fn a_fork_runs_on_beside_its_source_with_an_identity_of_its_own() {
         0
     );
 }
+
+/// A guest agent that will not end its session, or never answers, cannot get its guest saved
+/// half-way: the suspend or fork fails with a reason, nothing of a saved state or a fork is left,
+/// and the workspace either runs on or is stopped with why.
+#[test]
+fn a_guest_that_refuses_or_ignores_the_end_of_its_session_is_not_saved() {
+    let _slot = one_vm_slot();
+    let sb = Sandbox::hostile(4);
+    let id = sb.create_workspace(&["--ttl-seconds", "3600"]);
+    let vm = sb.state.join("workspaces").join(&id).join("vm");
+    let set_mode = |mode: &str| {
+        let (result, code) = sb.exec(&id, &["sh", "-c", &format!("echo {mode} > /hostile")]);
+        assert_eq!(code, 0, "{result}");
+    };
+    set_mode("detach-refused");
+    sb.refused(&["workspace", "suspend", &id], "did not end its session");
+    sb.refused(&["workspace", "fork", &id], "did not end its session");
+    // It runs on, as it was; no saved state and no fork is left.
+    let status = sb.ok(&["workspace", "status", &id]);
+    assert_eq!(status["state"], "started", "{status}");
+    assert!(!vm.join("suspended.state").exists());
+    let list = sb.ok(&["workspace", "list"]);
+    assert_eq!(list["count"], 1, "{list}");
+    // An agent that never answers: the host gives up on its own, in bounded time.
+    set_mode("silent");
+    let started = Instant::now();
+    let (value, code) = sb.json(&["workspace", "suspend", &id, "--json"]);
+    assert!(started.elapsed() < Duration::from_secs(120), "{value}");
+    let status = sb.ok(&["workspace", "status", &id]);
+    if code == 0 {
+        // The session did end (the probe found the agent waiting): a regular suspension.
+        assert_eq!(status["state"], "suspended", "{status}");
+    } else {
+        let state = status["state"].as_str().unwrap_or_default();
+        assert!(state == "started" || state == "stopped", "{status}");
+        if state == "stopped" {
+            assert!(status["stop_reason"].as_str().is_some(), "{status}");
+        }
+        assert!(!vm.join("suspended.state").exists());
+    }
+    sb.ok(&["workspace", "delete", &id]);
+    assert!(sb.wait_no_processes(Duration::from_secs(10)).is_empty());
+}

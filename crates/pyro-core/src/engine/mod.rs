@@ -114,6 +114,10 @@ pub enum Memory {
         sha256: String,
         bytes: u64,
         named_ram: bool,
+        /// A fork's state, still being saved by the VM it is forked from: `sha256` and `bytes`
+        /// come from its record once the save is done (see [`crate::suspend::follow`]).
+        #[serde(default)]
+        following: bool,
     },
 }
 

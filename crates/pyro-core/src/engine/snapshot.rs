@@ -93,6 +93,13 @@ pub async fn resume(qmp: &mut Qmp, named_ram: bool, limit: Duration) -> Result<(
     if named_ram {
         ignore_shared_ram(qmp).await?;
     }
+    // The disk is taken up (its metadata read afresh) at `cont`, not when the stream ends: a fork's
+    // disk is still being copied into its file while the stream loads.
+    qmp.execute(
+        "migrate-set-capabilities",
+        json!({"capabilities": [{"capability": "late-block-activate", "state": true}]}),
+    )
+    .await?;
     qmp.execute(
         "migrate-incoming",
         json!({"uri": format!("fd:{INCOMING_FD}")}),

@@ -88,7 +88,7 @@ async fn supervise(mut vm_dir: PathBuf, owner: UnixStream) -> i32 {
         Err(err) => return fail(&mut owner_write, &vm_dir, false, err).await,
     };
     let _ = std::fs::remove_file(STOPPED_FILE);
-    let (shutdown_tx, mut shutdown_rx) = watch::channel::<Option<String>>(None);
+    let (shutdown_tx, mut shutdown_rx) = watch::channel::<Option<Halt>>(None);
     watch_owner(owner_read, record.ephemeral, shutdown_tx.clone());
     watch_signals(shutdown_tx.clone());
 
@@ -103,7 +103,7 @@ async fn supervise(mut vm_dir: PathBuf, owner: UnixStream) -> i32 {
             Err(err) => return fail(&mut owner_write, &vm_dir, record.ephemeral, err).await,
         },
         _ = shutdown_rx.changed() => {
-            let reason = shutdown_rx.borrow().clone().unwrap_or_default();
+            let reason = shutdown_rx.borrow().clone().unwrap_or_default().reason;
             drop(booting);
             cleanup(&vm_dir, record.ephemeral, &reason, false, false);
             let _ = send(&mut owner_write, &SupervisorEvent::Stopped { reason, unexpected: false }).await;
@@ -136,7 +136,9 @@ async fn supervise(mut vm_dir: PathBuf, owner: UnixStream) -> i32 {
         .is_ok();
     // Nobody is left to activate the VM: a persistent one would only wait for its TTL.
     if !owner_present {
-        let _ = shutdown_tx.send(Some("the owner went away before the VM was ready".into()));
+        let _ = shutdown_tx.send(Some(Halt::power_off(
+            "the owner went away before the VM was ready",
+        )));
     }
     let status = StatusInfo {
         vm_id: record.id.clone(),
@@ -247,9 +249,14 @@ async fn supervise(mut vm_dir: PathBuf, owner: UnixStream) -> i32 {
                 break (format!("the VM stopped unexpectedly: QEMU exited ({how})"), true, false);
             }
             _ = shutdown_rx.changed() => {
-                let reason = shutdown_rx.borrow().clone().unwrap_or_default();
-                power_off(&mut running).await;
-                break (reason, false, false);
+                let halt = shutdown_rx.borrow().clone().unwrap_or_default();
+                // A VM for one use is removed with its disk: nothing of it needs a clean shutdown.
+                if halt.discard || ephemeral {
+                    running.engine.stop(Duration::from_secs(3)).await;
+                } else {
+                    power_off(&mut running).await;
+                }
+                break (halt.reason, false, false);
             }
         }
     };
@@ -286,6 +293,13 @@ async fn boot(backend: &Qemu, record: &VmRecord) -> Result<Running> {
     let incoming = engine.take_incoming();
     // A resume loads the guest's whole memory first: it gets time for that too (32 MiB/s at least).
     let deadline = match &record.config.memory {
+        // A fork waits for the whole save as well: at most the guest's memory, and a disk copy.
+        Memory::Resume {
+            following: true, ..
+        } => {
+            BOOT_DEADLINE
+                + Duration::from_secs(crate::suspend::max_bytes(record.config.mem_mib) >> 24)
+        }
         Memory::Resume { bytes, .. } => BOOT_DEADLINE + Duration::from_secs(bytes >> 25),
         _ => BOOT_DEADLINE,
     };
@@ -301,6 +315,7 @@ async fn boot(backend: &Qemu, record: &VmRecord) -> Result<Running> {
                 sha256,
                 bytes,
                 named_ram,
+                following,
             } => {
                 let mut qmp = Qmp::connect(Path::new(QMP_SOCKET), Duration::from_secs(10)).await?;
                 engine_ms = started.elapsed().as_millis() as u64;
@@ -311,6 +326,12 @@ async fn boot(backend: &Qemu, record: &VmRecord) -> Result<Running> {
                     sha256,
                     bytes: *bytes,
                     named_ram: *named_ram,
+                    following: following.then(|| {
+                        (
+                            crate::suspend::max_bytes(record.config.mem_mib),
+                            std::time::Instant::now() + deadline,
+                        )
+                    }),
                 };
                 resume(&mut qmp, incoming, &saved, deadline).await?;
             }
@@ -341,6 +362,8 @@ struct Saved<'a> {
     sha256: &'a str,
     bytes: u64,
     named_ram: bool,
+    /// A fork's state, still being saved: followed up to this many bytes, until this instant.
+    following: Option<(u64, std::time::Instant)>,
 }
 
 /// Feeds a suspended guest's state to the engine, and lets the guest run only when what was fed is
@@ -352,11 +375,27 @@ async fn resume(
     saved: &Saved<'_>,
     limit: Duration,
 ) -> Result<()> {
-    let (state, bytes) = (saved.state.to_path_buf(), saved.bytes);
-    let feeder = tokio::task::spawn_blocking(move || crate::suspend::feed(&state, incoming, bytes));
+    let (state, bytes, sha256) = (
+        saved.state.to_path_buf(),
+        saved.bytes,
+        saved.sha256.to_string(),
+    );
+    let following = saved.following;
+    let feeder = tokio::task::spawn_blocking(move || match following {
+        // The record, written once the save is done, says what the state should have been.
+        Some((cap, until)) => crate::suspend::follow(Path::new("."), incoming, cap, until)
+            .map(|(fed, record)| (fed, record.sha256)),
+        None => crate::suspend::feed(&state, incoming, bytes).map(|fed| (fed, sha256)),
+    });
     snapshot::resume(qmp, saved.named_ram, limit).await?;
-    // The engine has read the whole stream; a feeder still writing means trailing bytes.
-    let fed = match tokio::time::timeout(Duration::from_secs(10), feeder).await {
+    // The engine has read the whole stream; a feeder still writing means trailing bytes. A fork's
+    // feeder also waits for the end of the save (the disk copy).
+    let settle = if following.is_some() {
+        limit
+    } else {
+        Duration::from_secs(10)
+    };
+    let (fed, expected) = match tokio::time::timeout(settle, feeder).await {
         Ok(Ok(fed)) => fed?,
         Ok(Err(e)) => return Err(Error::internal(format!("the state feeder failed: {e}"))),
         Err(_) => {
@@ -366,7 +405,7 @@ async fn resume(
             ))
         }
     };
-    if fed != saved.sha256 {
+    if fed != expected {
         return Err(Error::new(
             ErrorKind::Engine,
             "the saved state is damaged: its sha256 does not match the one recorded when it was saved",
@@ -393,7 +432,7 @@ async fn power_off(running: &mut Running) {
 /// What every client connection shares with the supervisor.
 #[derive(Clone)]
 struct Clients {
-    shutdown: watch::Sender<Option<String>>,
+    shutdown: watch::Sender<Option<Halt>>,
     status: StatusInfo,
     activity: Activity,
     ports: std::sync::Arc<Ports>,
@@ -402,6 +441,23 @@ struct Clients {
     saves: mpsc::Sender<(Save, UnixStream)>,
     /// Hands a client claiming the VM to the supervisor's loop.
     claims: mpsc::Sender<(Option<Persist>, UnixStream)>,
+}
+
+/// Why the VM is to end, and whether its disk is wanted afterwards.
+#[derive(Clone, Default)]
+struct Halt {
+    reason: String,
+    /// The disk is about to be reverted or removed: QEMU is quit without a guest shutdown.
+    discard: bool,
+}
+
+impl Halt {
+    fn power_off(reason: &str) -> Self {
+        Self {
+            reason: reason.to_string(),
+            discard: false,
+        }
+    }
 }
 
 /// A save of the guest's whole state the supervisor's loop carries out.
@@ -478,8 +534,8 @@ async fn serve_client(mut stream: UnixStream, control: Control, clients: Clients
         ClientRequest::Claim { persist } => {
             let _ = claims.send((persist, stream)).await;
         }
-        ClientRequest::Shutdown { reason } => {
-            let _ = shutdown.send(Some(reason));
+        ClientRequest::Shutdown { reason, discard } => {
+            let _ = shutdown.send(Some(Halt { reason, discard }));
             let _ = write_message(&mut stream, &ClientReply::ShuttingDown).await;
         }
         ClientRequest::Publish {
@@ -529,20 +585,21 @@ async fn serve_client(mut stream: UnixStream, control: Control, clients: Clients
 fn watch_owner(
     mut owner: tokio::net::unix::OwnedReadHalf,
     ephemeral: bool,
-    shutdown: watch::Sender<Option<String>>,
+    shutdown: watch::Sender<Option<Halt>>,
 ) {
     tokio::spawn(async move {
         loop {
             match read_frame(&mut owner).await {
                 Ok(Some(frame)) => {
                     if let Ok(OwnerCommand::Shutdown { reason }) = frame.into_message() {
-                        let _ = shutdown.send(Some(reason));
+                        let _ = shutdown.send(Some(Halt::power_off(&reason)));
                     }
                 }
                 _ => {
                     if ephemeral {
-                        let _ =
-                            shutdown.send(Some("the process that started the VM went away".into()));
+                        let _ = shutdown.send(Some(Halt::power_off(
+                            "the process that started the VM went away",
+                        )));
                     }
                     return;
                 }
@@ -551,7 +608,7 @@ fn watch_owner(
     });
 }
 
-fn watch_signals(shutdown: watch::Sender<Option<String>>) {
+fn watch_signals(shutdown: watch::Sender<Option<Halt>>) {
     use tokio::signal::unix::{signal, SignalKind};
     tokio::spawn(async move {
         let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
@@ -566,7 +623,7 @@ fn watch_signals(shutdown: watch::Sender<Option<String>>) {
             _ = int.recv() => {}
             _ = hup.recv() => {}
         }
-        let _ = shutdown.send(Some("the supervisor was asked to stop".into()));
+        let _ = shutdown.send(Some(Halt::power_off("the supervisor was asked to stop")));
     });
 }
 

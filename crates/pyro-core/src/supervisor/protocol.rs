@@ -38,8 +38,13 @@ pub enum ClientRequest {
     AttachSnapshotView { name: String },
     /// Put the snapshot drive back on its empty device.
     DetachSnapshotView,
-    /// Power the VM off and clean up.
-    Shutdown { reason: String },
+    /// Power the VM off and clean up. With `discard`, the guest's disk is about to be reverted or
+    /// thrown away, so QEMU is quit at once instead of letting the guest shut down.
+    Shutdown {
+        reason: String,
+        #[serde(default)]
+        discard: bool,
+    },
     /// Save the guest's whole state beside its disk and end (see [`crate::suspend`]).
     Suspend,
     /// Take over a pooled VM: after the `claimed` reply this connection is an owner channel. A VM
@@ -50,7 +55,9 @@ pub enum ClientRequest {
         persist: Option<Persist>,
     },
     /// Save the guest's whole state, and a copy of its disk, into the VM directory `into` as a
-    /// suspended VM; the guest runs on.
+    /// suspended VM; the guest runs on. The state goes into the file [`crate::suspend::expect`]
+    /// made there, and the disk into the disk file there, both in place: the fork's engine
+    /// follows them as they are written.
     Fork { into: std::path::PathBuf },
 }
 

@@ -37,7 +37,7 @@ pub(super) async fn suspend(running: &mut Running, record: &VmRecord, vm_dir: &P
         Err(outcome) => return outcome,
     };
     let saved = async {
-        let (sha256, bytes) = save(record, vm_dir).await?;
+        let (sha256, bytes) = save(record, vm_dir, true).await?;
         let named_ram = record.config.memory.named_ram();
         suspend::commit(vm_dir, &record.config, named_ram, sha256, bytes)?;
         Ok::<_, Error>(bytes)
@@ -68,7 +68,7 @@ pub(super) async fn fork(running: &mut Running, record: &VmRecord, into: &Path) 
         Err(outcome) => return outcome,
     };
     let saved = async {
-        let (sha256, bytes) = save(record, into).await?;
+        let (sha256, bytes) = save(record, into, false).await?;
         // The guest is paused and the engine has flushed and released its disk: the copy is
         // the disk the saved memory belongs to.
         let disk = into.join(crate::disk::FILE_NAME);
@@ -88,7 +88,6 @@ pub(super) async fn fork(running: &mut Running, record: &VmRecord, into: &Path) 
         },
         Err(err) => {
             let _ = suspend::discard(into);
-            let _ = std::fs::remove_file(into.join(crate::disk::FILE_NAME));
             carried_on(running, raw, err.context("the VM could not be forked")).await
         }
     }
@@ -115,12 +114,14 @@ async fn detach(
     }
 }
 
-/// Migrates the stopped guest into the state file in `dir`; the guest stays paused.
-async fn save(record: &VmRecord, dir: &Path) -> Result<(String, u64)> {
+/// Migrates the stopped guest into the state file in `dir`; the guest stays paused. `durable`: the
+/// file is flushed to the disk (a suspension, which must outlive a crash of the host).
+async fn save(record: &VmRecord, dir: &Path, durable: bool) -> Result<(String, u64)> {
     let (read, write) = launch::pipe()?;
     let target = dir.to_path_buf();
     let cap = suspend::max_bytes(record.config.mem_mib);
-    let receiver = tokio::task::spawn_blocking(move || suspend::receive(read, &target, cap));
+    let receiver =
+        tokio::task::spawn_blocking(move || suspend::receive(read, &target, cap, durable));
     let mut qmp = Qmp::connect(Path::new(QMP_SOCKET), Duration::from_secs(5)).await;
     let migrated = match &mut qmp {
         Ok(qmp) => snapshot::suspend(qmp, write, SAVE_LIMIT).await,
@@ -148,13 +149,20 @@ async fn save(record: &VmRecord, dir: &Path) -> Result<(String, u64)> {
     received
 }
 
-/// Copies the disk (in the kernel, sharing blocks where the file system can) to a new file.
+/// Copies the disk (in the kernel, sharing blocks where the file system can) into the file `to`,
+/// in place: the fork's engine already has that file open, and reads it afresh when it starts.
 async fn copy_disk(from: &Path, to: &Path) -> Result<()> {
     let (from, to) = (from.to_path_buf(), to.to_path_buf());
     tokio::task::spawn_blocking(move || {
-        let partial = to.with_extension("partial");
-        std::fs::copy(&from, &partial).map_err(|e| Error::io("copy the disk to", &partial, e))?;
-        std::fs::rename(&partial, &to).map_err(|e| Error::io("rename", &partial, e))
+        let mut source = std::fs::File::open(&from).map_err(|e| Error::io("open", &from, e))?;
+        let mut target = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&to)
+            .map_err(|e| Error::io("open", &to, e))?;
+        std::io::copy(&mut source, &mut target)
+            .map(drop)
+            .map_err(|e| Error::io("copy the disk to", &to, e))
     })
     .await
     .map_err(|e| Error::internal(format!("the disk copy failed: {e}")))?

@@ -1,13 +1,13 @@
 //! `workspace fork`: a new workspace whose memory and disk are a copy of a running one at that
 //! moment. The source's supervisor saves the guest (paused meanwhile) and a copy of its disk into
-//! the new workspace's VM directory as a suspended VM; the source runs on, and the fork resumes
-//! with an identity (hostname, machine id) and entropy of its own. Processes started before the
-//! fork run in both.
+//! the new workspace's VM directory, while the fork's engine, started first, loads the state as
+//! it is written; the source runs on, and the fork starts with an identity (hostname, machine id)
+//! and entropy of its own. Processes started before the fork run in both.
 
 use serde::{Deserialize, Serialize};
 
 use super::lifecycle::{
-    abandon, allocate, boot_recorded, locked, now_ms, require_started, vm_dir, with_phases,
+    abandon, allocate, locked, now_ms, require_started, vm_dir, vm_options, with_phases,
     workspace_dir, BASELINE,
 };
 use super::model::Workspace;
@@ -98,11 +98,52 @@ pub async fn fork(
         services::copy_records(&mut db, &source.id, &id)?;
         let fork_vm = vm_dir(dirs, &id);
         fsutil::create_dir_all(&fork_vm)?;
+        // The fork's engine starts first and follows the source's save as it is written: the
+        // state into a file made for it, the disk into a placeholder it opens at once and reads
+        // afresh when it starts. Loading overlaps saving, and the source pauses no longer.
+        let source_vm = vm_dir(dirs, &source.id);
+        let config = running_config(&source_vm)?;
+        let disk = fork_vm.join(crate::disk::FILE_NAME);
+        tokio::task::block_in_place(|| crate::disk::create(dirs, &disk, source.disk_gib))?;
+        crate::suspend::expect(&fork_vm)?;
+        let named_ram = config.memory.named_ram();
+        let suspension = crate::suspend::Suspension::following(
+            crate::engine::VmConfig {
+                data_disk: disk,
+                ..config
+            },
+            named_ram,
+        );
         progress.phase("copying the running workspace");
-        let request = ClientRequest::Fork {
-            into: fork_vm.clone(),
+        let vm_options = crate::vm::VmOptions {
+            resume: Some(suspension),
+            ..vm_options(&record, false)
         };
-        let info = match supervisor::request(&vm_dir(dirs, &source.id), &request).await? {
+        let prepared =
+            tokio::task::block_in_place(|| crate::vm::prepare(dirs, &vm_options, progress))?;
+        let booting = async {
+            let booted = crate::vm::boot(&id, &fork_vm, &vm_options, prepared)
+                .await
+                .map(|vm| vm.facts.clone());
+            let _ = crate::suspend::discard(&fork_vm);
+            booted
+        };
+        let saving = async {
+            let reply = supervisor::request(
+                &source_vm,
+                &ClientRequest::Fork {
+                    into: fork_vm.clone(),
+                },
+            )
+            .await;
+            if !matches!(reply, Ok(ClientReply::Saved { .. })) {
+                // The fork's engine sees its state file go, and gives up.
+                crate::suspend::discard_partial(&fork_vm);
+            }
+            reply
+        };
+        let (booted, saved) = tokio::join!(booting, saving);
+        let info = match saved? {
             ClientReply::Saved { bytes, save_ms } => ForkInfo {
                 source_workspace_id: source.id.clone(),
                 fork_workspace_id: id.clone(),
@@ -120,9 +161,9 @@ pub async fn fork(
                 )))
             }
         };
-        let reason = format!("forked from {}", source.id);
-        store::set_state(db.conn(), &id, WorkspaceState::Suspended, Some(&reason))?;
-        let facts = boot_recorded(dirs, &mut db, &record, false, false, "fork", progress).await?;
+        let mut facts = booted.map_err(|e| e.context("the fork could not start"))?;
+        facts.boot_mode_reason = format!("forked from {}", source.id);
+        store::set_started(db.conn(), &id, facts.boot_mode, &facts.boot_mode_reason)?;
         services::republish(dirs, &id).await?;
         let operation = journal::Operation::Fork {
             params: ForkParams {
@@ -146,4 +187,13 @@ pub async fn fork(
         workspace: with_phases(store::view(db.conn(), &record), facts.phases)?,
         workspace_fork: info,
     })
+}
+
+/// The configuration the VM in `vm_dir` runs with, as its supervisor was given it.
+fn running_config(vm_dir: &std::path::Path) -> Result<crate::engine::VmConfig> {
+    let path = vm_dir.join(supervisor::RECORD_FILE);
+    let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+    serde_json::from_slice::<supervisor::VmRecord>(&bytes)
+        .map(|record| record.config)
+        .map_err(|e| Error::internal(format!("bad {}: {e}", path.display())))
 }

@@ -97,7 +97,7 @@ impl CreateOptions {
     }
 }
 
-fn vm_options(record: &Record, cold: bool) -> VmOptions {
+pub(super) fn vm_options(record: &Record, cold: bool) -> VmOptions {
     VmOptions {
         environment: record.environment.clone(),
         vcpu_count: record.vcpu_count,
@@ -321,7 +321,7 @@ pub(super) async fn abandon(
     operation: &str,
     err: Error,
 ) -> Error {
-    let _ = vm::stop(&vm_dir(dirs, id), &format!("the {operation} failed")).await;
+    let _ = vm::discard(&vm_dir(dirs, id), &format!("the {operation} failed")).await;
     let _ = store::delete(db.conn(), id);
     drop(lock);
     let _ = fsutil::remove_tree(&workspace_dir(dirs, id));
@@ -721,7 +721,7 @@ pub async fn reset(
     let dir = vm_dir(dirs, &record.id);
     // Checked before anything stops: a wrong name leaves the workspace as it was.
     super::snapshots::require(&dir, &record.id, snapshot)?;
-    vm::stop(&dir, "reset").await?;
+    vm::discard(&dir, "reset").await?;
     // A suspended memory belongs to the disk as it is now, not to the snapshot.
     crate::suspend::discard(&dir)?;
     tokio::task::block_in_place(|| crate::disk::convert_legacy(&dir))?;
@@ -794,7 +794,7 @@ pub(crate) async fn delete_if(
     if !still(&record) {
         return Ok(None);
     }
-    vm::stop(&vm_dir(dirs, &record.id), "deleted").await?;
+    vm::discard(&vm_dir(dirs, &record.id), "deleted").await?;
     store::delete(db.conn(), &record.id)?;
     drop(lock);
     fsutil::remove_tree(&workspace_dir(dirs, &record.id))?;
