@@ -66,6 +66,30 @@ pub fn activate(request: &Activate) -> io::Result<Activated> {
     })
 }
 
+/// Undoes `mount_root`: unmounts the command root and the VM's disk, so the host can put another
+/// disk in its place. Nothing may hold them (a running command does): then it fails with what is
+/// mounted still as it was, and the host gives this VM up.
+pub fn release_disk() -> io::Result<()> {
+    let mut active = ACTIVATED.lock().unwrap_or_else(|p| p.into_inner());
+    if !*active {
+        return Ok(());
+    }
+    // The newest mounts first: `/proc/self/mountinfo` lists them in the order they were made.
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
+    let inside = |point: &str| point == ROOT || point.starts_with(&format!("{ROOT}/"));
+    let points: Vec<&str> = mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .filter(|point| inside(point) || *point == DATA_MOUNT)
+        .collect();
+    for point in points.iter().rev() {
+        sys::umount(point)?;
+    }
+    *active = false;
+    log("disk released");
+    Ok(())
+}
+
 fn add_entropy(entropy_hex: &str) -> io::Result<()> {
     let bytes = decode_hex(entropy_hex)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "entropy is not valid hex"))?;

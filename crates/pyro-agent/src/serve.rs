@@ -175,6 +175,9 @@ async fn dispatch(request: Request, stream: &mut StreamHandle) -> io::Result<Rep
         Request::Activate(activation) => activate::activate(&activation).map(Reply::Activated),
         Request::PowerOff => Ok(Reply::PoweringOff),
         Request::Detach => Ok(Reply::Detached),
+        Request::ReleaseDisk => blocking(activate::release_disk)
+            .await
+            .map(|()| Reply::DiskReleased),
         Request::FreezeDisk { thaw_after_ms } => {
             blocking(move || freeze::freeze(Duration::from_millis(thaw_after_ms))).await?;
             Ok(Reply::Frozen)

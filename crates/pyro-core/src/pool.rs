@@ -292,38 +292,8 @@ pub async fn claim(
         return None;
     };
     fsutil::create_dir_all(dir.parent()?).ok()?;
-    let taken = members(&pool).into_iter().find_map(|(member, ready)| {
-        // A rename succeeds for one claimer only.
-        (ready && std::fs::rename(&member, dir).is_ok()).then_some(())
-    });
-    refill(dirs, &spec, &pool);
-    taken?;
-    let _ = std::fs::remove_file(dir.join(READY));
-    let adopted = async {
-        let ephemeral = persist.is_none();
-        let (stream, reply) = supervisor::open(dir, &ClientRequest::Claim { persist }).await?;
-        let ready = match reply {
-            ClientReply::Claimed(ready) => ready,
-            other => {
-                return Err(Error::new(
-                    ErrorKind::Engine,
-                    format!("the pooled VM could not be claimed: {other:?}"),
-                ))
-            }
-        };
-        let owner = supervisor::OwnerChannel::claimed(stream, ready.supervisor_pid);
-        let reason = format!("taken from the pool of template {template_id}");
-        let claim_ms = started.elapsed().as_millis() as u64;
-        let taken = vm::Taken {
-            owner,
-            ready,
-            reason,
-            claim_ms,
-            ephemeral,
-        };
-        vm::adopt(id, dir, taken, prepared).await
-    }
-    .await;
+    take(dirs, &spec, &pool, dir)?;
+    let adopted = take_over(id, dir, prepared, persist, false, &template_id, started).await;
     match adopted {
         Ok(vm) => Some(vm),
         Err(_) => {
@@ -332,6 +302,132 @@ pub async fn claim(
             None
         }
     }
+}
+
+/// Like [`claim`], for a workspace whose disk was just reverted (a reset): a pooled VM of its
+/// shape takes `dir`'s place and takes over the workspace's disk, `disk.qcow2` in `dir`, instead
+/// of its own. `None` when there is none to take or the takeover failed: the workspace's
+/// directory and disk are then where they were (the guest may have mounted the disk meanwhile).
+pub async fn claim_with_disk(
+    dirs: &Dirs,
+    id: &str,
+    dir: &Path,
+    prepared: Prepared,
+    persist: Persist,
+) -> Option<Vm> {
+    let started = std::time::Instant::now();
+    let template_id = prepared.template_id.clone()?;
+    let pool = root(dirs).join(&template_id);
+    let spec = read_spec(&pool)?;
+    if !members(&pool).iter().any(|(_, ready)| *ready) {
+        return None;
+    }
+    let aside = aside_of(dir);
+    let _ = fsutil::remove_tree(&aside);
+    std::fs::rename(dir, &aside).ok()?;
+    if take(dirs, &spec, &pool, dir).is_none() {
+        let _ = std::fs::rename(&aside, dir);
+        return None;
+    }
+    // The workspace's disk in place of the pooled VM's own, which its engine holds until the swap.
+    let disk = dir.join(crate::disk::FILE_NAME);
+    let adopted = match std::fs::rename(aside.join(crate::disk::FILE_NAME), &disk) {
+        Ok(()) => {
+            take_over(
+                id,
+                dir,
+                prepared,
+                Some(persist),
+                true,
+                &template_id,
+                started,
+            )
+            .await
+        }
+        Err(e) => Err(Error::io("move", &disk, e)),
+    };
+    match adopted {
+        Ok(vm) => {
+            let _ = fsutil::remove_tree(&aside);
+            Some(vm)
+        }
+        Err(_) => {
+            let _ = vm::discard(dir, "the claim failed").await;
+            let _ = std::fs::rename(&disk, aside.join(crate::disk::FILE_NAME));
+            let _ = fsutil::remove_tree(dir);
+            let _ = std::fs::rename(&aside, dir);
+            None
+        }
+    }
+}
+
+/// Where [`claim_with_disk`] keeps a workspace's VM directory while a pooled VM takes its place.
+fn aside_of(dir: &Path) -> PathBuf {
+    dir.with_file_name("vm.aside")
+}
+
+/// Puts back what a [`claim_with_disk`] interrupted half-way left: the workspace's VM directory is
+/// the one that holds its disk. `dir`'s VM must be stopped.
+pub fn recover_aside(dir: &Path) -> Result<()> {
+    let aside = aside_of(dir);
+    if !aside.exists() {
+        return Ok(());
+    }
+    // Moving the disk out of the directory put aside is what hands it over: while it is still
+    // there, the directory put aside is the workspace's.
+    if aside.join(crate::disk::FILE_NAME).exists() {
+        fsutil::remove_tree(dir)?;
+        std::fs::rename(&aside, dir).map_err(|e| Error::io("rename", &aside, e))
+    } else {
+        fsutil::remove_tree(&aside)
+    }
+}
+
+/// Takes a ready member of `pool` by renaming it to `dir` (a rename succeeds for one claimer only),
+/// and starts a refill. `None` when there was none to take.
+fn take(dirs: &Dirs, spec: &PoolSpec, pool: &Path, dir: &Path) -> Option<()> {
+    let taken = members(pool)
+        .into_iter()
+        .find_map(|(member, ready)| (ready && std::fs::rename(&member, dir).is_ok()).then_some(()));
+    refill(dirs, spec, pool);
+    taken?;
+    let _ = std::fs::remove_file(dir.join(READY));
+    Some(())
+}
+
+/// Takes the pooled VM now in `dir` over on its supervisor's socket and makes it VM `id`.
+async fn take_over(
+    id: &str,
+    dir: &Path,
+    prepared: Prepared,
+    persist: Option<Persist>,
+    swap_disk: bool,
+    template_id: &str,
+    started: std::time::Instant,
+) -> Result<Vm> {
+    let ephemeral = persist.is_none();
+    let request = ClientRequest::Claim { persist, swap_disk };
+    let (stream, reply) = supervisor::open(dir, &request).await?;
+    let ready = match reply {
+        ClientReply::Claimed(ready) => ready,
+        other => {
+            return Err(Error::new(
+                ErrorKind::Engine,
+                format!("the pooled VM could not be claimed: {other:?}"),
+            ))
+        }
+    };
+    let owner = supervisor::OwnerChannel::claimed(stream, ready.supervisor_pid);
+    let reason = format!("taken from the pool of template {template_id}");
+    let claim_ms = started.elapsed().as_millis() as u64;
+    let taken = vm::Taken {
+        owner,
+        ready,
+        reason,
+        claim_ms,
+        ephemeral,
+    };
+    vm::adopt(id, dir, taken, prepared).await
 }
 
 /// Starts a detached job that fills the pool of `spec` again, unless one runs.
@@ -372,4 +468,40 @@ pub fn main(dirs: &Dirs, environment: &str, vcpu_count: u8, mem_mib: u32) -> i32
     };
     let work = async move { fill(dirs, &spec, &crate::progress::Silent).await.map(drop) };
     crate::auto_prepare::background_job("pyro __pool-fill", work)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A workspace's `vm` directory with its disk, and a pooled VM's that took its place.
+    fn layout(root: &Path, disk_aside: bool) -> PathBuf {
+        let dir = root.join("vm");
+        let aside = aside_of(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&aside).unwrap();
+        std::fs::write(aside.join("vm.json"), "workspace's").unwrap();
+        let (with_disk, other) = if disk_aside {
+            (&aside, &dir)
+        } else {
+            (&dir, &aside)
+        };
+        std::fs::write(with_disk.join(crate::disk::FILE_NAME), "workspace's disk").unwrap();
+        if disk_aside {
+            std::fs::write(other.join(crate::disk::FILE_NAME), "pooled VM's disk").unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn an_interrupted_takeover_leaves_the_workspace_its_disk() {
+        for disk_aside in [true, false] {
+            let root = tempfile::tempdir().unwrap();
+            let dir = layout(root.path(), disk_aside);
+            recover_aside(&dir).unwrap();
+            assert!(!aside_of(&dir).exists());
+            let disk = std::fs::read_to_string(dir.join(crate::disk::FILE_NAME)).unwrap();
+            assert_eq!(disk, "workspace's disk", "disk aside: {disk_aside}");
+        }
+    }
 }

@@ -25,7 +25,7 @@ pub use service::{Readiness, ServiceInfo, ServiceOutput, ServiceSpec, ServiceSta
 pub use shell::{ShellChunk, ShellInfo, ShellSpec, ShellState};
 
 /// Bumped on any incompatible change to frames or messages.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The name of the virtio-serial port the agent listens on (`/sys/class/virtio-ports/*/name`).
 pub const AGENT_PORT_NAME: &str = "org.pyro.agent.0";

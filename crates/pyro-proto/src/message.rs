@@ -22,6 +22,10 @@ pub enum Request {
     /// End this session after the answer and wait for a new one, as on a fresh channel: the host
     /// is about to save the guest (suspend, fork), and the restored guest starts a session of its own.
     Detach,
+    /// Give the VM's own disk back: unmount the command root and the disk, so the host can put
+    /// another disk in its place (a pooled VM taking over a workspace's disk); the next `Activate`
+    /// mounts whichever disk is there. Refused while anything holds them.
+    ReleaseDisk,
     /// Flush every file system to disk.
     Sync,
     /// Describe a path under `/workspace` (a directory's entries, recursively if asked).
@@ -98,6 +102,7 @@ pub enum Reply {
     Exited(ExecResult),
     PoweringOff,
     Detached,
+    DiskReleased,
     Synced,
     Frozen,
     /// `was_frozen`: the freeze this thaw ends was still in effect (not already ended by its deadline).

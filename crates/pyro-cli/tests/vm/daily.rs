@@ -542,8 +542,27 @@ fn a_pooled_run_takes_a_warm_vm_of_its_own_and_the_pool_refills() {
     sb.ok(&["workspace", "stop", id]);
     assert_eq!(sb.ok(&["workspace", "start", id])["state"], "started");
     assert_eq!(sb.sh(id, "cat a.txt"), "changed\n");
-    sb.ok(&["workspace", "reset", id]);
-    assert_eq!(sb.sh(id, "cat a.txt"), "seeded\n");
+    // A reset takes a pooled VM too, which takes the workspace's reverted disk over.
+    pools_ready(&sb);
+    let reset = sb.ok(&["workspace", "reset", id]);
+    assert_eq!(reset["boot_mode"], "pooled", "{reset}");
+    assert_eq!(
+        sb.sh(id, "hostname; cat a.txt"),
+        format!("pyro-{id}\nseeded\n")
+    );
+    // Snapshots, a reset to one, and a suspension all work on the disk taken over.
+    sb.sh(id, "echo kept > a.txt");
+    sb.ok(&["workspace", "snapshot", "create", id, "kept"]);
+    sb.sh(id, "echo lost > a.txt");
+    pools_ready(&sb);
+    let back = sb.ok(&["workspace", "reset", id, "--snapshot", "kept"]);
+    assert_eq!(back["boot_mode"], "pooled", "{back}");
+    assert_eq!(sb.sh(id, "cat a.txt"), "kept\n");
+    assert_eq!(sb.ok(&["workspace", "suspend", id])["state"], "suspended");
+    assert_eq!(sb.ok(&["workspace", "resume", id])["boot_mode"], "resumed");
+    assert_eq!(sb.sh(id, "cat a.txt"), "kept\n");
+    let ws_dir = sb.state.join("workspaces").join(id);
+    assert!(!ws_dir.join("vm.aside").exists());
     sb.ok(&["workspace", "delete", id]);
     // Out of bounds, then empty.
     let out = sb.output(&["prepare", "debian:12", "--pool", "9"]);

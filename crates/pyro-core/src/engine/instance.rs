@@ -22,9 +22,35 @@ pub const LOG_CAP: u64 = 1 << 20;
 
 pub struct Instance {
     child: Child,
-    dir: PathBuf,
+    dir: VmDirectory,
     /// Where a resuming engine's state is written (see [`Instance::take_incoming`]).
     incoming: Option<std::os::fd::OwnedFd>,
+}
+
+/// The VM directory, followed wherever it is renamed to (a pooled VM's moves when it is claimed):
+/// paths go through a descriptor of it.
+struct VmDirectory {
+    handle: Option<std::fs::File>,
+    at_spawn: PathBuf,
+}
+
+impl VmDirectory {
+    fn open(dir: &Path) -> VmDirectory {
+        VmDirectory {
+            handle: std::fs::File::open(dir).ok(),
+            at_spawn: dir.to_path_buf(),
+        }
+    }
+
+    fn join(&self, name: &str) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        match &self.handle {
+            Some(handle) => {
+                PathBuf::from(format!("/proc/self/fd/{}", handle.as_raw_fd())).join(name)
+            }
+            None => self.at_spawn.join(name),
+        }
+    }
 }
 
 impl Instance {
@@ -53,7 +79,7 @@ impl Instance {
         }
         let instance = Instance {
             child,
-            dir: dir.to_path_buf(),
+            dir: VmDirectory::open(dir),
             incoming: launch.incoming,
         };
         Ok((instance, launch.nic))

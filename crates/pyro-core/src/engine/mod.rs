@@ -13,14 +13,14 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
-pub use qemu::{qemu_version, Qemu};
+pub use qemu::{qemu_version, Qemu, DATA_NODE};
 
 use crate::host::accel::Accelerator;
 use crate::Result;
 
 /// Bumped whenever the engine command line or device list changes (a memory snapshot is only valid for
 /// the exact device layout it was taken with).
-pub const VM_SHAPE_VERSION: u32 = 5;
+pub const VM_SHAPE_VERSION: u32 = 6;
 
 /// The descriptor the engine finds its NIC on: one end of a stream socket pair whose other end is
 /// the VM's gateway (see `pyro-net`).

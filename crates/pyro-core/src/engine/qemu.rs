@@ -104,15 +104,24 @@ impl Backend for Qemu {
                 "-device",
                 "virtio-blk-device,drive=base",
             ])
+            // The VM's disk, under a `raw` node the device is attached to: the disk node beneath can
+            // be replaced while the VM runs (a pooled VM takes over a workspace's disk).
             .args([
-                "-drive",
-                &format!(
-                    "id=data,file={},format={},if=none,discard=unmap",
-                    fd(DATA_FD),
-                    crate::disk::FORMAT
-                ),
+                "-blockdev",
+                &serde_json::json!({
+                    "driver": "raw",
+                    "node-name": DATA_NODE,
+                    "discard": "unmap",
+                    "file": {
+                        "driver": crate::disk::FORMAT,
+                        "node-name": "data-disk",
+                        "discard": "unmap",
+                        "file": {"driver": "file", "filename": fd(DATA_FD), "discard": "unmap"},
+                    },
+                })
+                .to_string(),
                 "-device",
-                "virtio-blk-device,drive=data",
+                &format!("virtio-blk-device,drive={DATA_NODE}"),
             ])
             // The snapshot drive: an empty read-only device the supervisor attaches a disk snapshot
             // to while the agent reads it (microvm has no hotplug, so it is there from boot).
@@ -182,6 +191,9 @@ pub fn tcg_cache_mib() -> u32 {
         .filter(|mib| (8..=4096).contains(mib))
         .unwrap_or(TCG_CACHE_MIB)
 }
+
+/// The block node the VM's disk device is attached to (QMP commands on the disk name it).
+pub const DATA_NODE: &str = "data";
 
 pub const TCG_CACHE_MIB: u32 = 128;
 pub const TCG_CACHE_ENV: &str = "PYRO_TCG_CACHE_MIB";

@@ -108,6 +108,11 @@ impl Qmp {
             .write_all(text.as_bytes())
             .await
             .map_err(|e| failed(command, e))?;
+        self.answer(command).await
+    }
+
+    /// The answer to `command`, just sent (events in between are skipped).
+    async fn answer(&mut self, command: &str) -> Result<Value> {
         loop {
             let message = self.read_message().await?;
             if message.get("event").is_some() {
@@ -123,31 +128,43 @@ impl Qmp {
     /// Hands QEMU an open descriptor under `name` (QMP `getfd`, the descriptor passed with
     /// SCM_RIGHTS), for commands that take `fd:NAME`.
     pub async fn send_fd(&mut self, name: &str, fd: std::os::fd::BorrowedFd<'_>) -> Result<()> {
+        self.execute_with_fd("getfd", json!({"fdname": name}), fd)
+            .await
+            .map(drop)
+    }
+
+    /// Adds an open descriptor to a new fd set (QMP `add-fd`) and returns the set's id: a node
+    /// opens it as the file `/dev/fdset/ID`.
+    pub async fn add_fd(&mut self, fd: std::os::fd::BorrowedFd<'_>) -> Result<u64> {
+        let added = self.execute_with_fd("add-fd", json!({}), fd).await?;
+        added["fdset-id"]
+            .as_u64()
+            .ok_or_else(|| failed("add-fd", "no fd set id in the answer"))
+    }
+
+    /// Runs `command` with `fd` passed alongside (SCM_RIGHTS).
+    async fn execute_with_fd(
+        &mut self,
+        command: &str,
+        arguments: Value,
+        fd: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<Value> {
         use std::os::fd::AsRawFd;
-        let mut text = json!({"execute": "getfd", "arguments": {"fdname": name}}).to_string();
+        let mut text = json!({"execute": command, "arguments": arguments}).to_string();
         text.push('\n');
         let stream: &UnixStream = self.writer.as_ref();
         loop {
-            stream.writable().await.map_err(|e| failed("getfd", e))?;
+            stream.writable().await.map_err(|e| failed(command, e))?;
             let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
                 send_with_fd(stream.as_raw_fd(), text.as_bytes(), fd.as_raw_fd())
             });
             match sent {
                 Ok(()) => break,
                 Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(err) => return Err(failed("getfd", err)),
+                Err(err) => return Err(failed(command, err)),
             }
         }
-        loop {
-            let message = self.read_message().await?;
-            if message.get("event").is_some() {
-                continue;
-            }
-            if let Some(error) = message.get("error") {
-                return Err(failed("getfd", error["desc"].as_str().unwrap_or("failed")));
-            }
-            return Ok(());
-        }
+        self.answer(command).await
     }
 
     /// Polls `query-status` until the VM's status is one of `wanted`, for at most `limit`.

@@ -45,7 +45,7 @@ pub async fn take(control: &Control, name: &str) -> Result<(), String> {
     }
     let taken = qmp(
         "blockdev-snapshot-internal-sync",
-        json!({"device": "data", "name": internal}),
+        json!({"device": crate::engine::DATA_NODE, "name": internal}),
         TAKE_LIMIT,
     )
     .await;
@@ -75,7 +75,7 @@ pub async fn delete(name: &str) -> Result<(), String> {
 async fn delete_unlocked(name: &str) -> Result<(), String> {
     qmp(
         "blockdev-snapshot-delete-internal-sync",
-        json!({"device": "data", "name": disk::internal_name(name)}),
+        json!({"device": crate::engine::DATA_NODE, "name": disk::internal_name(name)}),
         QMP_LIMIT,
     )
     .await
@@ -94,8 +94,9 @@ async fn qmp(command: &str, arguments: serde_json::Value, limit: Duration) -> Re
     }
 }
 
-/// Sends a freeze or thaw; a thaw says whether the freeze was still in effect (a freeze: true).
-async fn agent(control: &Control, request: &Request) -> Result<bool, String> {
+/// Sends a freeze, a thaw or a release of the disk; a thaw says whether the freeze was still in
+/// effect (the others: true).
+pub(super) async fn agent(control: &Control, request: &Request) -> Result<bool, String> {
     let work = async {
         let mut stream = control
             .clone()
@@ -110,7 +111,7 @@ async fn agent(control: &Control, request: &Request) -> Result<bool, String> {
             .map_err(|e| e.to_string())?
             .ok_or("the agent closed the stream without answering")?;
         match frame.into_message::<Reply>().map_err(|e| e.to_string())? {
-            Reply::Frozen => Ok(true),
+            Reply::Frozen | Reply::DiskReleased => Ok(true),
             Reply::Thawed { was_frozen } => Ok(was_frozen),
             Reply::Error { message, .. } => Err(message),
             other => Err(format!("unexpected reply {other:?}")),

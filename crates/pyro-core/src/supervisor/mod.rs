@@ -11,6 +11,7 @@
 
 mod channel;
 mod disk_snapshots;
+mod disk_swap;
 mod launch;
 pub mod ports;
 pub(crate) mod process;

@@ -13,11 +13,11 @@ use tokio_yamux::Control;
 use super::channel::{self, AgentChannel};
 use super::suspending::{self, Outcome};
 
-use super::disk_snapshots;
 use super::ports::Ports;
 use super::protocol::{
     ClientReply, ClientRequest, OwnerCommand, Persist, ReadyInfo, StatusInfo, SupervisorEvent,
 };
+use super::{disk_snapshots, disk_swap};
 use super::{StopRecord, VmRecord, LOCK, RECORD_FILE, SOCKET, STOPPED_FILE};
 use crate::engine::instance::Instance;
 use crate::engine::qmp::Qmp;
@@ -148,7 +148,7 @@ async fn supervise(mut vm_dir: PathBuf, owner: UnixStream) -> i32 {
     };
     let activity = Activity::new();
     let (saves_tx, mut saves_rx) = mpsc::channel::<(Save, UnixStream)>(4);
-    let (claims_tx, mut claims_rx) = mpsc::channel::<(Option<Persist>, UnixStream)>(4);
+    let (claims_tx, mut claims_rx) = mpsc::channel::<(Claim, UnixStream)>(4);
     // A pooled VM is taken over once: for one use it then ends with its claimer; to persist it
     // takes the claimer's idle timeout.
     let mut record = record;
@@ -219,9 +219,18 @@ async fn supervise(mut vm_dir: PathBuf, owner: UnixStream) -> i32 {
                     }
                 }
             }
-            Some((persist, claimer)) = claims_rx.recv() => {
+            Some((Claim { persist, swap_disk }, claimer)) = claims_rx.recv() => {
                 let (read, mut write) = claimer.into_split();
-                let taken = !ephemeral && !claimed
+                let free = !ephemeral && !claimed;
+                if free && swap_disk {
+                    if let Err(message) = disk_swap::swap(&running.channel.control).await {
+                        // Its own disk is gone or half given up: this VM serves nobody any more.
+                        let _ = write_message(&mut write, &ClientReply::Error { message: message.clone() }).await;
+                        running.engine.stop(Duration::from_secs(3)).await;
+                        break (format!("stopped: {message}"), true, false);
+                    }
+                }
+                let taken = free
                     && write_message(&mut write, &ClientReply::Claimed(ready.clone())).await.is_ok();
                 if taken {
                     claimed = true;
@@ -440,7 +449,13 @@ struct Clients {
     /// Hands a client asking for a save to the supervisor's loop, which owns the engine.
     saves: mpsc::Sender<(Save, UnixStream)>,
     /// Hands a client claiming the VM to the supervisor's loop.
-    claims: mpsc::Sender<(Option<Persist>, UnixStream)>,
+    claims: mpsc::Sender<(Claim, UnixStream)>,
+}
+
+/// A client taking the VM over (see [`ClientRequest::Claim`]).
+struct Claim {
+    persist: Option<Persist>,
+    swap_disk: bool,
 }
 
 /// Why the VM is to end, and whether its disk is wanted afterwards.
@@ -531,8 +546,8 @@ async fn serve_client(mut stream: UnixStream, control: Control, clients: Clients
                 let _ = write_message(&mut stream, &reply).await;
             }
         }
-        ClientRequest::Claim { persist } => {
-            let _ = claims.send((persist, stream)).await;
+        ClientRequest::Claim { persist, swap_disk } => {
+            let _ = claims.send((Claim { persist, swap_disk }, stream)).await;
         }
         ClientRequest::Shutdown { reason, discard } => {
             let _ = shutdown.send(Some(Halt { reason, discard }));

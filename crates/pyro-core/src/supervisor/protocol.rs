@@ -53,6 +53,10 @@ pub enum ClientRequest {
     Claim {
         #[serde(default)]
         persist: Option<Persist>,
+        /// Take over the disk the claimer moved to `disk.qcow2` in the VM directory (a workspace's,
+        /// for a reset) in place of the one the VM started with.
+        #[serde(default)]
+        swap_disk: bool,
     },
     /// Save the guest's whole state, and a copy of its disk, into the VM directory `into` as a
     /// suspended VM; the guest runs on. The state goes into the file [`crate::suspend::expect`]

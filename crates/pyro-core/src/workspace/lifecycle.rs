@@ -353,6 +353,7 @@ async fn boot(
     // A VM still running here was left by an operation that died half-way (its caller killed before
     // it finished): nobody activated it, so it goes before a new one boots.
     vm::stop(&dir, LEFT_RUNNING).await?;
+    crate::pool::recover_aside(&dir)?;
     tokio::task::block_in_place(|| crate::disk::convert_legacy(&dir))?;
     super::since::forget_all(&workspace_dir(dirs, &record.id))?;
     let disk = dir.join(supervisor::DATA_DISK);
@@ -443,6 +444,49 @@ async fn boot(
         super::snapshots::take(&dir, &WorkspaceState::Started, crate::disk::BASELINE).await?;
     }
     Ok(facts)
+}
+
+/// The rest of a reset when the pool (`prepare --pool`) has a VM of the workspace's shape: that VM,
+/// already restored, activated and past its first command, takes over the disk just reverted to
+/// `snapshot`, so the guest's first activation and command are not paid again. `None`: boot as
+/// usual (a takeover that failed left the disk where it was, reverted once more).
+async fn reset_pooled(
+    dirs: &Dirs,
+    db: &mut Db,
+    record: &Record,
+    snapshot: &str,
+    cold: bool,
+    progress: &dyn Progress,
+) -> Result<Option<vm::BootFacts>> {
+    let options = vm_options(record, cold);
+    if !crate::pool::fits(&options) {
+        return Ok(None);
+    }
+    let dir = vm_dir(dirs, &record.id);
+    super::since::forget_all(&workspace_dir(dirs, &record.id))?;
+    let prepared = tokio::task::block_in_place(|| vm::prepare(dirs, &options, progress))?;
+    let persist = supervisor::protocol::Persist {
+        idle_timeout_seconds: options.idle_timeout_seconds,
+        suspend_when_idle: options.suspend_when_idle,
+    };
+    match crate::pool::claim_with_disk(dirs, &record.id, &dir, prepared, persist).await {
+        Some(vm) => {
+            let facts = vm.facts.clone();
+            store::set_started(
+                db.conn(),
+                &record.id,
+                facts.boot_mode,
+                &facts.boot_mode_reason,
+            )?;
+            Ok(Some(facts))
+        }
+        None => {
+            if dir.join(supervisor::DATA_DISK).exists() {
+                tokio::task::block_in_place(|| crate::disk::revert_offline(&dir, snapshot))?;
+            }
+            Ok(None)
+        }
+    }
 }
 
 /// Resumes the suspended VM in `dir`. The outer error leaves the saved state for a later try (the
@@ -722,6 +766,7 @@ pub async fn reset(
     // Checked before anything stops: a wrong name leaves the workspace as it was.
     super::snapshots::require(&dir, &record.id, snapshot)?;
     vm::discard(&dir, "reset").await?;
+    crate::pool::recover_aside(&dir)?;
     // A suspended memory belongs to the disk as it is now, not to the snapshot.
     crate::suspend::discard(&dir)?;
     tokio::task::block_in_place(|| crate::disk::convert_legacy(&dir))?;
@@ -739,10 +784,21 @@ pub async fn reset(
             return Err(recorded_failure(&db, &record.id, "reset", err)?);
         }
     }
+    // A pooled VM of the workspace's shape takes the reverted disk over, when there is one.
+    let pooled = if in_disk {
+        reset_pooled(dirs, &mut db, &record, snapshot, cold, progress).await?
+    } else {
+        None
+    };
     // A disk without its baseline snapshot (made before disks had snapshots) is rebuilt from the seed.
-    let phases = boot_recorded(dirs, &mut db, &record, !in_disk, cold, "reset", progress)
-        .await?
-        .phases;
+    let phases = match pooled {
+        Some(facts) => facts.phases,
+        None => {
+            boot_recorded(dirs, &mut db, &record, !in_disk, cold, "reset", progress)
+                .await?
+                .phases
+        }
+    };
     store::mark_reset(db.conn(), &record.id, timer.started_at_ms())?;
     let info = ResetInfo {
         snapshot_name: snapshot.to_string(),
