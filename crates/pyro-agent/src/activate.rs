@@ -67,8 +67,8 @@ pub fn activate(request: &Activate) -> io::Result<Activated> {
 }
 
 /// Undoes `mount_root`: unmounts the command root and the VM's disk, so the host can put another
-/// disk in its place. Nothing may hold them (a running command does): then it fails with what is
-/// mounted still as it was, and the host gives this VM up.
+/// disk in its place. Nothing may hold them (a running command does): then it fails part-way, and
+/// the host gives this VM up.
 pub fn release_disk() -> io::Result<()> {
     let mut active = ACTIVATED.lock().unwrap_or_else(|p| p.into_inner());
     if !*active {

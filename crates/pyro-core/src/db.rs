@@ -87,14 +87,15 @@ impl Db {
             .map_err(sql_error)?;
         // Every `pyro` command opens the database and closes it; a checkpoint at each close would
         // cost each command several fsyncs (and the WAL file's re-creation). SQLite checkpoints
-        // on its own once the WAL grows.
+        // on its own once the WAL grows; each commit is synced to the WAL (`synchronous = FULL`),
+        // so none is lost to a power cut before that.
         conn.set_db_config(
             rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
             true,
         )
         .map_err(sql_error)?;
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
         )
         .map_err(sql_error)?;
         let mut db = Db { conn };

@@ -306,32 +306,39 @@ pub async fn claim(
 
 /// Like [`claim`], for a workspace whose disk was just reverted (a reset): a pooled VM of its
 /// shape takes `dir`'s place and takes over the workspace's disk, `disk.qcow2` in `dir`, instead
-/// of its own. `None` when there is none to take or the takeover failed: the workspace's
-/// directory and disk are then where they were (the guest may have mounted the disk meanwhile).
+/// of its own. When the takeover fails, the workspace's directory and disk are put back where they
+/// were (or left for [`recover_aside`]); the guest may have mounted the disk meanwhile.
 pub async fn claim_with_disk(
     dirs: &Dirs,
     id: &str,
     dir: &Path,
     prepared: Prepared,
     persist: Persist,
-) -> Option<Vm> {
+) -> DiskClaim {
     let started = std::time::Instant::now();
-    let template_id = prepared.template_id.clone()?;
+    let Some(template_id) = prepared.template_id.clone() else {
+        return DiskClaim::Unavailable;
+    };
     let pool = root(dirs).join(&template_id);
-    let spec = read_spec(&pool)?;
-    if !members(&pool).iter().any(|(_, ready)| *ready) {
-        return None;
-    }
+    let Some(spec) = read_spec(&pool) else {
+        return DiskClaim::Unavailable;
+    };
     let aside = aside_of(dir);
-    let _ = fsutil::remove_tree(&aside);
-    std::fs::rename(dir, &aside).ok()?;
+    // Whatever an earlier takeover left aside was settled by `recover_aside` before the reset.
+    if aside.exists() || !members(&pool).iter().any(|(_, ready)| *ready) {
+        return DiskClaim::Unavailable;
+    }
+    if std::fs::rename(dir, &aside).is_err() {
+        return DiskClaim::Unavailable;
+    }
     if take(dirs, &spec, &pool, dir).is_none() {
         let _ = std::fs::rename(&aside, dir);
-        return None;
+        return DiskClaim::Unavailable;
     }
     // The workspace's disk in place of the pooled VM's own, which its engine holds until the swap.
     let disk = dir.join(crate::disk::FILE_NAME);
-    let adopted = match std::fs::rename(aside.join(crate::disk::FILE_NAME), &disk) {
+    let moved = std::fs::rename(aside.join(crate::disk::FILE_NAME), &disk);
+    let adopted = match &moved {
         Ok(()) => {
             take_over(
                 id,
@@ -344,25 +351,39 @@ pub async fn claim_with_disk(
             )
             .await
         }
-        Err(e) => Err(Error::io("move", &disk, e)),
+        Err(_) => Err(Error::internal("the workspace's disk could not be moved")),
     };
     match adopted {
         Ok(vm) => {
             let _ = fsutil::remove_tree(&aside);
-            Some(vm)
+            DiskClaim::Taken(Box::new(vm))
         }
         Err(_) => {
             let _ = vm::discard(dir, "the claim failed").await;
-            let _ = std::fs::rename(&disk, aside.join(crate::disk::FILE_NAME));
-            let _ = fsutil::remove_tree(dir);
-            let _ = std::fs::rename(&aside, dir);
-            None
+            // Only the workspace's own disk goes back: the pooled VM's stays with its directory.
+            if moved.is_ok() {
+                let _ = std::fs::rename(&disk, aside.join(crate::disk::FILE_NAME));
+            }
+            // What could not be put back here, `recover_aside` puts back.
+            if fsutil::remove_tree(dir).is_ok() {
+                let _ = std::fs::rename(&aside, dir);
+            }
+            DiskClaim::Failed
         }
     }
 }
 
+/// What [`claim_with_disk`] came to.
+pub enum DiskClaim {
+    /// No pooled VM to take: nothing was touched.
+    Unavailable,
+    /// A pooled VM was taken but could not take the disk over (it is ended).
+    Failed,
+    Taken(Box<Vm>),
+}
+
 /// Where [`claim_with_disk`] keeps a workspace's VM directory while a pooled VM takes its place.
-fn aside_of(dir: &Path) -> PathBuf {
+pub fn aside_of(dir: &Path) -> PathBuf {
     dir.with_file_name("vm.aside")
 }
 
@@ -410,6 +431,12 @@ async fn take_over(
     let (stream, reply) = supervisor::open(dir, &request).await?;
     let ready = match reply {
         ClientReply::Claimed(ready) => ready,
+        ClientReply::Error { message } => {
+            return Err(Error::new(
+                ErrorKind::Engine,
+                format!("the pooled VM could not be claimed: {message}"),
+            ))
+        }
         other => {
             return Err(Error::new(
                 ErrorKind::Engine,

@@ -45,10 +45,12 @@ pub struct Suspension {
 
 impl Suspension {
     /// What a fork's engine is configured from while the state it resumes is still being saved.
-    pub fn following(config: VmConfig, named_ram: bool) -> Suspension {
+    /// `disk_bytes`, the size of the disk being copied meanwhile, stands in `bytes` until the record
+    /// appears: the fork waits for that copy too.
+    pub fn following(config: VmConfig, named_ram: bool, disk_bytes: u64) -> Suspension {
         Suspension {
             sha256: String::new(),
-            bytes: 0,
+            bytes: disk_bytes,
             named_ram,
             inputs: inputs_of(&config),
             config,
@@ -225,6 +227,7 @@ pub fn follow(
     let mut hasher = Sha256::new();
     let mut total = 0u64;
     let mut record = None;
+    let mut idle_polls = 0u32;
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = match file.read(&mut buf) {
@@ -233,6 +236,7 @@ pub fn follow(
             Err(e) => return Err(Error::io("read", &path, e)),
         };
         if n > 0 {
+            idle_polls = 0;
             total += n as u64;
             if total > cap {
                 return Err(damaged("it is longer than the guest's memory"));
@@ -244,6 +248,9 @@ pub fn follow(
         // it is there, one more pass reads the rest.
         if let Some(done) = record {
             let done: Suspension = done;
+            if done.vm_shape_version != VM_SHAPE_VERSION {
+                return Err(damaged("it was saved by a pyro with another VM layout"));
+            }
             if total != done.bytes {
                 return Err(damaged("its length is not the one recorded"));
             }
@@ -265,7 +272,13 @@ pub fn follow(
                 "the VM it is forked from did not finish saving its state in time",
             ));
         }
-        std::thread::sleep(std::time::Duration::from_millis(1));
+        // Promptly while the state streams in; more slowly through a long disk copy.
+        idle_polls += 1;
+        std::thread::sleep(std::time::Duration::from_millis(if idle_polls < 500 {
+            1
+        } else {
+            20
+        }));
     }
 }
 

@@ -232,6 +232,11 @@ async fn supervise(mut vm_dir: PathBuf, owner: UnixStream) -> i32 {
                 }
                 let taken = free
                     && write_message(&mut write, &ClientReply::Claimed(ready.clone())).await.is_ok();
+                if free && swap_disk && !taken {
+                    // A workspace's disk, and the claimer gone: nobody would ever stop this VM.
+                    running.engine.stop(Duration::from_secs(3)).await;
+                    break ("the claimer went away during the takeover".to_string(), true, false);
+                }
                 if taken {
                     claimed = true;
                     // Idle time counts from the claim, not from when the VM was pooled.
@@ -303,11 +308,14 @@ async fn boot(backend: &Qemu, record: &VmRecord) -> Result<Running> {
     // A resume loads the guest's whole memory first: it gets time for that too (32 MiB/s at least).
     let deadline = match &record.config.memory {
         // A fork waits for the whole save as well: at most the guest's memory, and a disk copy.
+        // (A followed state's `bytes` is the size of the disk being copied.)
         Memory::Resume {
-            following: true, ..
+            following: true,
+            bytes,
+            ..
         } => {
-            BOOT_DEADLINE
-                + Duration::from_secs(crate::suspend::max_bytes(record.config.mem_mib) >> 24)
+            let work = crate::suspend::max_bytes(record.config.mem_mib).saturating_add(*bytes);
+            BOOT_DEADLINE + Duration::from_secs(work >> 24)
         }
         Memory::Resume { bytes, .. } => BOOT_DEADLINE + Duration::from_secs(bytes >> 25),
         _ => BOOT_DEADLINE,

@@ -62,6 +62,9 @@ pub enum ClientRequest {
     /// suspended VM; the guest runs on. The state goes into the file [`crate::suspend::expect`]
     /// made there, and the disk into the disk file there, both in place: the fork's engine
     /// follows them as they are written.
+    // Named apart from the fork of earlier versions, which replaced the disk file rather than
+    // writing into it: a supervisor of such a version refuses this request.
+    #[serde(rename = "fork_in_place")]
     Fork { into: std::path::PathBuf },
 }
 

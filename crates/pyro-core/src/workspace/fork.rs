@@ -113,6 +113,7 @@ pub async fn fork(
                 ..config
             },
             named_ram,
+            disk_bytes,
         );
         progress.phase("copying the running workspace");
         let vm_options = crate::vm::VmOptions {
@@ -120,7 +121,20 @@ pub async fn fork(
             ..vm_options(&record, false)
         };
         let prepared =
-            tokio::task::block_in_place(|| crate::vm::prepare(dirs, &vm_options, progress))?;
+            tokio::task::block_in_place(|| crate::vm::prepare(dirs, &vm_options, progress))
+                .map_err(|err| match err.kind() {
+                    // The source runs on what its environment and agent were when it started.
+                    ErrorKind::InvalidState => Error::new(
+                        ErrorKind::InvalidState,
+                        format!(
+                        "workspace '{}' cannot be forked as it runs: its environment or the guest \
+                         agent changed since it started",
+                        source.id
+                    ),
+                    )
+                    .with_hint("stop and start it, then fork it"),
+                    _ => err,
+                })?;
         let booting = async {
             let booted = crate::vm::boot(&id, &fork_vm, &vm_options, prepared)
                 .await
@@ -138,7 +152,7 @@ pub async fn fork(
             .await;
             if !matches!(reply, Ok(ClientReply::Saved { .. })) {
                 // The fork's engine sees its state file go, and gives up.
-                crate::suspend::discard_partial(&fork_vm);
+                let _ = crate::suspend::discard(&fork_vm);
             }
             reply
         };

@@ -470,7 +470,8 @@ async fn reset_pooled(
         suspend_when_idle: options.suspend_when_idle,
     };
     match crate::pool::claim_with_disk(dirs, &record.id, &dir, prepared, persist).await {
-        Some(vm) => {
+        crate::pool::DiskClaim::Unavailable => Ok(None),
+        crate::pool::DiskClaim::Taken(vm) => {
             let facts = vm.facts.clone();
             store::set_started(
                 db.conn(),
@@ -480,10 +481,10 @@ async fn reset_pooled(
             )?;
             Ok(Some(facts))
         }
-        None => {
-            if dir.join(supervisor::DATA_DISK).exists() {
-                tokio::task::block_in_place(|| crate::disk::revert_offline(&dir, snapshot))?;
-            }
+        crate::pool::DiskClaim::Failed => {
+            // The guest may have mounted the disk before the takeover failed: it goes back again.
+            crate::pool::recover_aside(&dir)?;
+            tokio::task::block_in_place(|| crate::disk::revert_offline(&dir, snapshot))?;
             Ok(None)
         }
     }
@@ -763,8 +764,11 @@ pub async fn reset(
     let (record, _lock) = locked(dirs, &db, reference)?;
     let timer = journal::Timer::start();
     let dir = vm_dir(dirs, &record.id);
-    // Checked before anything stops: a wrong name leaves the workspace as it was.
-    super::snapshots::require(&dir, &record.id, snapshot)?;
+    // Checked before anything stops: a wrong name leaves the workspace as it was. (A pooled reset
+    // interrupted half-way left the disk aside: the check waits until it is back.)
+    if !crate::pool::aside_of(&dir).exists() {
+        super::snapshots::require(&dir, &record.id, snapshot)?;
+    }
     vm::discard(&dir, "reset").await?;
     crate::pool::recover_aside(&dir)?;
     // A suspended memory belongs to the disk as it is now, not to the snapshot.
