@@ -261,8 +261,9 @@ pub fn fits(options: &VmOptions) -> bool {
 }
 
 /// Takes a ready VM of `prepared`'s template from its pool into `dir` (a new VM directory) and
-/// makes it VM `id`, for one use or, with `persist`, to live on (a workspace's); `None` when there is none to take, or the one taken could not be taken over
-/// (it is ended; the caller boots a VM instead). A claim starts a refill of the pool.
+/// makes it VM `id`, for one use or, with `persist`, to live on (a workspace's); `None` when there
+/// is none to take, or the one taken could not be taken over (it is ended; the caller boots a VM
+/// instead). A claim starts a refill of the pool.
 pub async fn claim(
     dirs: &Dirs,
     id: &str,

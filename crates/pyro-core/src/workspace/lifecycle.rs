@@ -459,7 +459,8 @@ async fn reset_pooled(
     progress: &dyn Progress,
 ) -> Result<Option<vm::BootFacts>> {
     let options = vm_options(record, cold);
-    if !crate::pool::fits(&options) {
+    // Without any pool, a warm reset is not held up by preparing twice.
+    if !crate::pool::fits(&options) || crate::pool::status(dirs).is_empty() {
         return Ok(None);
     }
     let dir = vm_dir(dirs, &record.id);
