@@ -123,7 +123,19 @@ pub async fn run<W: AsyncWrite + Unpin>(
 }
 
 pub(crate) fn build(request: &ExecRequest, root: &Path) -> io::Result<std::process::Command> {
-    let mut command = match &request.command {
+    let mut command = program(&request.command)?;
+    base_env(&mut command)
+        .envs(&request.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    confine(&mut command, root, &request.cwd, false)?;
+    Ok(command)
+}
+
+/// The program and arguments of `command`: an argv as it is, a string under `/bin/sh -lc`.
+pub(crate) fn program(command: &Command) -> io::Result<std::process::Command> {
+    Ok(match command {
         Command::Argv(argv) => {
             let Some(program) = argv.first() else {
                 return Err(io::Error::new(
@@ -140,14 +152,7 @@ pub(crate) fn build(request: &ExecRequest, root: &Path) -> io::Result<std::proce
             command.arg("-lc").arg(script);
             command
         }
-    };
-    base_env(&mut command)
-        .envs(&request.env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    confine(&mut command, root, &request.cwd, false)?;
-    Ok(command)
+    })
 }
 
 /// The environment every command starts from (PATH, HOME, LANG); the caller's comes on top.

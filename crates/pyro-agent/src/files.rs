@@ -24,7 +24,7 @@ pub fn artifact_type(st: &libc::stat) -> ArtifactType {
     }
 }
 
-fn entry(dir: RawFd, name: &str, rel: &str, st: &libc::stat) -> FileEntry {
+pub(crate) fn entry(dir: RawFd, name: &str, rel: &str, st: &libc::stat) -> FileEntry {
     let kind = artifact_type(st);
     FileEntry {
         path: absolute(rel),

@@ -10,8 +10,8 @@ use tokio::io::AsyncWriteExt;
 use tokio_yamux::{Session, StreamHandle};
 
 use crate::{
-    activate, archive, exec, files, freeze, log, payload, port, reaper, services, shells, snapview,
-    sys,
+    activate, archive, exec, files, freeze, log, path_ops, payload, port, processes, reaper,
+    services, shells, snapview, sys,
 };
 
 pub async fn serve() -> io::Result<()> {
@@ -123,7 +123,12 @@ async fn handle(mut stream: StreamHandle, detach: std::sync::Arc<tokio::sync::No
     // What changes the disk is on it before the answer: acknowledged means durable.
     let changes_disk = matches!(
         request,
-        Request::Exec(_) | Request::WriteFiles { .. } | Request::ExtractArchive { .. }
+        Request::Exec(_)
+            | Request::WriteFiles { .. }
+            | Request::ExtractArchive { .. }
+            | Request::MakeDir { .. }
+            | Request::RemovePath { .. }
+            | Request::RenamePath { .. }
     );
     let mut answer = dispatch(request, &mut stream).await;
     if changes_disk {
@@ -308,6 +313,48 @@ async fn dispatch(request: Request, stream: &mut StreamHandle) -> io::Result<Rep
         }
         Request::ShellList => Ok(Reply::Shells {
             shells: shells::list(),
+        }),
+        Request::StatPath { path } => {
+            require_active()?;
+            blocking(move || path_ops::stat(&path))
+                .await
+                .map(Reply::Entry)
+        }
+        Request::MakeDir { path } => {
+            require_active()?;
+            let (entry, created) = blocking(move || path_ops::make_dir(&path)).await?;
+            Ok(Reply::MadeDir { entry, created })
+        }
+        Request::RemovePath { path } => {
+            require_active()?;
+            blocking(move || path_ops::remove(&path))
+                .await
+                .map(|()| Reply::Removed)
+        }
+        Request::RenamePath { from, to } => {
+            require_active()?;
+            blocking(move || path_ops::rename(&from, &to))
+                .await
+                .map(Reply::Entry)
+        }
+        Request::ProcessStart(spec) => {
+            require_active()?;
+            processes::start(spec, Path::new(activate::ROOT)).map(Reply::Process)
+        }
+        Request::ProcessFollow { pid, from } => processes::follow(pid, from, stream)
+            .await
+            .map(Reply::Process),
+        Request::ProcessInput { pid } => {
+            let data = payload::read_payload(stream, processes::MAX_INPUT_BYTES).await?;
+            processes::input(pid, &data).await.map(Reply::Process)
+        }
+        Request::ProcessCloseStdin { pid } => processes::close_stdin(pid).await.map(Reply::Process),
+        Request::ProcessSignal { pid, signal } => {
+            processes::signal(pid, signal).map(Reply::Process)
+        }
+        Request::ProcessResize { pid, size } => processes::resize(pid, size).map(Reply::Process),
+        Request::ProcessList => Ok(Reply::Processes {
+            processes: processes::list(),
         }),
         Request::ExportArchive { path, max_bytes } => {
             require_active()?;

@@ -71,7 +71,7 @@ fn random_id() -> io::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn winsize(cols: u16, rows: u16) -> libc::winsize {
+pub(crate) fn winsize(cols: u16, rows: u16) -> libc::winsize {
     libc::winsize {
         ws_row: rows,
         ws_col: cols,
@@ -89,7 +89,7 @@ fn info_of(shell: &Shell) -> ShellInfo {
 
 /// A new PTY from the commands' own devpts (so the shell finds it at `/dev/pts/N`): its master and
 /// terminal ends, sized.
-fn open_pty(root: &Path, cols: u16, rows: u16) -> io::Result<(OwnedFd, OwnedFd)> {
+pub(crate) fn open_pty(root: &Path, cols: u16, rows: u16) -> io::Result<(OwnedFd, OwnedFd)> {
     let pts = root.join("dev/pts");
     let master = std::fs::OpenOptions::new()
         .read(true)

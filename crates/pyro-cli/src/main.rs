@@ -1,5 +1,6 @@
 //! The `pyro` command. It parses arguments, calls `pyro_core` and renders results; nothing else.
 
+mod api_cmd;
 mod disk_cmd;
 mod doctor_cmd;
 mod env_cmd;
@@ -52,6 +53,9 @@ enum Commands {
     /// The MCP server chat hosts start (`pyro mcp serve`)
     #[command(subcommand)]
     Mcp(mcp_cmd::McpCommand),
+    /// The E2B-compatible API: the e2b SDKs run their sandboxes on pyro (`pyro api serve`)
+    #[command(subcommand)]
+    Api(api_cmd::ApiCommand),
     /// Connect a chat host (Claude Code, Codex, OpenCode, Cursor, Claude Desktop) to pyro
     #[command(subcommand)]
     Host(host_cmd::HostCommand),
@@ -159,6 +163,7 @@ fn main() -> ExitCode {
         Commands::Prepare(args) => prepare_cmd::main(args),
         Commands::Workspace(command) => workspace_cmd::main(command),
         Commands::Mcp(command) => mcp_cmd::main(command),
+        Commands::Api(command) => api_cmd::main(command),
         Commands::Host(command) => host_cmd::main(command),
     }
 }

@@ -257,6 +257,15 @@ pub fn die_with_parent(command: &mut std::process::Command, signal: libc::c_int)
 }
 
 /// A random lowercase hex string of `bytes` random bytes, from the kernel.
+/// Compares two secrets in time that does not depend on where they differ.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
 pub fn random_hex(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];
     File::open("/dev/urandom")

@@ -138,16 +138,11 @@ impl Gate {
         let presented = header("authorization")
             .and_then(|v| v.strip_prefix("Bearer ").map(str::to_string))
             .unwrap_or_default();
-        if !same(presented.as_bytes(), self.token.as_bytes()) {
+        if !fsutil::same_secret(&presented, &self.token) {
             return Err(StatusCode::UNAUTHORIZED);
         }
         Ok(())
     }
-}
-
-/// Compares in time that does not depend on where the inputs differ.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn refuse(status: StatusCode) -> Response<BoxBody<Bytes, Infallible>> {

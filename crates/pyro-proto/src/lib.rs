@@ -13,6 +13,7 @@ pub mod capture;
 pub mod frame;
 pub mod message;
 pub mod preamble;
+pub mod process;
 pub mod service;
 pub mod shell;
 
@@ -21,11 +22,12 @@ pub use frame::{
     read_frame, write_chunk, write_data, write_message, write_payload, Frame, OutputStream,
 };
 pub use message::*;
+pub use process::{FollowFrom, ProcessInfo, ProcessSpec, ProcessStream, PtySize};
 pub use service::{Readiness, ServiceInfo, ServiceOutput, ServiceSpec, ServiceState};
 pub use shell::{ShellChunk, ShellInfo, ShellSpec, ShellState};
 
 /// Bumped on any incompatible change to frames or messages.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// The name of the virtio-serial port the agent listens on (`/sys/class/virtio-ports/*/name`).
 pub const AGENT_PORT_NAME: &str = "org.pyro.agent.0";

@@ -84,6 +84,29 @@ pub enum Request {
     ShellClose { shell_id: String, grace_ms: u64 },
     /// Every open shell.
     ShellList,
+    /// The entry of one path under `/workspace` itself (a symlink's own).
+    StatPath { path: String },
+    /// Make a directory under `/workspace` and its missing parents.
+    MakeDir { path: String },
+    /// Remove a path under `/workspace`: a file or link, or a directory with all it holds.
+    RemovePath { path: String },
+    /// Rename a path under `/workspace` (replacing a file at `to`), making `to`'s parents.
+    RenamePath { from: String, to: String },
+    /// Start a process and keep it (see [`crate::process`]).
+    ProcessStart(crate::ProcessSpec),
+    /// Stream a process's output as output frames (a PTY's as stdout) until it ends, then reply
+    /// with its info. Ends early, leaving the process be, when the host closes the stream.
+    ProcessFollow { pid: i32, from: crate::FollowFrom },
+    /// Write the payload that follows this request to a process's stdin (or its PTY).
+    ProcessInput { pid: i32 },
+    /// Close a process's stdin.
+    ProcessCloseStdin { pid: i32 },
+    /// Send a signal to a process's group.
+    ProcessSignal { pid: i32, signal: i32 },
+    /// Change a process's PTY size.
+    ProcessResize { pid: i32, size: crate::PtySize },
+    /// The processes kept: running ones, and the last ended ones.
+    ProcessList,
     /// Flush the VM's disk and freeze its file system (writers wait), so a disk snapshot taken now is
     /// clean. The agent thaws it by itself after `thaw_after_ms` if no `ThawDisk` came first.
     FreezeDisk { thaw_after_ms: u64 },
@@ -125,6 +148,17 @@ pub enum Reply {
         shells: Vec<crate::ShellInfo>,
     },
     ShellOutput(crate::ShellChunk),
+    Entry(FileEntry),
+    MadeDir {
+        entry: FileEntry,
+        /// `false`: a directory was there already.
+        created: bool,
+    },
+    Removed,
+    Process(crate::ProcessInfo),
+    Processes {
+        processes: Vec<crate::ProcessInfo>,
+    },
     Error {
         message: String,
         /// What was wrong: the request (`invalid`), a missing path (`not_found`), or the guest (`failed`).

@@ -155,7 +155,12 @@ async fn supervise(mut vm_dir: PathBuf, owner: UnixStream) -> i32 {
     let mut ephemeral = record.ephemeral;
     let mut claimed = false;
     let mut claimers = Vec::new();
+    // Seconds (0: none); a client may change it while the VM runs.
+    let idle_timeout = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(
+        record.idle_timeout_seconds.unwrap_or(0),
+    ));
     let clients = Clients {
+        idle_timeout: idle_timeout.clone(),
         shutdown: shutdown_tx.clone(),
         status,
         activity: activity.clone(),
@@ -179,6 +184,7 @@ async fn supervise(mut vm_dir: PathBuf, owner: UnixStream) -> i32 {
                     power_off(&mut running).await;
                     break (full, false, false);
                 }
+                record.idle_timeout_seconds = Some(idle_timeout.load(std::sync::atomic::Ordering::Relaxed)).filter(|s| *s > 0);
                 let Some(seconds) = record.idle_timeout_seconds else { continue };
                 if activity.idle_for().is_some_and(|idle| idle >= Duration::from_secs(seconds)) {
                     if record.suspend_when_idle {
@@ -244,6 +250,7 @@ async fn supervise(mut vm_dir: PathBuf, owner: UnixStream) -> i32 {
                     match persist {
                         Some(persist) => {
                             record.idle_timeout_seconds = persist.idle_timeout_seconds;
+                            idle_timeout.store(persist.idle_timeout_seconds.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
                             record.suspend_when_idle = persist.suspend_when_idle;
                         }
                         None => ephemeral = true,
@@ -449,6 +456,8 @@ async fn power_off(running: &mut Running) {
 /// What every client connection shares with the supervisor.
 #[derive(Clone)]
 struct Clients {
+    /// The idle timeout in seconds (0: none), read by the supervisor's loop.
+    idle_timeout: std::sync::Arc<std::sync::atomic::AtomicU64>,
     shutdown: watch::Sender<Option<Halt>>,
     status: StatusInfo,
     activity: Activity,
@@ -494,6 +503,7 @@ pub const SUSPENDED_BY_REQUEST: &str = "suspended by request";
 
 async fn serve_client(mut stream: UnixStream, control: Control, clients: Clients) {
     let Clients {
+        idle_timeout,
         shutdown,
         status,
         activity,
@@ -570,6 +580,12 @@ async fn serve_client(mut stream: UnixStream, control: Control, clients: Clients
                 Err(message) => ClientReply::Error { message },
             };
             let _ = write_message(&mut stream, &reply).await;
+        }
+        ClientRequest::SetIdleTimeout { seconds } => {
+            idle_timeout.store(seconds.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+            // A new timeout counts from now.
+            drop(activity.begin());
+            let _ = write_message(&mut stream, &ClientReply::IdleTimeoutSet).await;
         }
         ClientRequest::Unpublish { host_port } => {
             ports.unpublish(host_port);

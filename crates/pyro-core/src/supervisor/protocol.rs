@@ -30,6 +30,8 @@ pub enum ClientRequest {
     },
     /// Stop listening on a published port.
     Unpublish { host_port: u16 },
+    /// Stop (or suspend) the VM after this many idle seconds from now on (`None`: never).
+    SetIdleTimeout { seconds: Option<u64> },
     /// Take a snapshot of the VM's disk (its file system frozen meanwhile) under `name`.
     TakeDiskSnapshot { name: String },
     /// Delete the disk snapshot `name`.
@@ -78,6 +80,7 @@ pub enum ClientReply {
         host_port: u16,
     },
     Unpublished,
+    IdleTimeoutSet,
     Done,
     Claimed(ReadyInfo),
     /// A suspend or fork saved `bytes` of state in `save_ms`.

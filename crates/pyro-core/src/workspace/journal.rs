@@ -81,6 +81,14 @@ pub enum Operation {
         params: SnapshotParams,
         result: Nothing,
     },
+    PathChange {
+        params: PathChangeParams,
+        result: Nothing,
+    },
+    ProcessStart {
+        params: ProcessParams,
+        result: ProcessRecord,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -151,6 +159,30 @@ pub struct ExecRecord {
     pub guest_duration_ms: u64,
 }
 
+/// A directory made, a path removed or renamed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PathChangeParams {
+    /// `make_dir`, `remove` or `rename`.
+    pub action: String,
+    pub path: String,
+    /// Where a rename went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProcessParams {
+    pub argv: Vec<String>,
+    pub cwd: String,
+    pub pty: bool,
+    pub timeout_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProcessRecord {
+    pub pid: i32,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FileWriteParams {
     pub path: String,
@@ -216,6 +248,8 @@ impl Operation {
             Operation::ServiceStop { .. } => "service_stop",
             Operation::SnapshotCreate { .. } => "snapshot_create",
             Operation::SnapshotDelete { .. } => "snapshot_delete",
+            Operation::PathChange { .. } => "path_change",
+            Operation::ProcessStart { .. } => "process_start",
         }
     }
 

@@ -891,6 +891,30 @@ pub fn list(dirs: &Dirs) -> Result<ListResult> {
     })
 }
 
+/// Sets the idle TTL: stored for the next starts, and given to a running VM, where it counts from now.
+pub async fn set_ttl(dirs: &Dirs, reference: &str, ttl_seconds: u64) -> Result<Workspace> {
+    let ttl_seconds = validate::ttl_seconds(ttl_seconds)?;
+    let db = Db::open(dirs)?;
+    let (record, _lock) = locked(dirs, &db, reference)?;
+    store::set_ttl_seconds(db.conn(), &record.id, ttl_seconds)?;
+    if record.state == WorkspaceState::Started {
+        let request = supervisor::protocol::ClientRequest::SetIdleTimeout {
+            seconds: Some(ttl_seconds),
+        };
+        match supervisor::request(&vm_dir(dirs, &record.id), &request).await? {
+            supervisor::protocol::ClientReply::IdleTimeoutSet => {}
+            other => {
+                return Err(Error::internal(format!(
+                    "unexpected supervisor reply: {other:?}"
+                )))
+            }
+        }
+        store::touch(db.conn(), &record.id, now_ms())?;
+    }
+    let record = find(dirs, &db, &record.id)?;
+    store::view(db.conn(), &record)
+}
+
 /// Options of `workspace update`.
 #[derive(Debug, Clone, Default)]
 pub struct UpdateOptions {

@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod diff;
 pub mod disk_tools;
+pub mod entries;
 pub mod extract;
 pub mod fork;
 pub mod journal;
@@ -12,6 +13,7 @@ pub mod lifecycle;
 pub mod model;
 pub mod ops;
 pub mod patch;
+pub mod processes;
 pub mod secrets;
 pub mod services;
 pub mod shells;
@@ -26,12 +28,13 @@ pub use diff::diff;
 pub use disk_tools::{disk_export, disk_list, disk_read};
 pub use fork::{fork, ForkOptions, ForkResult};
 pub use lifecycle::{
-    create, delete, list, reset, resume, start, status, stop, suspend, update, CreateOptions,
-    SuspendInfo, SuspendResult, UpdateOptions,
+    create, delete, list, reset, resume, set_ttl, start, status, stop, suspend, update,
+    CreateOptions, SuspendInfo, SuspendResult, UpdateOptions,
 };
 pub use model::{JournalEntry, Workspace, WorkspaceSeed};
 pub use ops::{
-    exec, export, file_list, file_read, file_write, logs, sync_push, ExecCommand, ExecOptions,
+    exec, export, file_list, file_read, file_read_bytes, file_write, file_write_bytes, logs,
+    sync_push, ExecCommand, ExecOptions,
 };
 pub use patch::apply as patch_apply;
 pub use summary::summary;

@@ -433,27 +433,37 @@ pub async fn file_write(
     path: &str,
     text: &str,
 ) -> Result<FileWriteResult> {
+    file_write_bytes(dirs, reference, path, text.as_bytes()).await
+}
+
+/// Writes `content` (any bytes) to one file under `/workspace`, its parents made as needed.
+pub async fn file_write_bytes(
+    dirs: &Dirs,
+    reference: &str,
+    path: &str,
+    content: &[u8],
+) -> Result<FileWriteResult> {
     let path = validate::workspace_path(path)?;
     if path == validate::WORKSPACE_ROOT {
         return Err(Error::invalid(
             "cannot write to /workspace itself; give a file path under it",
         ));
     }
-    if text.len() as u64 > MAX_WRITE_BYTES {
+    if content.len() as u64 > MAX_WRITE_BYTES {
         return Err(Error::invalid(format!(
-            "the text is {} bytes; writes are limited to {MAX_WRITE_BYTES}",
-            text.len()
+            "the content is {} bytes; writes are limited to {MAX_WRITE_BYTES}",
+            content.len()
         )));
     }
     let (mut db, record, dir) = started(dirs, reference, "file write")?;
     let timer = journal::Timer::start();
-    write_files(&dir, &[(path.clone(), text.as_bytes().to_vec(), None)], &[]).await?;
-    let bytes = text.len() as u64;
+    write_files(&dir, &[(path.clone(), content.to_vec(), None)], &[]).await?;
+    let bytes = content.len() as u64;
     let operation = Operation::FileWrite {
         params: FileWriteParams { path: path.clone() },
         result: FileWriteRecord {
             bytes_written: bytes,
-            lines: text.lines().count() as u64,
+            lines: line_count(content),
         },
     };
     timer.record(&mut db, &record.id, true, &operation)?;
@@ -464,6 +474,53 @@ pub async fn file_write(
         bytes_written: bytes,
         execution_mode: ExecutionMode::Guest,
     })
+}
+
+/// Lines as `str::lines` counts them (a last line without its newline counts too).
+fn line_count(content: &[u8]) -> u64 {
+    if content.is_empty() {
+        return 0;
+    }
+    let pieces = content.split(|b| *b == b'\n').count();
+    (pieces - usize::from(content.ends_with(b"\n"))) as u64
+}
+
+/// Reads a whole file under `/workspace` as bytes, refusing one over `max_bytes`.
+pub async fn file_read_bytes(
+    dirs: &Dirs,
+    reference: &str,
+    path: &str,
+    max_bytes: u64,
+) -> Result<(String, Vec<u8>)> {
+    let path = validate::workspace_path(path)?;
+    let max_bytes = read_limit(Some(max_bytes))?;
+    let (db, record, dir) = started(dirs, reference, "file read")?;
+    let request = Request::ReadFile {
+        path: path.clone(),
+        offset: 0,
+        max_bytes,
+    };
+    let (reply, bytes) = AgentCall::start(&dir, &request)
+        .await?
+        .collect(max_bytes)
+        .await?;
+    let info = match reply {
+        Reply::FileRead(info) => info,
+        other => return Err(agent_client::unexpected(other)),
+    };
+    if info.size_bytes > bytes.len() as u64 {
+        return Err(Error::invalid(format!(
+            "{path} is {} bytes; reads are limited to {max_bytes}",
+            info.size_bytes
+        ))
+        .with_hint("copy it to the host instead")
+        .with_next(crate::Next::WorkspaceExport {
+            workspace_id: record.id.clone(),
+            path: path.clone(),
+        }));
+    }
+    store::touch(db.conn(), &record.id, now_ms())?;
+    Ok((path, bytes))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -251,7 +251,16 @@ pub fn set_state(
     Ok(())
 }
 
-/// Records how the VM last booted (and that it is started).
+/// How long the workspace may sit idle before its TTL acts.
+pub fn set_ttl_seconds(conn: &Connection, id: &str, seconds: u64) -> Result<()> {
+    conn.execute(
+        "UPDATE workspaces SET ttl_seconds = ?2 WHERE id = ?1",
+        params![id, seconds as i64],
+    )
+    .map_err(sql_error)?;
+    Ok(())
+}
+
 /// What the idle TTL does to the workspace from its next start on.
 pub fn set_ttl_action(conn: &Connection, id: &str, action: TtlAction) -> Result<()> {
     conn.execute(
@@ -262,6 +271,7 @@ pub fn set_ttl_action(conn: &Connection, id: &str, action: TtlAction) -> Result<
     Ok(())
 }
 
+/// Records how the VM last booted (and that it is started).
 pub fn set_started(conn: &Connection, id: &str, boot_mode: BootMode, reason: &str) -> Result<()> {
     conn.execute(
         "UPDATE workspaces SET state = ?4, stop_reason = NULL, boot_mode = ?2, boot_mode_reason = ?3 WHERE id = ?1",

@@ -104,6 +104,16 @@ fn describe(operation: &Operation) -> String {
         | Operation::Start { .. }
         | Operation::Stop { .. }
         | Operation::Suspend { .. } => String::new(),
+        Operation::PathChange { params, .. } => match &params.to {
+            Some(to) => format!("{} {} -> {to}", params.action, params.path),
+            None => format!("{} {}", params.action, params.path),
+        },
+        Operation::ProcessStart { params, result } => format!(
+            "{} (pid {})",
+            shlex::try_join(params.argv.iter().map(String::as_str))
+                .unwrap_or_else(|_| params.argv.join(" ")),
+            result.pid
+        ),
         Operation::Fork { result, .. } => format!(
             "{} -> {}",
             result.source_workspace_id, result.fork_workspace_id
