@@ -12,6 +12,9 @@ use sha2::{Digest, Sha256};
 
 use crate::confine::{self, absolute, describe, Beneath};
 
+/// Files being written are staged under names with this prefix, then renamed into place.
+pub const STAGING_PREFIX: &str = ".pyro-write-";
+
 pub fn artifact_type(st: &libc::stat) -> ArtifactType {
     if confine::is_dir(st) {
         ArtifactType::Directory
@@ -264,7 +267,7 @@ fn stage_all(
             .or(existing.map(|st| st.st_mode & 0o7777))
             .unwrap_or(0o644);
         let temp = format!(
-            ".pyro-write-{}",
+            "{STAGING_PREFIX}{}",
             NEXT_TEMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
         let fd = confine::open_beneath(

@@ -30,6 +30,7 @@ mod services;
 mod shells;
 mod snapview;
 mod sys;
+mod watch;
 
 /// Runs the agent: boot duties when PID 1, then the request loop. `forger`, for tests only, may
 /// answer requests in place of the agent.

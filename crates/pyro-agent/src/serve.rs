@@ -11,7 +11,7 @@ use tokio_yamux::{Session, StreamHandle};
 
 use crate::{
     activate, archive, exec, files, freeze, log, path_ops, payload, port, processes, reaper,
-    services, shells, snapview, sys,
+    services, shells, snapview, watch, sys,
 };
 
 pub async fn serve() -> io::Result<()> {
@@ -336,6 +336,21 @@ async fn dispatch(request: Request, stream: &mut StreamHandle) -> io::Result<Rep
             blocking(move || path_ops::rename(&from, &to))
                 .await
                 .map(Reply::Entry)
+        }
+        Request::WatchStart { path, recursive } => {
+            require_active()?;
+            watch::start(&path, recursive).map(|watcher_id| Reply::Watching { watcher_id })
+        }
+        Request::WatchEvents {
+            watcher_id,
+            wait_ms,
+        } => {
+            let wait = Duration::from_millis(wait_ms.min(30_000));
+            let (events, dropped) = watch::events(&watcher_id, wait).await?;
+            Ok(Reply::WatchEvents { events, dropped })
+        }
+        Request::WatchStop { watcher_id } => {
+            watch::stop(&watcher_id).map(|()| Reply::WatchStopped)
         }
         Request::ProcessStart(spec) => {
             require_active()?;

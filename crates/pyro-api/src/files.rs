@@ -2,14 +2,17 @@
 //! apply: every path is under `/workspace` (a relative one is taken under it), and the guest agent
 //! resolves it there without following symlinks out.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Multipart, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use pyro_core::workspace::ops::{ListedEntry, MAX_READ_BYTES, MAX_WRITE_BYTES};
+use pyro_core::workspace::watchers::{self, WatchEvent, WatchEventKind};
 use pyro_core::workspace::{self, entries};
 use pyro_proto::ArtifactType;
 use serde::Deserialize;
@@ -304,3 +307,131 @@ mod tests {
         assert_eq!(permissions(ArtifactType::Directory, 0o755), "drwxr-xr-x");
     }
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WatchRequest {
+    #[serde(default)]
+    path: String,
+    #[serde(default)]
+    recursive: bool,
+    #[serde(default, alias = "watcher_id")]
+    watcher_id: String,
+}
+
+fn event_type(kind: WatchEventKind) -> &'static str {
+    match kind {
+        WatchEventKind::Create => "EVENT_TYPE_CREATE",
+        WatchEventKind::Write => "EVENT_TYPE_WRITE",
+        WatchEventKind::Remove => "EVENT_TYPE_REMOVE",
+        WatchEventKind::Rename => "EVENT_TYPE_RENAME",
+        WatchEventKind::Chmod => "EVENT_TYPE_CHMOD",
+    }
+}
+
+fn event_json(event: &WatchEvent) -> Value {
+    json!({"name": event.name, "type": event_type(event.kind)})
+}
+
+pub async fn create_watcher(
+    State(api): State<Arc<Api>>,
+    Extension(Sandbox(sandbox)): Extension<Sandbox>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, RpcError> {
+    let request: WatchRequest = connect::request_message(&headers, &body)?;
+    let id = watchers::start(&api.dirs, &sandbox, &request.path, request.recursive).await?;
+    Ok(connect::unary(&json!({ "watcherId": id })))
+}
+
+pub async fn watcher_events(
+    State(api): State<Arc<Api>>,
+    Extension(Sandbox(sandbox)): Extension<Sandbox>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, RpcError> {
+    let request: WatchRequest = connect::request_message(&headers, &body)?;
+    let (events, _) =
+        watchers::events(&api.dirs, &sandbox, &request.watcher_id, Duration::ZERO).await?;
+    let events: Vec<Value> = events.iter().map(event_json).collect();
+    Ok(connect::unary(&json!({ "events": events })))
+}
+
+pub async fn remove_watcher(
+    State(api): State<Arc<Api>>,
+    Extension(Sandbox(sandbox)): Extension<Sandbox>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, RpcError> {
+    let request: WatchRequest = connect::request_message(&headers, &body)?;
+    watchers::stop(&api.dirs, &sandbox, &request.watcher_id).await?;
+    Ok(connect::unary(&json!({})))
+}
+
+/// Stops a stream's watcher when the stream ends, the client gone or not.
+struct StopWatcher {
+    api: Arc<Api>,
+    sandbox: String,
+    watcher_id: String,
+}
+
+impl Drop for StopWatcher {
+    fn drop(&mut self) {
+        let (api, sandbox, id) = (
+            self.api.clone(),
+            self.sandbox.clone(),
+            std::mem::take(&mut self.watcher_id),
+        );
+        tokio::spawn(async move {
+            let _ = watchers::stop(&api.dirs, &sandbox, &id).await;
+        });
+    }
+}
+
+/// `WatchDir`: a start message, then each change as it comes (a keepalive when there is none).
+pub async fn watch_dir(
+    State(api): State<Arc<Api>>,
+    Extension(Sandbox(sandbox)): Extension<Sandbox>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = async {
+        let request: WatchRequest = connect::request_message(&headers, &body)?;
+        let id = watchers::start(&api.dirs, &sandbox, &request.path, request.recursive).await?;
+        Ok::<_, RpcError>(id)
+    };
+    let watcher_id = match started.await {
+        Ok(id) => id,
+        Err(err) => return connect::stream_error(err),
+    };
+    let queue = VecDeque::from([connect::envelope(&json!({"start": {}}))]);
+    let stop = StopWatcher {
+        api,
+        sandbox,
+        watcher_id,
+    };
+    let body = futures::stream::unfold((queue, false, stop), |(mut queue, mut done, stop)| async move {
+        while queue.is_empty() && !done {
+            match watchers::events(&stop.api.dirs, &stop.sandbox, &stop.watcher_id, WATCH_WAIT).await {
+                Ok((events, _)) if events.is_empty() => {
+                    queue.push_back(connect::envelope(&json!({"keepalive": {}})));
+                }
+                Ok((events, _)) => queue.extend(
+                    events
+                        .iter()
+                        .map(|e| connect::envelope(&json!({ "filesystem": event_json(e) }))),
+                ),
+                Err(err) => {
+                    queue.push_back(connect::end_of_stream(Some(&RpcError::from(err))));
+                    done = true;
+                }
+            }
+        }
+        let frame = queue.pop_front()?;
+        Some((Ok::<_, std::convert::Infallible>(frame), (queue, done, stop)))
+    });
+    connect::stream_response(Body::from_stream(body))
+}
+
+/// How long a watch stream waits for a change before it sends a keepalive.
+const WATCH_WAIT: Duration = Duration::from_secs(25);

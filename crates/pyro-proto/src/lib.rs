@@ -22,7 +22,9 @@ pub use frame::{
     read_frame, write_chunk, write_data, write_message, write_payload, Frame, OutputStream,
 };
 pub use message::*;
-pub use process::{FollowFrom, ProcessInfo, ProcessSpec, ProcessStream, PtySize};
+pub use process::{
+    FollowFrom, ProcessInfo, ProcessSpec, ProcessStream, PtySize, WatchEvent, WatchEventKind,
+};
 pub use service::{Readiness, ServiceInfo, ServiceOutput, ServiceSpec, ServiceState};
 pub use shell::{ShellChunk, ShellInfo, ShellSpec, ShellState};
 

@@ -92,6 +92,12 @@ pub enum Request {
     RemovePath { path: String },
     /// Rename a path under `/workspace` (replacing a file at `to`), making `to`'s parents.
     RenamePath { from: String, to: String },
+    /// Watch a directory under `/workspace` (and, recursive, every directory below it).
+    WatchStart { path: String, recursive: bool },
+    /// Take a watcher's events, waiting up to `wait_ms` for a first one.
+    WatchEvents { watcher_id: String, wait_ms: u64 },
+    /// Stop and forget a watcher.
+    WatchStop { watcher_id: String },
     /// Start a process and keep it (see [`crate::process`]).
     ProcessStart(crate::ProcessSpec),
     /// Stream a process's output as output frames (a PTY's as stdout) until it ends, then reply
@@ -155,6 +161,15 @@ pub enum Reply {
         created: bool,
     },
     Removed,
+    Watching {
+        watcher_id: String,
+    },
+    WatchEvents {
+        events: Vec<crate::WatchEvent>,
+        /// Some events were lost (too many before they were taken).
+        dropped: bool,
+    },
+    WatchStopped,
     Process(crate::ProcessInfo),
     Processes {
         processes: Vec<crate::ProcessInfo>,

@@ -68,3 +68,22 @@ pub enum FollowFrom {
     /// Only what comes next.
     Now,
 }
+
+/// A change under a watched directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchEvent {
+    /// Relative to the watched directory.
+    pub name: String,
+    pub kind: WatchEventKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchEventKind {
+    Create,
+    Write,
+    Remove,
+    /// Moved away (its new name, if still watched, comes as a create).
+    Rename,
+    Chmod,
+}

@@ -22,6 +22,7 @@ pub mod snapshots;
 pub mod store;
 pub mod summary;
 pub mod validate;
+pub mod watchers;
 pub mod vms;
 
 pub use diff::diff;
