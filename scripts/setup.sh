@@ -23,7 +23,7 @@ command -v cargo >/dev/null 2>&1 || die "cargo is not installed.
 help: install the stable Rust toolchain with rustup (https://rustup.rs), open a new shell, and run this again"
 
 # 2. Host packages: QEMU (the engine), qemu-utils (qcow2 disks and snapshots), mmdebstrap (builds environments), e2fsprogs (disk images), git,
-#    iproute2 (the test suite's network namespaces).
+#    iproute2 (the test suite's network namespaces), python3-venv (the e2b SDK in the API's tests).
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
 missing=()
 have qemu-system-x86_64 || missing+=(qemu-system-x86)
@@ -34,6 +34,8 @@ have git || missing+=(git)  # lists a project's files for project-aware seeding
 have ip || missing+=(iproute2)  # the network tests' own test hosts, in network namespaces
 have mount || missing+=(mount)  # the disk-space test mounts a small tmpfs
 have curl || missing+=(curl)  # the host-config tests fetch the chat hosts' own programs
+# The E2B API's tests run the e2b SDK from PyPI in a venv.
+{ have python3 && python3 -c 'import ensurepip' 2>/dev/null; } || missing+=(python3-venv)
 if [ "$(id -u)" != 0 ] && ! have newuidmap; then missing+=(uidmap); fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then sudo=(); else

@@ -11,7 +11,7 @@ use tokio_yamux::{Session, StreamHandle};
 
 use crate::{
     activate, archive, exec, files, freeze, log, path_ops, payload, port, processes, reaper,
-    services, shells, snapview, watch, sys,
+    services, shells, snapview, sys, watch,
 };
 
 pub async fn serve() -> io::Result<()> {
@@ -349,9 +349,7 @@ async fn dispatch(request: Request, stream: &mut StreamHandle) -> io::Result<Rep
             let (events, dropped) = watch::events(&watcher_id, wait).await?;
             Ok(Reply::WatchEvents { events, dropped })
         }
-        Request::WatchStop { watcher_id } => {
-            watch::stop(&watcher_id).map(|()| Reply::WatchStopped)
-        }
+        Request::WatchStop { watcher_id } => watch::stop(&watcher_id).map(|()| Reply::WatchStopped),
         Request::ProcessStart(spec) => {
             require_active()?;
             processes::start(spec, Path::new(activate::ROOT)).map(Reply::Process)

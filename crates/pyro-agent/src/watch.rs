@@ -49,12 +49,7 @@ fn find(id: &str) -> io::Result<Arc<Watcher>> {
         .iter()
         .find(|w| w.id == id)
         .cloned()
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("watcher '{id}' not found"),
-            )
-        })
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("watcher '{id}' not found")))
 }
 
 const MASK: u32 = libc::IN_CREATE
@@ -75,11 +70,7 @@ impl Watcher {
                 format!("a watcher watches at most {MAX_DIRECTORIES} directories"),
             ));
         }
-        let dir = root.open(
-            rel,
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-            0,
-        )?;
+        let dir = root.open(rel, libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)?;
         // The descriptor's magic link is followed to the directory opened beneath /workspace.
         let path = CString::new(format!("/proc/self/fd/{}", dir.as_raw_fd()))
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
@@ -99,7 +90,11 @@ impl Watcher {
         if !self.recursive {
             return Ok(());
         }
-        let dir = root.open(rel, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)?;
+        let dir = root.open(
+            rel,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+            0,
+        )?;
         for child in confine::list_dir(dir.as_raw_fd())? {
             let Ok(st) = confine::lstat_at(dir.as_raw_fd(), &child) else {
                 continue;
@@ -160,7 +155,8 @@ impl Watcher {
                 continue;
             }
             let path = join(&dir, &name);
-            let kind = if record.mask & libc::IN_CREATE != 0 || record.mask & libc::IN_MOVED_TO != 0 {
+            let kind = if record.mask & libc::IN_CREATE != 0 || record.mask & libc::IN_MOVED_TO != 0
+            {
                 WatchEventKind::Create
             } else if record.mask & (libc::IN_MODIFY | libc::IN_CLOSE_WRITE) != 0 {
                 WatchEventKind::Write

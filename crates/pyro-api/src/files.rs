@@ -410,26 +410,34 @@ pub async fn watch_dir(
         sandbox,
         watcher_id,
     };
-    let body = futures::stream::unfold((queue, false, stop), |(mut queue, mut done, stop)| async move {
-        while queue.is_empty() && !done {
-            match watchers::events(&stop.api.dirs, &stop.sandbox, &stop.watcher_id, WATCH_WAIT).await {
-                Ok((events, _)) if events.is_empty() => {
-                    queue.push_back(connect::envelope(&json!({"keepalive": {}})));
-                }
-                Ok((events, _)) => queue.extend(
-                    events
-                        .iter()
-                        .map(|e| connect::envelope(&json!({ "filesystem": event_json(e) }))),
-                ),
-                Err(err) => {
-                    queue.push_back(connect::end_of_stream(Some(&RpcError::from(err))));
-                    done = true;
+    let body = futures::stream::unfold(
+        (queue, false, stop),
+        |(mut queue, mut done, stop)| async move {
+            while queue.is_empty() && !done {
+                match watchers::events(&stop.api.dirs, &stop.sandbox, &stop.watcher_id, WATCH_WAIT)
+                    .await
+                {
+                    Ok((events, _)) if events.is_empty() => {
+                        queue.push_back(connect::envelope(&json!({"keepalive": {}})));
+                    }
+                    Ok((events, _)) => queue.extend(
+                        events
+                            .iter()
+                            .map(|e| connect::envelope(&json!({ "filesystem": event_json(e) }))),
+                    ),
+                    Err(err) => {
+                        queue.push_back(connect::end_of_stream(Some(&RpcError::from(err))));
+                        done = true;
+                    }
                 }
             }
-        }
-        let frame = queue.pop_front()?;
-        Some((Ok::<_, std::convert::Infallible>(frame), (queue, done, stop)))
-    });
+            let frame = queue.pop_front()?;
+            Some((
+                Ok::<_, std::convert::Infallible>(frame),
+                (queue, done, stop),
+            ))
+        },
+    );
     connect::stream_response(Body::from_stream(body))
 }
 

@@ -109,10 +109,22 @@ pub fn router(api: Arc<Api>) -> Router {
         .route(&rpc("filesystem.Filesystem/Move"), post(files::rename))
         .route(&rpc("filesystem.Filesystem/ListDir"), post(files::list_dir))
         .route(&rpc("filesystem.Filesystem/Remove"), post(files::remove))
-        .route(&rpc("filesystem.Filesystem/WatchDir"), post(files::watch_dir))
-        .route(&rpc("filesystem.Filesystem/CreateWatcher"), post(files::create_watcher))
-        .route(&rpc("filesystem.Filesystem/GetWatcherEvents"), post(files::watcher_events))
-        .route(&rpc("filesystem.Filesystem/RemoveWatcher"), post(files::remove_watcher))
+        .route(
+            &rpc("filesystem.Filesystem/WatchDir"),
+            post(files::watch_dir),
+        )
+        .route(
+            &rpc("filesystem.Filesystem/CreateWatcher"),
+            post(files::create_watcher),
+        )
+        .route(
+            &rpc("filesystem.Filesystem/GetWatcherEvents"),
+            post(files::watcher_events),
+        )
+        .route(
+            &rpc("filesystem.Filesystem/RemoveWatcher"),
+            post(files::remove_watcher),
+        )
         .fallback(unknown_route)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(api.clone(), gate))

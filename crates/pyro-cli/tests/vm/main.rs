@@ -10,6 +10,7 @@
 mod crash;
 mod daily;
 mod disk_tools;
+mod e2b;
 mod env_cache;
 mod exhaustion;
 mod hostprogs;

@@ -22,8 +22,8 @@ pub mod snapshots;
 pub mod store;
 pub mod summary;
 pub mod validate;
-pub mod watchers;
 pub mod vms;
+pub mod watchers;
 
 pub use diff::diff;
 pub use disk_tools::{disk_export, disk_list, disk_read};

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-pub use pyro_proto::{WatchEvent, WatchEventKind};
 use pyro_proto::{Reply, Request};
+pub use pyro_proto::{WatchEvent, WatchEventKind};
 
 use super::ops::started;
 use super::validate;
@@ -18,8 +18,12 @@ pub const MAX_WAIT: Duration = Duration::from_secs(30);
 pub async fn start(dirs: &Dirs, reference: &str, path: &str, recursive: bool) -> Result<String> {
     let path = validate::workspace_path(path)?;
     let (_db, _record, dir) = started(dirs, reference, "watch")?;
-    match agent_client::call_as(&dir, &Request::WatchStart { path, recursive }, Purpose::Inspection)
-        .await?
+    match agent_client::call_as(
+        &dir,
+        &Request::WatchStart { path, recursive },
+        Purpose::Inspection,
+    )
+    .await?
     {
         Reply::Watching { watcher_id } => Ok(watcher_id),
         other => Err(agent_client::unexpected(other)),
