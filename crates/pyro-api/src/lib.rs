@@ -30,7 +30,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use pyro_core::vocab::WorkspaceState;
 use pyro_core::{fsutil, Dirs, Error, ErrorKind, Result};
 
 use crate::connect::{Code, RpcError};
@@ -217,9 +216,9 @@ async fn gate(State(api): State<Arc<Api>>, mut request: Request, next: Next) -> 
             format!("missing or wrong access token for sandbox '{id}': use the sandbox object `Sandbox.create` or `Sandbox.connect` returned"),
         );
     }
-    match sandboxes::find(&api.dirs, &id) {
-        Ok(found) if found.state == WorkspaceState::Started => {}
-        Ok(_) => {
+    match sandboxes::is_running(&api.dirs, &id) {
+        Ok(true) => {}
+        Ok(false) => {
             // Worded so the SDKs raise their "sandbox not running" error.
             return refuse(
                 plane,

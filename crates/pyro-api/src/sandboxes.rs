@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use pyro_core::catalog;
 use pyro_core::vocab::WorkspaceState;
-use pyro_core::workspace::{self, validate, Workspace};
+use pyro_core::workspace::{self, lifecycle, validate, Workspace};
 use pyro_core::{fsutil, Dirs};
 use serde::{Deserialize, Serialize};
 
@@ -75,25 +75,40 @@ pub fn template_of(workspace: &Workspace) -> Option<&str> {
     workspace.labels.get(TEMPLATE_LABEL).map(String::as_str)
 }
 
-/// The sandbox `id`: a workspace made through this API. A pyro id of anything else is not one.
-pub fn find(dirs: &Dirs, id: &str) -> Result<Workspace, ApiError> {
+/// Looks `id` up as `look` does, refusing ids of anything but a workspace made through this API.
+fn lookup<T>(
+    id: &str,
+    look: impl FnOnce() -> pyro_core::Result<T>,
+    labels: impl Fn(&T) -> &BTreeMap<String, String>,
+) -> Result<T, ApiError> {
     if !validate::is_id(id) {
         return Err(ApiError::not_found(format!(
             "sandbox '{id}' not found: sandbox ids are 12 hex digits (hint: `Sandbox.list()` or `pyro workspace list` shows them)"
         )));
     }
-    let workspace = workspace::status(dirs, id).map_err(|err| match err.kind() {
+    let found = look().map_err(|err| match err.kind() {
         pyro_core::ErrorKind::NotFound => ApiError::not_found(format!(
             "sandbox '{id}' not found: it was killed, or never existed (hint: `Sandbox.list()` shows the sandboxes)"
         )),
         _ => ApiError::from(err),
     })?;
-    if template_of(&workspace).is_none() {
+    if !labels(&found).contains_key(TEMPLATE_LABEL) {
         return Err(ApiError::not_found(format!(
             "sandbox '{id}' not found: {id} is a pyro workspace that was not made through this API (hint: use it with `pyro workspace`, or create a sandbox with `Sandbox.create()`)"
         )));
     }
-    Ok(workspace)
+    Ok(found)
+}
+
+/// The sandbox `id`: a workspace made through this API. A pyro id of anything else is not one.
+pub fn find(dirs: &Dirs, id: &str) -> Result<Workspace, ApiError> {
+    lookup(id, || workspace::status(dirs, id), |w| &w.labels)
+}
+
+/// Whether the sandbox `id` runs (what each in-sandbox call checks; cheaper than [`find`]).
+pub fn is_running(dirs: &Dirs, id: &str) -> Result<bool, ApiError> {
+    let record = lookup(id, || lifecycle::record(dirs, id), |r| &r.labels)?;
+    Ok(record.state == WorkspaceState::Started)
 }
 
 /// `running`, or `paused` for a workspace whose VM is not running (suspended, or stopped by its

@@ -866,6 +866,11 @@ pub(crate) async fn delete_if(
     }))
 }
 
+/// The stored record of a workspace, its state refreshed: less than [`status`] reads.
+pub fn record(dirs: &Dirs, reference: &str) -> Result<Record> {
+    find(dirs, &Db::open(dirs)?, reference)
+}
+
 pub fn status(dirs: &Dirs, reference: &str) -> Result<Workspace> {
     let db = Db::open(dirs)?;
     let record = find(dirs, &db, reference)?;
