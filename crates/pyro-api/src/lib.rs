@@ -15,6 +15,7 @@
 pub mod auth;
 pub mod connect;
 pub mod control;
+pub mod debug;
 pub mod errors;
 pub mod files;
 pub mod process;
@@ -51,6 +52,10 @@ pub struct Api {
     pub dirs: Dirs,
     key: String,
     hosts: Vec<String>,
+    /// Whether SDKs in debug mode are served (see [`debug`]).
+    debug: bool,
+    /// The workspace that serves them, once known.
+    debug_sandbox: tokio::sync::Mutex<Option<String>>,
 }
 
 impl Api {
@@ -207,8 +212,17 @@ async fn gate(State(api): State<Arc<Api>>, mut request: Request, next: Next) -> 
             "the request names no sandbox: set the E2b-Sandbox-Id header (the SDKs do)".into(),
         );
     };
-    let token = header("x-access-token").unwrap_or_default();
-    if !fsutil::same_secret(token, &api.token(&id)) {
+    let token = header("x-access-token");
+    if api.debug && id == debug::SANDBOX_ID && token.is_none() {
+        return match debug::sandbox(&api).await {
+            Ok(id) => {
+                request.extensions_mut().insert(Sandbox(id));
+                next.run(request).await
+            }
+            Err(err) => refuse(plane, err.status, Code::Unavailable, err.message),
+        };
+    }
+    if !fsutil::same_secret(token.unwrap_or_default(), &api.token(&id)) {
         return refuse(
             plane,
             StatusCode::UNAUTHORIZED,
@@ -267,8 +281,8 @@ pub fn sdk_env(dirs: &Dirs, port: u16) -> Result<Vec<(&'static str, String)>> {
     ])
 }
 
-/// Serves until interrupted.
-pub async fn serve(dirs: Dirs, port: u16) -> Result<()> {
+/// Serves until interrupted; with `debug_sandbox`, SDKs in debug mode too (see [`debug`]).
+pub async fn serve(dirs: Dirs, port: u16, debug_sandbox: bool) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .map_err(|e| {
@@ -300,10 +314,19 @@ pub async fn serve(dirs: Dirs, port: u16) -> Result<()> {
         env_path(&dirs).display()
     );
     eprint!("{exports}");
+    if debug_sandbox {
+        eprintln!("pyro api serve: or, for the SDKs' debug mode (one shared sandbox, no credentials: any local process can use it):");
+        eprintln!("export E2B_DEBUG=true");
+        if port != DEFAULT_PORT {
+            eprintln!("export E2B_SANDBOX_URL=http://127.0.0.1:{port}");
+        }
+    }
     let api = Arc::new(Api {
         dirs,
         key,
         hosts: vec![format!("127.0.0.1:{port}"), format!("localhost:{port}")],
+        debug: debug_sandbox,
+        debug_sandbox: tokio::sync::Mutex::new(None),
     });
     let service = hyper_util::service::TowerToHyperService::new(router(api));
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));

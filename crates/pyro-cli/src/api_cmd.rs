@@ -19,6 +19,10 @@ A sandbox is a pyro workspace (`pyro workspace list` shows it); a template is an
         /// Port on 127.0.0.1 (0: a free one)
         #[arg(long, default_value_t = pyro_api::DEFAULT_PORT)]
         port: u16,
+        /// Also serve SDKs in debug mode (E2B_DEBUG=true): one shared sandbox, reached without any
+        /// credential, so any local process can use it
+        #[arg(long)]
+        debug_sandbox: bool,
     },
     /// Print the environment variables that point the e2b SDKs at `pyro api serve`
     Env {
@@ -38,12 +42,13 @@ pub fn main(command: ApiCommand) -> ExitCode {
         Err(code) => return code,
     };
     match command {
-        ApiCommand::Serve { port } => {
-            match output::runtime().block_on(pyro_api::serve(dirs, port)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(err) => output::fail(&err, false, EXIT_FAILURE),
-            }
-        }
+        ApiCommand::Serve {
+            port,
+            debug_sandbox,
+        } => match output::runtime().block_on(pyro_api::serve(dirs, port, debug_sandbox)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => output::fail(&err, false, EXIT_FAILURE),
+        },
         ApiCommand::Env { port, json } => match pyro_api::sdk_env(&dirs, port) {
             Ok(env) if json => {
                 let map: serde_json::Map<String, serde_json::Value> = env

@@ -98,9 +98,14 @@ struct Server {
 
 impl Server {
     fn start(sb: &Sandbox) -> Server {
+        Server::start_with(sb, &[])
+    }
+
+    fn start_with(sb: &Sandbox, flags: &[&str]) -> Server {
         let mut child = sb
             .pyro()
             .args(["api", "serve", "--port", "0"])
+            .args(flags)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -137,22 +142,48 @@ impl Server {
         let mut command = Command::new(program);
         command
             .arg(script)
-            .envs(sb.envs())
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("PYRO_BIN", pyro_bin())
-            .envs(extra.iter().copied())
-            .env_remove("E2B_DEBUG")
-            .env_remove("E2B_DOMAIN");
-        let out = command.output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{} failed:\n{stdout}\n{}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
+            .env_remove("E2B_DEBUG");
+        finish(sb, command, script, extra)
     }
+
+    /// Runs `debug_mode.py` with the SDK in debug mode: only E2B_DEBUG and E2B_SANDBOX_URL set.
+    fn debug_script(&self, sb: &Sandbox, python: &Path, expect: &str) -> String {
+        let url = &self
+            .env
+            .iter()
+            .find(|(k, _)| k == "E2B_SANDBOX_URL")
+            .unwrap()
+            .1;
+        let script = scripts().join("debug_mode.py");
+        let mut command = Command::new(python);
+        command
+            .arg(&script)
+            .arg(expect)
+            .env("E2B_DEBUG", "true")
+            .env("E2B_SANDBOX_URL", url)
+            .env_remove("E2B_API_KEY")
+            .env_remove("E2B_API_URL");
+        finish(sb, command, &script, &[])
+    }
+}
+
+/// Runs a script with the sandbox's environment; its stdout, once it succeeded.
+fn finish(sb: &Sandbox, mut command: Command, script: &Path, extra: &[(&str, &str)]) -> String {
+    command
+        .envs(sb.envs())
+        .env("PYRO_BIN", pyro_bin())
+        .envs(extra.iter().copied())
+        .env_remove("E2B_DOMAIN");
+    let out = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{} failed:\n{stdout}\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
 
 impl Drop for Server {
@@ -208,6 +239,28 @@ fn bad_input_reaches_the_sdk_as_its_own_errors() {
     // The workspace that is not a sandbox was left alone.
     assert_eq!(sb.ok(&["workspace", "status", &other])["state"], "started");
     sb.ok(&["workspace", "delete", &other]);
+    assert_nothing_left(&sb);
+}
+
+#[test]
+fn the_sdk_in_debug_mode_gets_one_shared_sandbox_only_when_allowed() {
+    let python = python();
+    let _slot = one_vm_slot();
+    let sb = Sandbox::new();
+    {
+        let server = Server::start(&sb);
+        let out = server.debug_script(&sb, &python, "refused");
+        assert!(out.contains("refused: ok"), "{out}");
+    }
+    let server = Server::start_with(&sb, &["--debug-sandbox"]);
+    let out = server.debug_script(&sb, &python, "served");
+    assert!(out.contains("served: ok"), "{out}");
+    let listed = sb.ok(&["workspace", "list"]);
+    let workspaces = listed["workspaces"].as_array().unwrap();
+    assert_eq!(workspaces.len(), 1, "{listed}");
+    assert_eq!(workspaces[0]["labels"]["e2b.debug"], "true");
+    let id = workspaces[0]["workspace_id"].as_str().unwrap();
+    sb.ok(&["workspace", "delete", id]);
     assert_nothing_left(&sb);
 }
 
