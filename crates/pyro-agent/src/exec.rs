@@ -254,11 +254,49 @@ pub(crate) fn kill_group(pid: i32) {
     }
 }
 
+/// Kills every process of the session `sid` leads (its own group and any other its shell made);
+/// a process that left the session with `setsid` of its own is not found.
+pub(crate) fn kill_session(sid: i32) {
+    kill_group(sid);
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if session_of(&stat) == Some(sid) {
+            // SAFETY: kill takes no pointers.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// The session field of a `/proc/PID/stat` line: after the command name (which may hold anything,
+/// parentheses included) come state, ppid, pgrp, session.
+fn session_of(stat: &str) -> Option<i32> {
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(3))
+        .and_then(|s| s.parse().ok())
+}
+
 pub(crate) fn decode_status(status: i32) -> (i32, Option<i32>) {
     if libc::WIFSIGNALED(status) {
         let signal = libc::WTERMSIG(status);
         (128 + signal, Some(signal))
     } else {
         (libc::WEXITSTATUS(status), None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_session_is_read_past_any_command_name() {
+        assert_eq!(session_of("42 (sleep) S 1 42 40 0 -1"), Some(40));
+        assert_eq!(session_of("7 (a) b) (c) R 1 7 9 0"), Some(9));
+        assert_eq!(session_of("garbage"), None);
     }
 }

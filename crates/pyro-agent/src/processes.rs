@@ -30,8 +30,6 @@ const KEEP_ENDED: usize = 16;
 const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
 /// A write to stdin that the process does not take within this fails.
 const INPUT_TIMEOUT: Duration = Duration::from_secs(10);
-/// The largest input one request writes.
-pub const MAX_INPUT_BYTES: u64 = 1 << 20;
 
 #[derive(Default)]
 struct Log {
@@ -80,6 +78,8 @@ impl Log {
 
 struct Process {
     info: Mutex<ProcessInfo>,
+    /// When it ended, in the order processes end (0: running): the first ended go first.
+    ended: std::sync::atomic::AtomicU64,
     log: Mutex<Log>,
     /// Bumped on new output and at the end.
     changed: watch::Sender<u64>,
@@ -90,6 +90,7 @@ struct Process {
 }
 
 static PROCESSES: Mutex<Option<HashMap<i32, Arc<Process>>>> = Mutex::new(None);
+static ENDED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn registry() -> std::sync::MutexGuard<'static, Option<HashMap<i32, Arc<Process>>>> {
     PROCESSES.lock().unwrap_or_else(|p| p.into_inner())
@@ -137,14 +138,14 @@ fn make_room() -> io::Result<()> {
             format!("a VM runs at most {MAX_RUNNING} processes at once; kill one first"),
         ));
     }
-    let mut ended: Vec<i32> = processes
+    let mut ended: Vec<(u64, i32)> = processes
         .iter()
         .filter(|(_, p)| !lock(&p.info).running)
-        .map(|(pid, _)| *pid)
+        .map(|(pid, p)| (p.ended.load(std::sync::atomic::Ordering::Relaxed), *pid))
         .collect();
     if ended.len() >= KEEP_ENDED {
         ended.sort_unstable();
-        for pid in &ended[..=ended.len() - KEEP_ENDED] {
+        for (_, pid) in &ended[..=ended.len() - KEEP_ENDED] {
             processes.remove(pid);
         }
     }
@@ -223,6 +224,7 @@ pub fn start(spec: ProcessSpec, root: &Path) -> io::Result<ProcessInfo> {
             timed_out: false,
             output_bytes: 0,
         }),
+        ended: std::sync::atomic::AtomicU64::new(0),
         log: Mutex::new(Log::default()),
         changed,
         input: tokio::sync::Mutex::new(input),
@@ -287,7 +289,7 @@ async fn watch_end(
             status = &mut exited => break status.unwrap_or(0),
             _ = &mut deadline, if !timed_out => {
                 timed_out = true;
-                exec::kill_group(pid);
+                    exec::kill_session(pid);
             }
         }
     };
@@ -297,8 +299,8 @@ async fn watch_end(
         }
     };
     let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, drain).await;
-    // Whatever it left behind in its group goes with it.
-    exec::kill_group(pid);
+    // Whatever it left behind in its session goes with it.
+    exec::kill_session(pid);
     let (code, signal) = exec::decode_status(status);
     {
         let mut info = lock(&process.info);
@@ -307,6 +309,10 @@ async fn watch_end(
         info.signal = signal;
         info.timed_out = timed_out;
     }
+    let order = ENDED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    process
+        .ended
+        .store(order, std::sync::atomic::Ordering::Relaxed);
     *process.input.lock().await = None;
     process.changed.send_modify(|v| *v += 1);
 }
@@ -418,8 +424,13 @@ pub fn signal(pid: i32, signal: i32) -> io::Result<ProcessInfo> {
             format!("process {pid} has already ended"),
         ));
     }
-    // SAFETY: kill takes no pointers; the process leads its own group (setsid).
-    unsafe { libc::kill(-pid, signal) };
+    if signal == libc::SIGKILL {
+        // Killing it takes everything it started, other groups of its session (a shell's jobs) too.
+        exec::kill_session(pid);
+    } else {
+        // SAFETY: kill takes no pointers; the process leads its own group (setsid).
+        unsafe { libc::kill(-pid, signal) };
+    }
     Ok(info_of(&process))
 }
 

@@ -358,7 +358,7 @@ async fn dispatch(request: Request, stream: &mut StreamHandle) -> io::Result<Rep
             .await
             .map(Reply::Process),
         Request::ProcessInput { pid } => {
-            let data = payload::read_payload(stream, processes::MAX_INPUT_BYTES).await?;
+            let data = payload::read_payload(stream, pyro_proto::MAX_PROCESS_INPUT_BYTES).await?;
             processes::input(pid, &data).await.map(Reply::Process)
         }
         Request::ProcessCloseStdin { pid } => processes::close_stdin(pid).await.map(Reply::Process),

@@ -23,6 +23,8 @@ const MAX_WATCHERS: usize = 32;
 const MAX_EVENTS: usize = 10_000;
 /// Directories one recursive watcher watches at most.
 const MAX_DIRECTORIES: usize = 8192;
+/// Bytes of names one take returns at most (the rest wait for the next): the reply is one message.
+const MAX_TAKE_BYTES: usize = 4 << 20;
 
 struct Watcher {
     id: String,
@@ -32,6 +34,8 @@ struct Watcher {
     dirs: Mutex<HashMap<i32, String>>,
     events: Mutex<VecDeque<WatchEvent>>,
     dropped: Mutex<bool>,
+    /// The watched directory itself is gone: nothing more will come.
+    gone: std::sync::atomic::AtomicBool,
     arrived: Notify,
     /// The directory watched, relative to `/workspace`.
     root: String,
@@ -106,8 +110,9 @@ impl Watcher {
                 });
             }
             if confine::is_dir(&st) {
+                // One that went meanwhile (or is not ours to watch) does not end the others' watch.
                 let child_rel = join(rel, &child);
-                self.add_tree(root, &child_rel, &join(name, &child), report)?;
+                let _ = self.add_tree(root, &child_rel, &join(name, &child), report);
             }
         }
         Ok(())
@@ -144,7 +149,11 @@ impl Watcher {
                 continue;
             }
             if record.mask & libc::IN_IGNORED != 0 {
-                lock(&self.dirs).remove(&record.wd);
+                let name = lock(&self.dirs).remove(&record.wd);
+                if name.as_deref() == Some("") {
+                    self.gone.store(true, std::sync::atomic::Ordering::Relaxed);
+                    self.arrived.notify_waiters();
+                }
                 continue;
             }
             let Some(dir) = lock(&self.dirs).get(&record.wd).cloned() else {
@@ -223,6 +232,7 @@ pub fn start(path: &str, recursive: bool) -> io::Result<String> {
         dirs: Mutex::new(HashMap::new()),
         events: Mutex::new(VecDeque::new()),
         dropped: Mutex::new(false),
+        gone: std::sync::atomic::AtomicBool::new(false),
         arrived: Notify::new(),
         root: rel.clone(),
         reader: Mutex::new(None),
@@ -269,10 +279,29 @@ pub async fn events(id: &str, wait: Duration) -> io::Result<(Vec<WatchEvent>, bo
     let arrived = watcher.arrived.notified();
     tokio::pin!(arrived);
     arrived.as_mut().enable();
-    if lock(&watcher.events).is_empty() && !wait.is_zero() {
+    let gone = || watcher.gone.load(std::sync::atomic::Ordering::Relaxed);
+    if lock(&watcher.events).is_empty() && !wait.is_zero() && !gone() {
         let _ = tokio::time::timeout(wait, arrived).await;
     }
-    let events: Vec<WatchEvent> = lock(&watcher.events).drain(..).collect();
+    let mut events = Vec::new();
+    {
+        let mut kept = lock(&watcher.events);
+        let mut bytes = 0;
+        while let Some(event) = kept.pop_front() {
+            bytes += event.name.len() + 16;
+            if bytes > MAX_TAKE_BYTES && !events.is_empty() {
+                kept.push_front(event);
+                break;
+            }
+            events.push(event);
+        }
+    }
+    if events.is_empty() && gone() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("the directory watcher '{id}' watched was removed"),
+        ));
+    }
     let dropped = std::mem::take(&mut *lock(&watcher.dropped));
     Ok((events, dropped))
 }

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use crate::errors::ApiError;
 use crate::sandboxes::{self, Settings};
-use crate::{Api, ENVD_VERSION};
+use crate::{to_the_end, Api, ENVD_VERSION};
 
 /// The E2B default: a sandbox without activity for this long is stopped (here: its idle TTL).
 const DEFAULT_TIMEOUT_SECONDS: u64 = 300;
@@ -145,12 +145,17 @@ pub async fn create(State(api): State<Arc<Api>>, bytes: Bytes) -> Result<Respons
     if request.allow_internet_access == Some(true) {
         options.network = Network::egress();
     }
-    let workspace = workspace::create(&api.dirs, &options, &progress::Silent).await?;
-    let id = workspace.workspace_id.clone();
-    if let Err(err) = sandboxes::save_settings(&api.dirs, &id, &Settings { env_vars }) {
-        let _ = workspace::delete(&api.dirs, &id).await;
-        return Err(err.into());
-    }
+    let dirs = api.dirs.clone();
+    let workspace = to_the_end(async move {
+        let workspace = workspace::create(&dirs, &options, &progress::Silent).await?;
+        let id = workspace.workspace_id.clone();
+        if let Err(err) = sandboxes::save_settings(&dirs, &id, &Settings { env_vars }) {
+            let _ = workspace::delete(&dirs, &id).await;
+            return Err(err);
+        }
+        Ok(workspace)
+    })
+    .await??;
     Ok((StatusCode::CREATED, Json(sandbox_json(&api, &workspace))).into_response())
 }
 
@@ -163,14 +168,24 @@ pub async fn connect(
     let request: TimeoutBody = body(&bytes)?;
     let found = sandboxes::find(&api.dirs, &id)?;
     let ttl = request.timeout.map(ttl_of).transpose()?;
-    if let Some(ttl) = ttl {
-        workspace::set_ttl(&api.dirs, &id, ttl).await?;
-    }
-    if found.state == WorkspaceState::Started {
-        return Ok((StatusCode::OK, Json(sandbox_json(&api, &found))).into_response());
-    }
-    let started = workspace::start(&api.dirs, &id, false, None, &progress::Silent).await?;
-    Ok((StatusCode::CREATED, Json(sandbox_json(&api, &started))).into_response())
+    let (dirs, running) = (api.dirs.clone(), found.state == WorkspaceState::Started);
+    let workspace = to_the_end(async move {
+        if let Some(ttl) = ttl {
+            workspace::set_ttl(&dirs, &id, ttl).await?;
+        }
+        if running {
+            workspace::status(&dirs, &id)
+        } else {
+            workspace::start(&dirs, &id, false, None, &progress::Silent).await
+        }
+    })
+    .await??;
+    let status = if running {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(sandbox_json(&api, &workspace))).into_response())
 }
 
 pub async fn get(
@@ -218,8 +233,13 @@ pub async fn kill(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     sandboxes::find(&api.dirs, &id)?;
-    workspace::delete(&api.dirs, &id).await?;
-    sandboxes::forget_settings(&api.dirs, &id);
+    let dirs = api.dirs.clone();
+    to_the_end(async move {
+        workspace::delete(&dirs, &id).await?;
+        sandboxes::forget_settings(&dirs, &id);
+        Ok::<_, pyro_core::Error>(())
+    })
+    .await??;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -233,7 +253,8 @@ pub async fn set_timeout(
         .timeout
         .ok_or_else(|| ApiError::bad_request("the body must give `timeout` in seconds"))?;
     sandboxes::find(&api.dirs, &id)?;
-    workspace::set_ttl(&api.dirs, &id, ttl_of(timeout)?).await?;
+    let (dirs, ttl) = (api.dirs.clone(), ttl_of(timeout)?);
+    to_the_end(async move { workspace::set_ttl(&dirs, &id, ttl).await }).await??;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -249,7 +270,8 @@ pub async fn pause(
             format!("sandbox '{id}' is already paused (hint: `Sandbox.connect` resumes it)"),
         ));
     }
-    workspace::suspend(&api.dirs, &id).await?;
+    let dirs = api.dirs.clone();
+    to_the_end(async move { workspace::suspend(&dirs, &id).await }).await??;
     Ok(StatusCode::NO_CONTENT)
 }
 

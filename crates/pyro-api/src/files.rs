@@ -275,11 +275,15 @@ pub async fn list_dir(
             ),
         ));
     }
-    let base = listed.path.trim_end_matches('/').matches('/').count();
+    let prefix = format!("{}/", listed.path.trim_end_matches('/'));
+    let levels = |path: &str| {
+        path.strip_prefix(&prefix)
+            .map(|rest| rest.split('/').count())
+    };
     let entries: Vec<Value> = listed
         .entries
         .iter()
-        .filter(|e| e.path.matches('/').count() - base <= depth as usize)
+        .filter(|e| levels(&e.path).is_some_and(|n| n <= depth as usize))
         .map(entry_info)
         .collect();
     Ok(connect::unary(&json!({ "entries": entries })))
@@ -414,10 +418,14 @@ pub async fn watch_dir(
         (queue, false, stop),
         |(mut queue, mut done, stop)| async move {
             while queue.is_empty() && !done {
+                let asked = std::time::Instant::now();
                 match watchers::events(&stop.api.dirs, &stop.sandbox, &stop.watcher_id, WATCH_WAIT)
                     .await
                 {
                     Ok((events, _)) if events.is_empty() => {
+                        // An honest agent answers nothing only after the wait; one that answers
+                        // sooner does not get to make this loop spin.
+                        tokio::time::sleep(WATCH_WAIT.saturating_sub(asked.elapsed())).await;
                         queue.push_back(connect::envelope(&json!({"keepalive": {}})));
                     }
                     Ok((events, _)) => queue.extend(

@@ -56,12 +56,27 @@ pub struct Api {
     debug: bool,
     /// The workspace that serves them, once known.
     debug_sandbox: tokio::sync::Mutex<Option<String>>,
+    /// Bytes of process output waiting for slow clients, all streams together.
+    output_pending: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Api {
     pub fn token(&self, sandbox: &str) -> String {
         auth::sandbox_token(&self.key, sandbox)
     }
+}
+
+/// Runs `work` to its end even when the client goes away meanwhile (hyper drops the handler of a
+/// client that hung up): a lifecycle step is never left half done.
+pub async fn to_the_end<T: Send + 'static>(
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> std::result::Result<T, ApiError> {
+    tokio::spawn(work).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the operation failed: {e}"),
+        )
+    })
 }
 
 /// The sandbox an in-sandbox request is for, checked by [`gate`].
@@ -214,7 +229,11 @@ async fn gate(State(api): State<Arc<Api>>, mut request: Request, next: Next) -> 
     };
     let token = header("x-access-token");
     if api.debug && id == debug::SANDBOX_ID && token.is_none() {
-        return match debug::sandbox(&api).await {
+        let found = {
+            let api = api.clone();
+            to_the_end(async move { debug::sandbox(&api).await }).await
+        };
+        return match found.and_then(|found| found) {
             Ok(id) => {
                 request.extensions_mut().insert(Sandbox(id));
                 next.run(request).await
@@ -327,6 +346,7 @@ pub async fn serve(dirs: Dirs, port: u16, debug_sandbox: bool) -> Result<()> {
         hosts: vec![format!("127.0.0.1:{port}"), format!("localhost:{port}")],
         debug: debug_sandbox,
         debug_sandbox: tokio::sync::Mutex::new(None),
+        output_pending: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
     });
     let service = hyper_util::service::TowerToHyperService::new(router(api));
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));

@@ -23,8 +23,10 @@ use crate::connect::{self, Code, RpcError};
 use crate::sandboxes;
 use crate::{Api, Sandbox};
 
-/// Output waiting for a slow client, at most; beyond it output is dropped (and the client told).
+/// Output waiting for one slow client, at most; beyond it output is dropped (and the client told).
 const MAX_PENDING_BYTES: usize = 16 << 20;
+/// Output waiting for all clients together, at most.
+pub const MAX_PENDING_BYTES_IN_ALL: usize = 256 << 20;
 /// A stream with nothing to say sends a keepalive this often (idle HTTP clients give up).
 const KEEPALIVE: Duration = Duration::from_secs(30);
 
@@ -150,21 +152,50 @@ fn signal_name(signal: i32) -> String {
     }
 }
 
-/// Frames on their way to the client, and how many bytes of them wait.
-#[derive(Clone)]
+/// Bytes of frames waiting for one client, counted in the server's total too; what is still
+/// counted when the last holder lets go leaves the total with it.
+struct Budget {
+    waiting: AtomicUsize,
+    in_all: Arc<AtomicUsize>,
+}
+
+impl Budget {
+    fn add(&self, bytes: usize) {
+        self.waiting.fetch_add(bytes, Ordering::Relaxed);
+        self.in_all.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn sub(&self, bytes: usize) {
+        self.waiting.fetch_sub(bytes, Ordering::Relaxed);
+        self.in_all.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    fn full(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) > MAX_PENDING_BYTES
+            || self.in_all.load(Ordering::Relaxed) > MAX_PENDING_BYTES_IN_ALL
+    }
+}
+
+impl Drop for Budget {
+    fn drop(&mut self) {
+        self.in_all
+            .fetch_sub(self.waiting.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+}
+
+/// Frames on their way to the client.
 struct Outbox {
     tx: mpsc::UnboundedSender<Bytes>,
-    pending: Arc<AtomicUsize>,
+    budget: Arc<Budget>,
 }
 
 impl Outbox {
     fn send(&self, frame: Bytes) {
-        self.pending.fetch_add(frame.len(), Ordering::Relaxed);
-        let _ = self.tx.send(frame);
-    }
-
-    fn full(&self) -> bool {
-        self.pending.load(Ordering::Relaxed) > MAX_PENDING_BYTES
+        let bytes = frame.len();
+        self.budget.add(bytes);
+        if self.tx.send(frame).is_err() {
+            self.budget.sub(bytes);
+        }
     }
 }
 
@@ -180,10 +211,13 @@ fn follow_stream(
     let pid = info.pid;
     let pty = info.pty.is_some();
     let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
-    let pending = Arc::new(AtomicUsize::new(0));
+    let budget = Arc::new(Budget {
+        waiting: AtomicUsize::new(0),
+        in_all: api.output_pending.clone(),
+    });
     let outbox = Outbox {
         tx,
-        pending: pending.clone(),
+        budget: budget.clone(),
     };
     let finished = Arc::new(AtomicBool::new(false));
     outbox.send(connect::envelope(
@@ -194,7 +228,7 @@ fn follow_stream(
         tokio::spawn(async move {
             let dropped = AtomicBool::new(false);
             let mut on_output = |stream: OutputStream, chunk: &[u8]| {
-                if outbox.full() {
+                if outbox.budget.full() {
                     dropped.store(true, Ordering::Relaxed);
                     return;
                 }
@@ -229,10 +263,12 @@ fn follow_stream(
                 Ok(info) => {
                     outbox.send(connect::envelope(&end_event(&info)));
                     outbox.send(connect::end_of_stream(None));
+                    finished.store(true, Ordering::Relaxed);
                 }
+                // Following failed, the process may still run: the guard kills it (a suspended
+                // sandbox's process is not reached, and lives on with its sandbox).
                 Err(err) => outbox.send(connect::end_of_stream(Some(&RpcError::from(err)))),
             }
-            finished.store(true, Ordering::Relaxed);
         })
     };
     let guard = LeaveGuard {
@@ -244,17 +280,14 @@ fn follow_stream(
         task: task.abort_handle(),
     };
     // The body ends when the task is done and everything it sent was read.
-    let body = futures::stream::unfold(
-        (rx, pending, guard),
-        |(mut rx, pending, guard)| async move {
-            let frame = rx.recv().await?;
-            pending.fetch_sub(frame.len(), Ordering::Relaxed);
-            Some((
-                Ok::<_, std::convert::Infallible>(frame),
-                (rx, pending, guard),
-            ))
-        },
-    );
+    let body = futures::stream::unfold((rx, budget, guard), |(mut rx, budget, guard)| async move {
+        let frame = rx.recv().await?;
+        budget.sub(frame.len());
+        Some((
+            Ok::<_, std::convert::Infallible>(frame),
+            (rx, budget, guard),
+        ))
+    });
     connect::stream_response(Body::from_stream(body))
 }
 
@@ -310,9 +343,21 @@ pub async fn start(
         tag: request.tag,
         timeout_seconds,
     };
-    match processes::start(&api.dirs, &sandbox, &options).await {
-        Ok(info) => follow_stream(api, sandbox, info, FollowFrom::Start, true),
-        Err(err) => connect::stream_error(err.into()),
+    // Started to the end even if the client goes meanwhile; then nobody follows it, so it is killed.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    {
+        let (api, sandbox) = (api.clone(), sandbox.clone());
+        tokio::spawn(async move {
+            let started = processes::start(&api.dirs, &sandbox, &options).await;
+            if let Err(Ok(info)) = tx.send(started) {
+                let _ = processes::signal(&api.dirs, &sandbox, info.pid, libc::SIGKILL).await;
+            }
+        });
+    }
+    match rx.await {
+        Ok(Ok(info)) => follow_stream(api, sandbox, info, FollowFrom::Start, true),
+        Ok(Err(err)) => connect::stream_error(err.into()),
+        Err(_) => connect::stream_error(RpcError::new(Code::Internal, "the start was lost")),
     }
 }
 

@@ -37,6 +37,9 @@ pub const AGENT_PORT_NAME: &str = "org.pyro.agent.0";
 /// The largest frame either end accepts.
 pub const MAX_FRAME_BYTES: usize = 8 << 20;
 
+/// The largest input one `ProcessInput` carries.
+pub const MAX_PROCESS_INPUT_BYTES: u64 = 1 << 20;
+
 /// The largest output chunk the agent sends in one frame.
 pub const MAX_CHUNK_BYTES: usize = 64 << 10;
 

@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 
 from e2b import (AuthenticationException, FileNotFoundException, InvalidArgumentException,
-                 Sandbox, SandboxException, SandboxNotFoundException, TimeoutException)
+                 PtySize, Sandbox, SandboxException, SandboxNotFoundException, TimeoutException)
 
 API = os.environ["E2B_API_URL"]
 KEY = os.environ["E2B_API_KEY"]
@@ -89,6 +89,25 @@ assert left.pid in [p.pid for p in sbx.commands.list()]
 left.disconnect()
 assert gone(left.pid), "a command its client left is killed"
 assert sbx.commands.kill(left.pid) is False
+
+
+def sleepers():
+    script = "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f; echo; done | grep -c '^sleep 777' || true"
+    return sbx.commands.run(script).stdout.strip()
+
+
+# A shell's background job is in a group of its own: killing the shell takes it too.
+pty = sbx.pty.create(PtySize(rows=24, cols=80))
+sbx.pty.send_stdin(pty.pid, b"sleep 777 &\n")
+deadline = time.time() + 20
+while sleepers() != "1" and time.time() < deadline:
+    time.sleep(0.2)
+assert sleepers() == "1"
+assert sbx.pty.kill(pty.pid) is True
+deadline = time.time() + 20
+while sleepers() != "0" and time.time() < deadline:
+    time.sleep(0.2)
+assert sleepers() == "0", "a killed shell's jobs go with it"
 step("timeouts and disconnects", "ok")
 
 # A paused sandbox's API says it is not running.

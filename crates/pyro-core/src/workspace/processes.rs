@@ -17,6 +17,9 @@ use crate::{limits, Dirs, Error, Result};
 
 /// How long a follow of a process without a deadline may last.
 const FOLLOW_LIMIT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Bytes of a process's arguments and environment together, at most: the agent reports them back
+/// with every listing, which must fit one message.
+pub const MAX_SPEC_BYTES: usize = 64 << 10;
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -64,6 +67,18 @@ pub async fn start(dirs: &Dirs, reference: &str, options: &ProcessOptions) -> Re
         }
     }
     crate::run::validate_env(&options.env)?;
+    let spec_bytes: usize = options.argv.iter().map(String::len).sum::<usize>()
+        + options
+            .env
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>();
+    if spec_bytes > MAX_SPEC_BYTES {
+        return Err(Error::invalid(format!(
+            "the command and its environment are {spec_bytes} bytes; at most {MAX_SPEC_BYTES} are taken"
+        ))
+        .with_hint("pass large data as a file, or through stdin"));
+    }
     let spec = ProcessSpec {
         command: pyro_proto::Command::Argv(options.argv.clone()),
         cwd: resolve_cwd(options.cwd.as_deref())?,
@@ -86,7 +101,18 @@ pub async fn start(dirs: &Dirs, reference: &str, options: &ProcessOptions) -> Re
         params,
         result: ProcessRecord { pid: info.pid },
     };
-    timer.record(&mut db, &record.id, true, &operation)?;
+    if let Err(err) = timer.record(&mut db, &record.id, true, &operation) {
+        // Nobody will hear of it: it does not run on unrecorded.
+        let _ = agent_client::call(
+            &dir,
+            &Request::ProcessSignal {
+                pid: info.pid,
+                signal: libc::SIGKILL,
+            },
+        )
+        .await;
+        return Err(err);
+    }
     Ok(info)
 }
 
@@ -107,6 +133,14 @@ pub async fn follow(
 
 /// Writes `data` to the process's stdin (or PTY).
 pub async fn input(dirs: &Dirs, reference: &str, pid: i32, data: &[u8]) -> Result<ProcessInfo> {
+    if data.len() as u64 > pyro_proto::MAX_PROCESS_INPUT_BYTES {
+        return Err(Error::invalid(format!(
+            "the input is {} bytes; one write takes at most {}",
+            data.len(),
+            pyro_proto::MAX_PROCESS_INPUT_BYTES
+        ))
+        .with_hint("send it in smaller pieces"));
+    }
     let (db, record, dir) = started(dirs, reference, "process input")?;
     let mut call =
         AgentCall::start_moving(&dir, &Request::ProcessInput { pid }, data.len() as u64).await?;
