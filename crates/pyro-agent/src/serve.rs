@@ -118,6 +118,10 @@ async fn handle(mut stream: StreamHandle, detach: std::sync::Arc<tokio::sync::No
         },
         None => request,
     };
+    if let Request::OpenPort { port } = request {
+        open_port(stream, port).await;
+        return;
+    }
     let power_off = matches!(request, Request::PowerOff);
     let ends_session = matches!(request, Request::Detach);
     // What changes the disk is on it before the answer: acknowledged means durable.
@@ -337,6 +341,7 @@ async fn dispatch(request: Request, stream: &mut StreamHandle) -> io::Result<Rep
                 .await
                 .map(Reply::Entry)
         }
+        Request::OpenPort { .. } => Err(io::Error::other("a port is opened before dispatch")),
         Request::WatchStart { path, recursive } => {
             require_active()?;
             watch::start(&path, recursive).map(|watcher_id| Reply::Watching { watcher_id })
@@ -426,6 +431,40 @@ fn error(err: io::Error) -> Reply {
         message: err.to_string(),
         kind,
     }
+}
+
+/// Carries the stream to a TCP connection to `port` on the guest's loopback, both ways.
+async fn open_port(mut stream: StreamHandle, port: u16) {
+    if let Err(err) = require_active() {
+        reply(&mut stream, error(err)).await;
+        return;
+    }
+    let connect = tokio::net::TcpStream::connect(("127.0.0.1", port));
+    let mut tcp = match tokio::time::timeout(Duration::from_secs(5), connect).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(err)) => {
+            let message = format!("nothing in the sandbox answers on port {port} ({err})");
+            reply(
+                &mut stream,
+                error(io::Error::new(io::ErrorKind::NotFound, message)),
+            )
+            .await;
+            return;
+        }
+        Err(_) => {
+            let message = format!("port {port} in the sandbox did not answer within 5 s");
+            reply(&mut stream, error(io::Error::other(message))).await;
+            return;
+        }
+    };
+    if pyro_proto::write_message(&mut stream, &Reply::PortOpened)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let _ = tokio::io::copy_bidirectional(&mut stream, &mut tcp).await;
+    let _ = stream.shutdown().await;
 }
 
 /// Writes the answer and ends the stream; whether the answer was written.

@@ -84,7 +84,8 @@ fn sandbox_json(api: &Api, workspace: &Workspace) -> Value {
         "clientID": CLIENT_ID,
         "envdVersion": ENVD_VERSION,
         "envdAccessToken": api.token(&workspace.workspace_id),
-        "domain": null,
+        // `get_host(port)` names a host of this server (see `ports`).
+        "domain": crate::ports::domain(api.port),
     })
 }
 
@@ -109,6 +110,7 @@ fn detail_json(api: &Api, workspace: &Workspace) -> Value {
         "state": sandboxes::state_of(workspace),
         "metadata": sandboxes::metadata_of(workspace),
         "allowInternetAccess": workspace.network_enabled,
+        "domain": crate::ports::domain(api.port),
     })
 }
 

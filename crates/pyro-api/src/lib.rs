@@ -18,6 +18,7 @@ pub mod control;
 pub mod debug;
 pub mod errors;
 pub mod files;
+pub mod ports;
 pub mod process;
 pub mod sandboxes;
 
@@ -50,6 +51,8 @@ const MAX_BODY_BYTES: usize = 4 << 20;
 /// What every handler shares.
 pub struct Api {
     pub dirs: Dirs,
+    /// The port this server listens on.
+    pub port: u16,
     key: String,
     hosts: Vec<String>,
     /// Whether SDKs in debug mode are served (see [`debug`]).
@@ -191,6 +194,9 @@ async fn gate(State(api): State<Arc<Api>>, mut request: Request, next: Next) -> 
     let plane = plane(request.uri().path(), headers);
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let host = header("host").unwrap_or_default();
+    if let Some((guest_port, id)) = ports::target(host, api.port) {
+        return ports::proxy(api.clone(), guest_port, id, request).await;
+    }
     let ours = |value: &str| api.hosts.iter().any(|h| h == value);
     if !ours(host)
         || header("origin").is_some_and(|o| {
@@ -344,6 +350,7 @@ pub async fn serve(dirs: Dirs, port: u16, debug_sandbox: bool) -> Result<()> {
         dirs,
         key,
         hosts: vec![format!("127.0.0.1:{port}"), format!("localhost:{port}")],
+        port,
         debug: debug_sandbox,
         debug_sandbox: tokio::sync::Mutex::new(None),
         output_pending: Arc::new(std::sync::atomic::AtomicUsize::new(0)),

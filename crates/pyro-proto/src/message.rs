@@ -92,6 +92,9 @@ pub enum Request {
     RemovePath { path: String },
     /// Rename a path under `/workspace` (replacing a file at `to`), making `to`'s parents.
     RenamePath { from: String, to: String },
+    /// Connect to `127.0.0.1:port` in the guest; after the `PortOpened` reply the stream carries
+    /// that connection's bytes both ways until either end closes.
+    OpenPort { port: u16 },
     /// Watch a directory under `/workspace` (and, recursive, every directory below it).
     WatchStart { path: String, recursive: bool },
     /// Take a watcher's events, waiting up to `wait_ms` for a first one.
@@ -161,6 +164,7 @@ pub enum Reply {
         created: bool,
     },
     Removed,
+    PortOpened,
     Watching {
         watcher_id: String,
     },

@@ -21,6 +21,7 @@ pub mod since;
 pub mod snapshots;
 pub mod store;
 pub mod summary;
+pub mod tunnel;
 pub mod validate;
 pub mod vms;
 pub mod watchers;
