@@ -439,7 +439,17 @@ async fn open_port(mut stream: StreamHandle, port: u16) {
         reply(&mut stream, error(err)).await;
         return;
     }
-    let connect = tokio::net::TcpStream::connect(("127.0.0.1", port));
+    // IPv4 first; a server listening on `localhost` may be on IPv6 only.
+    let connect = async {
+        match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => {
+                tokio::net::TcpStream::connect(("::1", port))
+                    .await
+                    .map_err(|_| err)
+            }
+            other => other,
+        }
+    };
     let mut tcp = match tokio::time::timeout(Duration::from_secs(5), connect).await {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(err)) => {

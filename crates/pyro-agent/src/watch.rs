@@ -110,9 +110,20 @@ impl Watcher {
                 });
             }
             if confine::is_dir(&st) {
-                // One that went meanwhile (or is not ours to watch) does not end the others' watch.
+                // One that went meanwhile (or became a link) does not end the others' watch; a
+                // limit reached does.
                 let child_rel = join(rel, &child);
-                let _ = self.add_tree(root, &child_rel, &join(name, &child), report);
+                match self.add_tree(root, &child_rel, &join(name, &child), report) {
+                    Err(err)
+                        if !matches!(
+                            err.raw_os_error(),
+                            Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
+                        ) =>
+                    {
+                        return Err(err)
+                    }
+                    _ => {}
+                }
             }
         }
         Ok(())
@@ -288,7 +299,9 @@ pub async fn events(id: &str, wait: Duration) -> io::Result<(Vec<WatchEvent>, bo
         let mut kept = lock(&watcher.events);
         let mut bytes = 0;
         while let Some(event) = kept.pop_front() {
-            bytes += event.name.len() + 16;
+            // As the reply spells it (escapes included).
+            bytes +=
+                serde_json::to_string(&event.name).map_or(event.name.len() * 6, |n| n.len()) + 16;
             if bytes > MAX_TAKE_BYTES && !events.is_empty() {
                 kept.push_front(event);
                 break;

@@ -35,6 +35,12 @@ pub fn sandbox_token(key: &str, id: &str) -> String {
     hex::encode(&digest[..20])
 }
 
+/// The token that opens sandbox `id`'s ports (`get_host`) when its traffic is not public.
+pub fn traffic_token(key: &str, id: &str) -> String {
+    let digest = Sha256::digest(format!("pyro-e2b-traffic:{key}:{id}").as_bytes());
+    hex::encode(&digest[..20])
+}
+
 /// The API key a control-plane request carries: `X-API-KEY`, or `Authorization: Bearer`.
 pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(key) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {

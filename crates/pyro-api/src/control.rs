@@ -42,6 +42,17 @@ struct NewSandbox {
     mcp: Option<Value>,
     #[serde(default)]
     volume_mounts: Option<Vec<Value>>,
+    network: Option<NetworkOptions>,
+}
+
+/// `network`: only whether the sandbox's ports take requests without its traffic token.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NetworkOptions {
+    allow_public_traffic: Option<bool>,
+    /// Anything else (egress rules, proxies, …) pyro does not do.
+    #[serde(flatten)]
+    rest: BTreeMap<String, Value>,
 }
 
 fn default_template() -> String {
@@ -78,12 +89,17 @@ fn ttl_of(timeout: u64) -> Result<u64, ApiError> {
 
 /// The `Sandbox` object create and connect return.
 fn sandbox_json(api: &Api, workspace: &Workspace) -> Value {
+    let public = workspace
+        .labels
+        .contains_key(sandboxes::PUBLIC_TRAFFIC_LABEL);
     json!({
         "templateID": sandboxes::template_of(workspace).unwrap_or(sandboxes::DEFAULT_TEMPLATE),
         "sandboxID": workspace.workspace_id,
         "clientID": CLIENT_ID,
         "envdVersion": ENVD_VERSION,
         "envdAccessToken": api.token(&workspace.workspace_id),
+        // Sent as `e2b-traffic-access-token` to the hosts `get_host` names, unless traffic is public.
+        "trafficAccessToken": (!public).then(|| api.traffic_token(&workspace.workspace_id)),
         // `get_host(port)` names a host of this server (see `ports`).
         "domain": crate::ports::domain(api.port),
     })
@@ -130,6 +146,16 @@ pub async fn create(State(api): State<Arc<Api>>, bytes: Bytes) -> Result<Respons
             "volume mounts are not supported by pyro; seed files with `files.write` or use `pyro workspace create --seed-path`",
         ));
     }
+    let public_traffic = match &request.network {
+        Some(network) if !network.rest.is_empty() => {
+            let keys: Vec<&str> = network.rest.keys().map(String::as_str).collect();
+            return Err(ApiError::bad_request(format!(
+                "network options {keys:?} are not supported by pyro: a sandbox's network is on (allow_internet_access) or off, and `allow_public_traffic` says whether its ports want the traffic token"
+            )));
+        }
+        Some(network) => network.allow_public_traffic == Some(true),
+        None => false,
+    };
     let environment = sandboxes::environment_of(&request.template_id)?;
     let env_vars = request.env_vars.unwrap_or_default();
     pyro_core::run::validate_env(&env_vars)?;
@@ -138,6 +164,12 @@ pub async fn create(State(api): State<Arc<Api>>, bytes: Bytes) -> Result<Respons
         sandboxes::TEMPLATE_LABEL.to_string(),
         request.template_id.clone(),
     ));
+    if public_traffic {
+        labels.push((
+            sandboxes::PUBLIC_TRAFFIC_LABEL.to_string(),
+            "true".to_string(),
+        ));
+    }
     let mut options = CreateOptions::new(&environment);
     options.labels = labels;
     options.ttl_seconds = ttl_of(request.timeout.unwrap_or(DEFAULT_TIMEOUT_SECONDS))?;

@@ -61,11 +61,17 @@ pub struct Api {
     debug_sandbox: tokio::sync::Mutex<Option<String>>,
     /// Bytes of process output waiting for slow clients, all streams together.
     output_pending: Arc<std::sync::atomic::AtomicUsize>,
+    /// Requests carried to sandboxes' ports at once, at most (they cannot take every connection).
+    port_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Api {
     pub fn token(&self, sandbox: &str) -> String {
         auth::sandbox_token(&self.key, sandbox)
+    }
+
+    pub fn traffic_token(&self, sandbox: &str) -> String {
+        auth::traffic_token(&self.key, sandbox)
     }
 }
 
@@ -354,6 +360,7 @@ pub async fn serve(dirs: Dirs, port: u16, debug_sandbox: bool) -> Result<()> {
         debug: debug_sandbox,
         debug_sandbox: tokio::sync::Mutex::new(None),
         output_pending: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        port_slots: Arc::new(tokio::sync::Semaphore::new(ports::MAX_AT_ONCE)),
     });
     let service = hyper_util::service::TowerToHyperService::new(router(api));
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));

@@ -305,10 +305,7 @@ impl Drop for LeaveGuard {
     fn drop(&mut self) {
         self.task.abort();
         if self.kill_if_left && !self.finished.load(Ordering::Relaxed) {
-            let (api, sandbox, pid) = (self.api.clone(), self.sandbox.clone(), self.pid);
-            tokio::spawn(async move {
-                let _ = processes::signal(&api.dirs, &sandbox, pid, libc::SIGKILL).await;
-            });
+            kill(self.api.clone(), self.sandbox.clone(), self.pid);
         }
     }
 }
@@ -350,14 +347,49 @@ pub async fn start(
         tokio::spawn(async move {
             let started = processes::start(&api.dirs, &sandbox, &options).await;
             if let Err(Ok(info)) = tx.send(started) {
-                let _ = processes::signal(&api.dirs, &sandbox, info.pid, libc::SIGKILL).await;
+                kill(api, sandbox, info.pid);
             }
         });
     }
-    match rx.await {
+    let mut pending = PendingStart {
+        rx: Some(rx),
+        api: api.clone(),
+        sandbox: sandbox.clone(),
+    };
+    let started = match pending.rx.as_mut() {
+        Some(rx) => rx.await,
+        None => return connect::stream_error(RpcError::new(Code::Internal, "the start was lost")),
+    };
+    pending.rx = None;
+    match started {
         Ok(Ok(info)) => follow_stream(api, sandbox, info, FollowFrom::Start, true),
         Ok(Err(err)) => connect::stream_error(err.into()),
         Err(_) => connect::stream_error(RpcError::new(Code::Internal, "the start was lost")),
+    }
+}
+
+fn kill(api: Arc<Api>, sandbox: String, pid: i32) {
+    tokio::spawn(async move {
+        let _ = processes::signal(&api.dirs, &sandbox, pid, libc::SIGKILL).await;
+    });
+}
+
+/// A start whose answer the handler waits for: a handler dropped after the answer came, but before
+/// it was taken, still has the process killed.
+struct PendingStart {
+    rx: Option<tokio::sync::oneshot::Receiver<pyro_core::Result<ProcessInfo>>>,
+    api: Arc<Api>,
+    sandbox: String,
+}
+
+impl Drop for PendingStart {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.rx.take() {
+            rx.close();
+            if let Ok(Ok(info)) = rx.try_recv() {
+                kill(self.api.clone(), self.sandbox.clone(), info.pid);
+            }
+        }
     }
 }
 

@@ -18,6 +18,8 @@ use crate::errors::ApiError;
 pub const TEMPLATE_LABEL: &str = "e2b.template";
 /// A sandbox's metadata key `k` is the workspace label `e2b.meta.k`.
 pub const METADATA_PREFIX: &str = "e2b.meta.";
+/// Marks a sandbox whose ports take requests without its traffic token.
+pub const PUBLIC_TRAFFIC_LABEL: &str = "e2b.public-traffic";
 /// The template the SDKs ask for when none is given.
 pub const DEFAULT_TEMPLATE: &str = "base";
 
@@ -107,8 +109,12 @@ pub fn find(dirs: &Dirs, id: &str) -> Result<Workspace, ApiError> {
 
 /// Whether the sandbox `id` runs (what each in-sandbox call checks; cheaper than [`find`]).
 pub fn is_running(dirs: &Dirs, id: &str) -> Result<bool, ApiError> {
-    let record = lookup(id, || lifecycle::record(dirs, id), |r| &r.labels)?;
-    Ok(record.state == WorkspaceState::Started)
+    Ok(record(dirs, id)?.state == WorkspaceState::Started)
+}
+
+/// The stored record of the sandbox `id`.
+pub fn record(dirs: &Dirs, id: &str) -> Result<workspace::store::Record, ApiError> {
+    lookup(id, || lifecycle::record(dirs, id), |r| &r.labels)
 }
 
 /// `running`, or `paused` for a workspace whose VM is not running (suspended, or stopped by its

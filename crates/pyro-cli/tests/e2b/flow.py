@@ -98,20 +98,30 @@ text = b"".join(chunks).decode(errors="replace")
 assert "pty-42" in text and "30 100" in text, text
 step("pty", "ok")
 
-# A port of the sandbox, reached from the host at get_host(port) (curl resolves *.localhost itself).
+# A port of the sandbox, reached from the host at get_host(port) with the sandbox's traffic token
+# (curl resolves *.localhost itself).
 HTTP_SERVER = """perl -MIO::Socket::INET -e '$s = IO::Socket::INET->new(LocalAddr => "127.0.0.1",
   LocalPort => 8080, Listen => 5, ReuseAddr => 1) or die "$!";
   while ($c = $s->accept) { <$c>; print $c "HTTP/1.0 200 OK\\r\\nContent-Length: 12\\r\\n\\r\\nfrom the vm\\n"; close $c }'"""
 web = sbx.commands.run(HTTP_SERVER, background=True, timeout=0)
 host = sbx.get_host(8080)
 assert host == f"8080-{sbx.sandbox_id}.localhost:{os.environ['E2B_API_URL'].rsplit(':', 1)[1]}", host
+
+
+def curl(*headers):
+    args = [arg for header in headers for arg in ("-H", header)]
+    return subprocess.run(["curl", "-s", "--max-time", "5", *args, f"http://{host}/"],
+                          capture_output=True, text=True).stdout
+
+
+token = f"e2b-traffic-access-token: {sbx.traffic_access_token}"
 body = ""
 deadline = time.time() + 30
 while body != "from the vm\n" and time.time() < deadline:
-    body = subprocess.run(["curl", "-s", "--max-time", "5", f"http://{host}/"],
-                          capture_output=True, text=True).stdout
+    body = curl(token)
     time.sleep(0.2)
 assert body == "from the vm\n", body
+assert "traffic token" in curl(), "a port wants the sandbox's traffic token"
 web.kill()
 step("port", host)
 

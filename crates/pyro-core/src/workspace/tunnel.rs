@@ -1,6 +1,6 @@
 //! A TCP connection to a port on a workspace guest's loopback, carried over the agent channel: no
 //! network device, no listener on the host. What comes back is the guest's: bound it as any guest
-//! data.
+//! data. It is not activity: traffic to a sandbox's ports does not keep it from its idle TTL.
 
 use std::time::Duration;
 
@@ -11,8 +11,8 @@ use super::ops::started;
 use crate::agent_client::{self, Purpose};
 use crate::{Dirs, Error, ErrorKind, Result};
 
-/// How long one connection may last.
-pub const LIMIT: Duration = Duration::from_secs(3600);
+/// How long one connection may last (the supervisor closes it then).
+pub const LIMIT: Duration = Duration::from_secs(600);
 
 /// A stream connected to `127.0.0.1:port` in the workspace's guest.
 pub async fn connect(dirs: &Dirs, reference: &str, port: u16) -> Result<UnixStream> {
@@ -20,7 +20,7 @@ pub async fn connect(dirs: &Dirs, reference: &str, port: u16) -> Result<UnixStre
         return Err(Error::invalid("port 0 is not a port to connect to"));
     }
     let (_db, _record, dir) = started(dirs, reference, "connect to a port")?;
-    let mut stream = agent_client::connect(&dir, Purpose::Activity, LIMIT).await?;
+    let mut stream = agent_client::connect(&dir, Purpose::Inspection, LIMIT).await?;
     let lost =
         |e: std::io::Error| Error::new(ErrorKind::Guest, format!("the agent channel broke: {e}"));
     pyro_proto::write_message(&mut stream, &Request::OpenPort { port })
