@@ -35,7 +35,7 @@ pub fn pull(dirs: &Dirs, name: &str, force: bool, progress: &dyn Progress) -> Re
     }
     let mmdebstrap = tools::MMDEBSTRAP.find()?;
     let mke2fs = tools::MKE2FS.find()?;
-    remove_abandoned_staging(dirs, spec)?;
+    remove_abandoned_staging(dirs, spec);
     let staging = dirs.environments().join(format!(
         ".staging-{}-{}",
         spec.slug(),
@@ -66,7 +66,11 @@ pub fn pull(dirs: &Dirs, name: &str, force: bool, progress: &dyn Progress) -> Re
     })
 }
 
-fn remove_abandoned_staging(dirs: &Dirs, spec: &EnvironmentSpec) -> Result<()> {
+/// Removes what earlier builds of `spec` left (their lock is ours now, so they are over). Best
+/// effort: a step of a build whose pyro was killed may still be writing in its directory for a
+/// moment (it is told to stop, its own children are not), and that is no reason to fail this
+/// build, which stages elsewhere. What is left goes at the next pull or prune.
+fn remove_abandoned_staging(dirs: &Dirs, spec: &EnvironmentSpec) {
     let prefixes = [
         format!(".staging-{}-", spec.slug()),
         format!(".trash-{}-", spec.slug()),
@@ -75,11 +79,10 @@ fn remove_abandoned_staging(dirs: &Dirs, spec: &EnvironmentSpec) -> Result<()> {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if prefixes.iter().any(|p| name.starts_with(p.as_str())) {
-                fsutil::remove_tree(&entry.path())?;
+                let _ = fsutil::remove_tree(&entry.path());
             }
         }
     }
-    Ok(())
 }
 
 fn build_into(
