@@ -95,11 +95,13 @@ async fn fetch(vm_dir: &Path, name: &str, to: &Path) -> Result<()> {
         name: name.to_string(),
     };
     snapshots::supervisor_call(vm_dir, &attach).await?;
-    let spool = to.with_extension(format!("partial-{}", fsutil::random_hex(4)?));
+    let spool = Spool::open(to)?;
     let fetched = async {
-        let mut file = tokio::fs::File::create(&spool)
-            .await
-            .map_err(|e| Error::io("create", &spool, e))?;
+        let file = spool
+            .file
+            .try_clone()
+            .map_err(|e| Error::io("open", to, e))?;
+        let mut file = tokio::fs::File::from_std(file);
         let request = Request::ExportSnapshotView {
             path: validate::WORKSPACE_ROOT.into(),
             max_bytes: archive::MAX_ARCHIVE_BYTES,
@@ -108,21 +110,104 @@ async fn fetch(vm_dir: &Path, name: &str, to: &Path) -> Result<()> {
             .await?
             .receive(&mut file, archive::MAX_ARCHIVE_BYTES)
             .await?;
+        tokio::io::AsyncWriteExt::flush(&mut file)
+            .await
+            .map_err(|e| Error::io("write", to, e))?;
         drop(file);
         match reply {
             Reply::Exported(_) => {}
             other => return Err(agent_client::unexpected(other)),
         }
-        let checked = spool.clone();
+        let checked = spool.path();
         crate::blocking(move || extract::check_headers(&checked)).await
     }
     .await;
     let detached = snapshots::supervisor_call(vm_dir, &ClientRequest::DetachSnapshotView).await;
-    let outcome = fetched
-        .and(detached)
-        .and_then(|()| std::fs::rename(&spool, to).map_err(|e| Error::io("rename", &spool, e)));
-    if outcome.is_err() {
-        let _ = std::fs::remove_file(&spool);
-    }
+    let outcome = fetched.and(detached).and_then(|()| spool.keep(to));
     outcome.map_err(|e| e.context(format!("cannot read snapshot '{name}' to compare with")))
+}
+
+/// Where a tree is spooled until it is whole: an unnamed file beside `to` (`O_TMPFILE`), so that a
+/// pyro killed half-way leaves nothing behind; or, where the file system has no unnamed files, a
+/// named one removed on failure.
+struct Spool {
+    file: std::fs::File,
+    /// The named file, when there is one.
+    named: Option<PathBuf>,
+}
+
+impl Spool {
+    fn open(to: &Path) -> Result<Spool> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = to.parent().unwrap_or(Path::new("."));
+        let unnamed = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_TMPFILE)
+            .open(dir);
+        match unnamed {
+            Ok(file) => Ok(Spool { file, named: None }),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR)) => {
+                let path = to.with_extension(format!("partial-{}", fsutil::random_hex(4)?));
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(|e| Error::io("create", &path, e))?;
+                Ok(Spool {
+                    file,
+                    named: Some(path),
+                })
+            }
+            Err(e) => Err(Error::io("create a file in", dir, e)),
+        }
+    }
+
+    /// A path that opens the spool.
+    fn path(&self) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        match &self.named {
+            Some(path) => path.clone(),
+            None => PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd())),
+        }
+    }
+
+    /// Gives the whole spool its name `to`.
+    fn keep(mut self, to: &Path) -> Result<()> {
+        match self.named.take() {
+            Some(path) => std::fs::rename(&path, to).map_err(|e| Error::io("rename", &path, e)),
+            None => {
+                use std::os::unix::ffi::OsStrExt;
+                let from = std::ffi::CString::new(self.path().as_os_str().as_bytes())
+                    .map_err(|_| Error::invalid("a path with a NUL byte"))?;
+                let target = std::ffi::CString::new(to.as_os_str().as_bytes())
+                    .map_err(|_| Error::invalid("a path with a NUL byte"))?;
+                // SAFETY: two valid C strings; linkat reads them only.
+                let linked = unsafe {
+                    libc::linkat(
+                        libc::AT_FDCWD,
+                        from.as_ptr(),
+                        libc::AT_FDCWD,
+                        target.as_ptr(),
+                        libc::AT_SYMLINK_FOLLOW,
+                    )
+                };
+                if linked != 0 {
+                    return Err(Error::io("name", to, std::io::Error::last_os_error()));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        if let Some(path) = &self.named {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
